@@ -1,0 +1,208 @@
+/*
+ * asyncjob/async.h - the C API of asyncjob.
+ *
+ * asyncjob implements OpenSSL's asynchronous job API (<openssl/async.h>,
+ * OpenSSL 3.5) with the same names, types, constants and behaviour, on its own
+ * context switch and guard-paged stacks. A program written for OpenSSL's API
+ * builds unchanged against this header (or against the <openssl/async.h>
+ * shim installed with the asyncjob-openssl pkg-config module).
+ *
+ * This header may be included in the same translation unit as the real
+ * <openssl/async.h>, in either order: every declaration below is identical to
+ * OpenSSL's.
+ *
+ * Beyond OpenSSL's functions it declares a few asyncjob_* extensions: reading
+ * asyncjob's thread-local error queue, tuning stacks, and introspection.
+ *
+ * Thread rules: a job belongs to the thread that started it and may only be
+ * resumed there; each thread has its own job pool. An ASYNC_WAIT_CTX may be
+ * used from any thread but not from two threads at once.
+ */
+#ifndef ASYNCJOB_ASYNC_H
+#define ASYNCJOB_ASYNC_H
+
+#include <stddef.h>
+#include <stdlib.h>
+
+#if defined(ASYNCJOB_STATIC_DEFINE) || !defined(__GNUC__)
+#define ASYNCJOB_EXPORT
+#else
+#define ASYNCJOB_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ----- Types and constants shared with OpenSSL's <openssl/async.h> ----- */
+
+#ifndef OSSL_ASYNC_FD
+#define OSSL_ASYNC_FD int
+#define OSSL_BAD_ASYNC_FD -1
+#endif
+
+/* Return values of ASYNC_start_job(). */
+#define ASYNC_ERR 0
+#define ASYNC_NO_JOBS 1
+#define ASYNC_PAUSE 2
+#define ASYNC_FINISH 3
+
+/* Values of ASYNC_WAIT_CTX_get_status()/ASYNC_WAIT_CTX_set_status(). */
+#define ASYNC_STATUS_UNSUPPORTED 0
+#define ASYNC_STATUS_ERR 1
+#define ASYNC_STATUS_OK 2
+#define ASYNC_STATUS_EAGAIN 3
+
+/* Reason codes of the ASYNC library (same numbers as OpenSSL's asyncerr.h). */
+#define ASYNC_R_FAILED_TO_SET_POOL 101
+#define ASYNC_R_FAILED_TO_SWAP_CONTEXT 102
+#define ASYNC_R_INVALID_POOL_SIZE 103
+#define ASYNC_R_INIT_FAILED 105
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct async_job_st ASYNC_JOB;
+typedef struct async_wait_ctx_st ASYNC_WAIT_CTX;
+typedef int (*ASYNC_callback_fn)(void *arg);
+typedef void *(*ASYNC_stack_alloc_fn)(size_t *num);
+typedef void (*ASYNC_stack_free_fn)(void *addr);
+
+/* ----- Jobs and the per-thread pool (see ASYNC_start_job(3)) ----- */
+
+/* Creates this thread's pool: at most max_size jobs (0: no limit), init_size
+ * of them created now. Returns 1, or 0 with an error queued when init_size
+ * exceeds a non-zero max_size, when jobs of the current pool are still paused,
+ * or when the jobs cannot be created. */
+ASYNCJOB_EXPORT int ASYNC_init_thread(size_t max_size, size_t init_size);
+/* Frees this thread's idle jobs and its pool. Jobs still paused are freed when
+ * they finish (an error is queued to say so). Thread exit does this too. */
+ASYNCJOB_EXPORT void ASYNC_cleanup_thread(void);
+
+/* Starts (*job == NULL) or resumes (*job != NULL) a job. Returns ASYNC_PAUSE
+ * (*job set), ASYNC_FINISH (*ret set, *job NULL), ASYNC_NO_JOBS (pool
+ * exhausted, nothing changed) or ASYNC_ERR (error queued). func, args and
+ * size are ignored on resume; ctx too (the job keeps the context it was
+ * started with). ctx may be NULL. Called inside a job it starts a nested job
+ * whose pauses return to the enclosing job. */
+ASYNCJOB_EXPORT int ASYNC_start_job(ASYNC_JOB **job, ASYNC_WAIT_CTX *ctx,
+                                    int *ret, int (*func)(void *), void *args,
+                                    size_t size);
+/* Returns control to the code that started or last resumed the current job.
+ * Returns 1; outside a job or while pausing is blocked it does nothing. */
+ASYNCJOB_EXPORT int ASYNC_pause_job(void);
+
+ASYNCJOB_EXPORT ASYNC_JOB *ASYNC_get_current_job(void);
+ASYNCJOB_EXPORT ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job);
+/* Nestable; the count belongs to the current job and dies with it. */
+ASYNCJOB_EXPORT void ASYNC_block_pause(void);
+ASYNCJOB_EXPORT void ASYNC_unblock_pause(void);
+
+ASYNCJOB_EXPORT int ASYNC_is_capable(void);
+
+/* Custom stack allocators. Returns 0 once any job stack has been allocated
+ * in the process. A NULL argument keeps the current function of that kind. */
+ASYNCJOB_EXPORT int ASYNC_set_mem_functions(ASYNC_stack_alloc_fn alloc_fn,
+                                            ASYNC_stack_free_fn free_fn);
+ASYNCJOB_EXPORT void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn *alloc_fn,
+                                             ASYNC_stack_free_fn *free_fn);
+
+/* ----- Wait contexts (see ASYNC_WAIT_CTX_new(3)) ----- */
+
+ASYNCJOB_EXPORT ASYNC_WAIT_CTX *ASYNC_WAIT_CTX_new(void);
+ASYNCJOB_EXPORT void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX *ctx);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_wait_fd(
+    ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *custom_data,
+    void (*cleanup)(ASYNC_WAIT_CTX *, const void *, OSSL_ASYNC_FD, void *));
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_fd(ASYNC_WAIT_CTX *ctx, const void *key,
+                                          OSSL_ASYNC_FD *fd,
+                                          void **custom_data);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX *ctx,
+                                               OSSL_ASYNC_FD *fd,
+                                               size_t *numfds);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX *ctx,
+                                                ASYNC_callback_fn *callback,
+                                                void **callback_arg);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_callback(ASYNC_WAIT_CTX *ctx,
+                                                ASYNC_callback_fn callback,
+                                                void *callback_arg);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_status(ASYNC_WAIT_CTX *ctx, int status);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_status(ASYNC_WAIT_CTX *ctx);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX *ctx,
+                                                   OSSL_ASYNC_FD *addfd,
+                                                   size_t *numaddfds,
+                                                   OSSL_ASYNC_FD *delfd,
+                                                   size_t *numdelfds);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx,
+                                            const void *key);
+
+/* ----- asyncjob extensions ----- */
+
+/* The error queue. Every call that fails (ASYNC_ERR, a 0 that means failure)
+ * queues an entry on the calling thread: a packed code in OpenSSL's layout
+ * (library in bits 23..30, reason in bits 0..22) and a message. Lookups that
+ * merely find nothing (ASYNC_WAIT_CTX_get_fd or _clear_fd of an unknown key,
+ * _get_callback with none set) return 0 without queueing, as OpenSSL does,
+ * so that they never leave stale errors behind for libssl to trip over.
+ * The queue keeps the newest 16 entries. */
+#define ASYNCJOB_ERR_LIB_ASYNC 51
+#define ASYNCJOB_ERR_GET_LIB(code) ((int)(((code) >> 23) & 0xFFL))
+#define ASYNCJOB_ERR_GET_REASON(code) ((int)((code) & 0x7FFFFFL))
+
+/* Reasons beyond ASYNC_R_*: OpenSSL's common reasons (same values) ... */
+#define ASYNCJOB_R_MALLOC_FAILURE (256 | (3 << 18))
+#define ASYNCJOB_R_PASSED_NULL_PARAMETER (258 | (3 << 18))
+#define ASYNCJOB_R_INTERNAL_ERROR (259 | (3 << 18))
+#define ASYNCJOB_R_PASSED_INVALID_ARGUMENT (262 | (2 << 18))
+/* ... and asyncjob's own, in the ASYNC library's range. */
+#define ASYNCJOB_R_WRONG_THREAD 120
+#define ASYNCJOB_R_JOB_NOT_PAUSED 121
+#define ASYNCJOB_R_STACK_ALLOCATION_FAILED 122
+#define ASYNCJOB_R_DUPLICATE_KEY 123
+#define ASYNCJOB_R_MEM_FUNCTIONS_LOCKED 124
+#define ASYNCJOB_R_JOBS_OUTSTANDING 125
+#define ASYNCJOB_R_WAIT_CTX_IN_USE 126
+
+/* Removes and returns the oldest entry (0 when the queue is empty). When
+ * message is not NULL it receives the entry's text, valid until the next
+ * call of these functions on this thread. */
+ASYNCJOB_EXPORT unsigned long asyncjob_get_error(const char **message);
+/* Like asyncjob_get_error() but leaves the entry queued. */
+ASYNCJOB_EXPORT unsigned long asyncjob_peek_error(const char **message);
+/* The newest entry, left queued. */
+ASYNCJOB_EXPORT unsigned long asyncjob_peek_last_error(const char **message);
+ASYNCJOB_EXPORT void asyncjob_clear_errors(void);
+
+/* Usable stack size of jobs created from now on (default 64 KiB, 256 KiB
+ * under AddressSanitizer). Rounded up to whole pages; at least 16 KiB.
+ * Returns 1, or 0 with an error queued for a size below the minimum.
+ * Ignored for stacks from ASYNC_set_mem_functions() allocators. */
+ASYNCJOB_EXPORT int asyncjob_set_stack_size(size_t bytes);
+ASYNCJOB_EXPORT size_t asyncjob_get_stack_size(void);
+
+/* How many stacks in the process may have a guard region (each costs memory
+ * mappings, of which Linux allows about 65,530). Past the budget, stacks come
+ * from shared slabs and are checked by a canary at every pause and finish
+ * instead. The default is a quarter of vm.max_map_count. */
+ASYNCJOB_EXPORT void asyncjob_set_guarded_stack_budget(size_t stacks);
+ASYNCJOB_EXPORT size_t asyncjob_get_guarded_stack_budget(void);
+
+/* Counters of this thread's pool. */
+typedef struct asyncjob_pool_stats {
+  size_t max_size;      /* 0: unlimited */
+  size_t total;         /* jobs owned by the pool: idle + in use */
+  size_t idle;          /* jobs ready for reuse */
+  size_t in_use;        /* jobs running or paused */
+  size_t guarded;       /* of total: stacks with a guard region */
+  size_t slab;          /* of total: canary-checked slab stacks */
+  size_t custom;        /* of total: stacks from ASYNC_set_mem_functions */
+} asyncjob_pool_stats;
+/* Fills *stats for the calling thread; returns 0 when it has no pool. */
+ASYNCJOB_EXPORT int asyncjob_get_pool_stats(asyncjob_pool_stats *stats);
+
+/* The name of the context-switch back end compiled in: "x86_64-sysv",
+ * "aarch64-aapcs" or "ucontext". */
+ASYNCJOB_EXPORT const char *asyncjob_context_backend(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNCJOB_ASYNC_H */

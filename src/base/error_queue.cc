@@ -1,0 +1,74 @@
+#include "base/error_queue.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "asyncjob/async.h"
+
+namespace asyncjob::base {
+namespace {
+
+struct Entry {
+  unsigned long code;
+  char message[kErrorMessageMax];
+};
+
+struct Queue {
+  Entry entries[kErrorQueueDepth];
+  std::size_t first;  // index of the oldest entry
+  std::size_t count;
+  char returned[kErrorMessageMax];  // the message handed out last
+};
+
+// Plain storage, zero-initialised: no constructor runs on first use.
+thread_local Queue queue;
+
+}  // namespace
+
+unsigned long PackErrorCode(int reason) {
+  return (static_cast<unsigned long>(ASYNCJOB_ERR_LIB_ASYNC & 0xFF) << 23) |
+         (static_cast<unsigned long>(reason) & 0x7FFFFFUL);
+}
+
+void QueueError(int reason, const char* format, ...) {
+  Queue& q = queue;
+  if (q.count == kErrorQueueDepth) {
+    q.first = (q.first + 1) % kErrorQueueDepth;
+    --q.count;
+  }
+  Entry& e = q.entries[(q.first + q.count) % kErrorQueueDepth];
+  e.code = PackErrorCode(reason);
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(e.message, sizeof e.message, format, args);
+  va_end(args);
+  ++q.count;
+}
+
+unsigned long ReadError(bool pop, bool newest, const char** message) {
+  Queue& q = queue;
+  if (q.count == 0) {
+    if (message != nullptr) *message = "";
+    return 0;
+  }
+  std::size_t index = newest ? (q.first + q.count - 1) % kErrorQueueDepth : q.first;
+  const Entry& e = q.entries[index];
+  unsigned long code = e.code;
+  std::memcpy(q.returned, e.message, sizeof q.returned);
+  if (message != nullptr) *message = q.returned;
+  if (pop) {
+    q.first = (q.first + 1) % kErrorQueueDepth;
+    --q.count;
+  }
+  return code;
+}
+
+void ClearErrors() {
+  queue.first = 0;
+  queue.count = 0;
+}
+
+std::size_t ErrorCount() { return queue.count; }
+
+}  // namespace asyncjob::base

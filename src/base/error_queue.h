@@ -1,0 +1,43 @@
+// error_queue.h - asyncjob's thread-local error queue.
+//
+// Every layer reports a failure by queueing an entry here before it returns
+// its error value; the C API exposes the queue through asyncjob_get_error()
+// and friends (see <asyncjob/async.h>). Entries use OpenSSL's packed layout
+// (library 51, ASYNC, in bits 23..30; reason in bits 0..22) so that they can
+// be mirrored into libcrypto's queue unchanged.
+//
+//   if (stack == nullptr) {
+//     base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+//                      "mmap of %zu bytes failed: %s", size, strerror(errno));
+//     return nullptr;
+//   }
+#ifndef ASYNCJOB_SRC_BASE_ERROR_QUEUE_H_
+#define ASYNCJOB_SRC_BASE_ERROR_QUEUE_H_
+
+#include <cstddef>
+
+namespace asyncjob::base {
+
+inline constexpr std::size_t kErrorQueueDepth = 16;
+inline constexpr std::size_t kErrorMessageMax = 192;
+
+// Queues an error with a printf-style message. Never allocates; the oldest
+// entry is dropped when the queue is full.
+void QueueError(int reason, const char* format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+// Packs a reason code of the ASYNC library as OpenSSL does.
+unsigned long PackErrorCode(int reason);
+
+// Pops (pop = true) or peeks the oldest entry, or peeks the newest
+// (newest = true). Returns 0 when the queue is empty. *message, if given,
+// points into a per-thread buffer valid until the next call.
+unsigned long ReadError(bool pop, bool newest, const char** message);
+void ClearErrors();
+
+// Number of entries queued on this thread.
+std::size_t ErrorCount();
+
+}  // namespace asyncjob::base
+
+#endif  // ASYNCJOB_SRC_BASE_ERROR_QUEUE_H_

@@ -1,0 +1,289 @@
+// async_api.cc - the C API: OpenSSL's <openssl/async.h> functions and the
+// asyncjob_* extensions, mapped onto the job and wait-context layers.
+//
+// This file owns argument checking (every bad input gets an error-queue
+// entry and an error return, never a crash) and the glue between jobs and
+// wait contexts: which context a job was started with, when a round of fd
+// changes ends (a paused job resumed), and detaching a job from a context
+// freed under it.
+#include <new>
+
+#include "asyncjob/async.h"
+#include "base/error_queue.h"
+#include "context/context.h"
+#include "job/job.h"
+#include "stack/stack.h"
+#include "wait/wait_ctx.h"
+
+using asyncjob::base::QueueError;
+using asyncjob::job::Job;
+using asyncjob::job::Outcome;
+using asyncjob::job::Pool;
+using asyncjob::wait::WaitContext;
+
+namespace {
+
+Job* FromHandle(ASYNC_JOB* job) { return reinterpret_cast<Job*>(job); }
+ASYNC_JOB* ToHandle(Job* job) { return reinterpret_cast<ASYNC_JOB*>(job); }
+
+WaitContext* WaitContextOf(Job* job) { return static_cast<WaitContext*>(job->user_data); }
+
+WaitContext* CheckedWaitContext(ASYNC_WAIT_CTX* ctx, const char* function) {
+  if (ctx == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "%s: ctx is NULL", function);
+  }
+  return WaitContext::FromHandle(ctx);
+}
+
+// Called once a job has finished: hands back its result and its pool slot.
+int FinishJob(Job* job) {
+  if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
+  int result = job->result;
+  asyncjob::job::Release(job);
+  return result;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ----- Jobs and pools -----
+
+int ASYNC_init_thread(size_t max_size, size_t init_size) {
+  return Pool::InitThisThread(max_size, init_size) ? 1 : 0;
+}
+
+void ASYNC_cleanup_thread(void) { Pool::CleanupThisThread(); }
+
+int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
+                    int (*func)(void*), void* args, size_t size) {
+  if (job == nullptr || ret == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_start_job: %s is NULL",
+               job == nullptr ? "job" : "ret");
+    return ASYNC_ERR;
+  }
+  Outcome outcome;
+  Job* running = FromHandle(*job);
+  if (running != nullptr) {
+    outcome = asyncjob::job::Resume(running);
+    if (outcome == Outcome::kError) return ASYNC_ERR;
+  } else {
+    if (func == nullptr) {
+      QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_start_job: func is NULL");
+      return ASYNC_ERR;
+    }
+    Pool* pool = Pool::ForThisThread(true);
+    if (pool == nullptr) return ASYNC_ERR;
+    bool exhausted = false;
+    running = pool->Acquire(&exhausted);
+    if (running == nullptr) return exhausted ? ASYNC_NO_JOBS : ASYNC_ERR;
+    WaitContext* wait = WaitContext::FromHandle(ctx);
+    if (wait != nullptr) wait->attached_job = running;
+    outcome = asyncjob::job::Start(running, func, args, size, wait);
+    if (outcome == Outcome::kError) {
+      FinishJob(running);
+      return ASYNC_ERR;
+    }
+  }
+  if (outcome == Outcome::kPaused) {
+    *job = ToHandle(running);
+    return ASYNC_PAUSE;
+  }
+  *ret = FinishJob(running);
+  *job = nullptr;
+  return ASYNC_FINISH;
+}
+
+int ASYNC_pause_job(void) {
+  if (asyncjob::job::PauseCurrent()) {
+    // Resumed: the fds changed in the previous round have been seen.
+    if (WaitContext* wait = WaitContextOf(asyncjob::job::CurrentJob())) {
+      wait->StartNewRound();
+    }
+  }
+  return 1;
+}
+
+ASYNC_JOB* ASYNC_get_current_job(void) { return ToHandle(asyncjob::job::CurrentJob()); }
+
+ASYNC_WAIT_CTX* ASYNC_get_wait_ctx(ASYNC_JOB* job) {
+  if (job == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_get_wait_ctx: job is NULL");
+    return nullptr;
+  }
+  WaitContext* wait = WaitContextOf(FromHandle(job));
+  return wait != nullptr ? wait->handle() : nullptr;
+}
+
+void ASYNC_block_pause(void) {
+  if (Job* job = asyncjob::job::CurrentJob()) ++job->block_depth;
+}
+
+void ASYNC_unblock_pause(void) {
+  Job* job = asyncjob::job::CurrentJob();
+  if (job != nullptr && job->block_depth > 0) --job->block_depth;
+}
+
+int ASYNC_is_capable(void) { return 1; }
+
+int ASYNC_set_mem_functions(ASYNC_stack_alloc_fn alloc_fn, ASYNC_stack_free_fn free_fn) {
+  return asyncjob::stack::SetMemFunctions(alloc_fn, free_fn) ? 1 : 0;
+}
+
+void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_fn) {
+  asyncjob::stack::GetMemFunctions(alloc_fn, free_fn);
+}
+
+// ----- Wait contexts -----
+
+ASYNC_WAIT_CTX* ASYNC_WAIT_CTX_new(void) {
+  auto* wait = new (std::nothrow) WaitContext;
+  if (wait == nullptr) {
+    QueueError(ASYNCJOB_R_MALLOC_FAILURE, "ASYNC_WAIT_CTX_new: out of memory");
+    return nullptr;
+  }
+  return wait->handle();
+}
+
+void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
+  WaitContext* wait = WaitContext::FromHandle(ctx);
+  if (wait == nullptr) return;
+  if (wait->attached_job != nullptr) {
+    // A paused job still refers to it: detach the job, which carries on
+    // without a wait context, rather than leave it a dangling pointer.
+    static_cast<Job*>(wait->attached_job)->user_data = nullptr;
+    QueueError(ASYNCJOB_R_WAIT_CTX_IN_USE,
+               "ASYNC_WAIT_CTX_free: job %p was still using this context; it "
+               "continues without one",
+               wait->attached_job);
+  }
+  delete wait;
+}
+
+int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD fd,
+                               void* custom_data,
+                               void (*cleanup)(ASYNC_WAIT_CTX*, const void*,
+                                               OSSL_ASYNC_FD, void*)) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_set_wait_fd");
+  if (wait == nullptr) return 0;
+  return wait->SetWaitFd(key, fd, custom_data, cleanup) ? 1 : 0;
+}
+
+int ASYNC_WAIT_CTX_get_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD* fd,
+                          void** custom_data) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_fd");
+  if (wait == nullptr) return 0;
+  return wait->GetFd(key, fd, custom_data) ? 1 : 0;
+}
+
+int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX* ctx, OSSL_ASYNC_FD* fd, size_t* numfds) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_all_fds");
+  if (wait == nullptr) return 0;
+  if (numfds == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER,
+               "ASYNC_WAIT_CTX_get_all_fds: numfds is NULL");
+    return 0;
+  }
+  *numfds = wait->GetAllFds(fd);
+  return 1;
+}
+
+int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX* ctx, OSSL_ASYNC_FD* addfd,
+                                   size_t* numaddfds, OSSL_ASYNC_FD* delfd,
+                                   size_t* numdelfds) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_changed_fds");
+  if (wait == nullptr) return 0;
+  if (numaddfds == nullptr || numdelfds == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER,
+               "ASYNC_WAIT_CTX_get_changed_fds: %s is NULL",
+               numaddfds == nullptr ? "numaddfds" : "numdelfds");
+    return 0;
+  }
+  wait->GetChangedFds(addfd, numaddfds, delfd, numdelfds);
+  return 1;
+}
+
+int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX* ctx, const void* key) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_clear_fd");
+  if (wait == nullptr) return 0;
+  return wait->ClearFd(key) ? 1 : 0;
+}
+
+int ASYNC_WAIT_CTX_set_callback(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn callback,
+                                void* callback_arg) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_set_callback");
+  if (wait == nullptr) return 0;
+  wait->SetCallback(callback, callback_arg);
+  return 1;
+}
+
+int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn* callback,
+                                void** callback_arg) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_callback");
+  if (wait == nullptr) return 0;
+  return wait->GetCallback(callback, callback_arg) ? 1 : 0;
+}
+
+int ASYNC_WAIT_CTX_set_status(ASYNC_WAIT_CTX* ctx, int status) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_set_status");
+  if (wait == nullptr) return 0;
+  wait->set_status(status);
+  return 1;
+}
+
+int ASYNC_WAIT_CTX_get_status(ASYNC_WAIT_CTX* ctx) {
+  WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_status");
+  if (wait == nullptr) return ASYNC_STATUS_ERR;
+  return wait->status();
+}
+
+// ----- Extensions -----
+
+unsigned long asyncjob_get_error(const char** message) {
+  return asyncjob::base::ReadError(/*pop=*/true, /*newest=*/false, message);
+}
+
+unsigned long asyncjob_peek_error(const char** message) {
+  return asyncjob::base::ReadError(/*pop=*/false, /*newest=*/false, message);
+}
+
+unsigned long asyncjob_peek_last_error(const char** message) {
+  return asyncjob::base::ReadError(/*pop=*/false, /*newest=*/true, message);
+}
+
+void asyncjob_clear_errors(void) { asyncjob::base::ClearErrors(); }
+
+int asyncjob_set_stack_size(size_t bytes) {
+  return asyncjob::stack::SetDefaultStackSize(bytes) ? 1 : 0;
+}
+
+size_t asyncjob_get_stack_size(void) { return asyncjob::stack::DefaultStackSize(); }
+
+void asyncjob_set_guarded_stack_budget(size_t stacks) {
+  asyncjob::stack::SetGuardedBudget(stacks);
+}
+
+size_t asyncjob_get_guarded_stack_budget(void) { return asyncjob::stack::GuardedBudget(); }
+
+int asyncjob_get_pool_stats(asyncjob_pool_stats* stats) {
+  if (stats == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "asyncjob_get_pool_stats: stats is NULL");
+    return 0;
+  }
+  *stats = asyncjob_pool_stats{};
+  Pool* pool = Pool::ForThisThread(false);
+  if (pool == nullptr) return 0;
+  using asyncjob::stack::StackKind;
+  stats->max_size = pool->max_size();
+  stats->total = pool->total();
+  stats->idle = pool->idle();
+  stats->in_use = pool->in_use();
+  stats->guarded = pool->count_of(StackKind::kGuarded);
+  stats->slab = pool->count_of(StackKind::kSlab);
+  stats->custom = pool->count_of(StackKind::kCustom);
+  return 1;
+}
+
+const char* asyncjob_context_backend(void) { return asyncjob::context::BackendName(); }
+
+}  // extern "C"

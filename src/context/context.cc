@@ -1,0 +1,80 @@
+// context.cc - the parts of the context unit shared by both back ends.
+#include "context/context.h"
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "context/annotations.h"
+
+namespace asyncjob::context {
+
+void InitializeThreadContext(Context* context) {
+  *context = Context{};
+#if ASYNCJOB_TSAN
+  context->tsan_fiber = __tsan_get_current_fiber();
+  context->owns_tsan_fiber = false;
+#endif
+}
+
+void Destroy([[maybe_unused]] Context* context) {
+#if ASYNCJOB_TSAN
+  if (context->owns_tsan_fiber && context->tsan_fiber != nullptr) {
+    __tsan_destroy_fiber(context->tsan_fiber);
+  }
+  context->tsan_fiber = nullptr;
+  context->owns_tsan_fiber = false;
+#endif
+}
+
+namespace internal {
+
+void EntryShim(void* transfer, void* argument) {
+  auto* self = static_cast<Context*>(argument);
+  AfterSwitch(self);
+  self->entry(transfer, self->entry_argument);
+  // The entry function must leave with SwitchForGood().
+  std::abort();
+}
+
+// Records what every back end's Prepare() needs before it builds its frame.
+void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
+                   EntryFunction entry, void* argument) {
+  context->entry = entry;
+  context->entry_argument = argument;
+  context->stack_bottom = stack_low;
+  context->stack_size = stack_size;
+#if ASYNCJOB_ASAN
+  context->asan_fake_stack = nullptr;
+#endif
+#if ASYNCJOB_TSAN
+  if (context->tsan_fiber == nullptr) {
+    context->tsan_fiber = __tsan_create_fiber(0);
+    context->owns_tsan_fiber = true;
+  }
+#endif
+}
+
+}  // namespace internal
+
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+
+void Prepare(Context* context, void* stack_low, std::size_t stack_size,
+             EntryFunction entry, void* argument) {
+  internal::PrepareCommon(context, stack_low, stack_size, entry, argument);
+  auto top = reinterpret_cast<std::uintptr_t>(stack_low) + stack_size;
+  top &= ~std::uintptr_t{15};
+  context->stack_pointer = asyncjob_context_make(
+      reinterpret_cast<void*>(top), &internal::EntryShim, context);
+}
+
+const char* BackendName() {
+#if defined(__x86_64__)
+  return "x86_64-sysv";
+#elif defined(__aarch64__)
+  return "aarch64-aapcs";
+#endif
+}
+
+#endif  // !ASYNCJOB_CONTEXT_UCONTEXT
+
+}  // namespace asyncjob::context

@@ -1,0 +1,98 @@
+// context.h - execution contexts and the switch between them.
+//
+// This unit owns the lowest layer of asyncjob: saving the registers of the
+// running code, loading another context's, and building the first frame of a
+// context that has never run. It knows nothing of jobs or pools: it is given a
+// stack (any memory) and an entry function.
+//
+// Two back ends share this interface, chosen at configure time:
+//   - assembly (context_x86_64_sysv.S, context_aarch64_aapcs.S): saves the
+//     callee-saved registers and the FP control state on the stack being left;
+//     the FP control state is reloaded only when it differs (a reload costs a
+//     serializing instruction).
+//   - ucontext (context_ucontext.cc): swapcontext(3); portable, much slower.
+//
+// The sanitizer and debugger protocols (ASan and TSan fibre annotations) live
+// here as well, so that every switch in the program goes through them.
+//
+// Usage:
+//   Context thread_ctx, fibre;
+//   InitializeThreadContext(&thread_ctx);
+//   Prepare(&fibre, stack_low, stack_size, &Entry, arg);
+//   void* from_fibre = Switch(&thread_ctx, &fibre, to_fibre);
+//   ...
+//   // in Entry(transfer, arg), to leave for good:
+//   SwitchForGood(&fibre, &thread_ctx, result);
+//
+// A context must only be switched to from the thread that prepared it.
+#ifndef ASYNCJOB_SRC_CONTEXT_CONTEXT_H_
+#define ASYNCJOB_SRC_CONTEXT_CONTEXT_H_
+
+#include <cstddef>
+
+#include "context/sanitizers.h"
+
+#if ASYNCJOB_CONTEXT_UCONTEXT
+#include <ucontext.h>
+#endif
+
+namespace asyncjob::context {
+
+// The function a fresh context starts in. It receives the transfer value of
+// the switch that first entered it and the argument given to Prepare(). It
+// must never return: it leaves with SwitchForGood().
+using EntryFunction = void (*)(void* transfer, void* argument);
+
+struct Context {
+#if ASYNCJOB_CONTEXT_UCONTEXT
+  ucontext_t ucontext{};
+#else
+  void* stack_pointer = nullptr;  // where the switch saved the registers
+#endif
+  EntryFunction entry = nullptr;
+  void* entry_argument = nullptr;
+  // Bounds of the stack this context runs on (the thread's own stack learns
+  // them from AddressSanitizer on the first switch away from it).
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
+#if ASYNCJOB_ASAN
+  void* asan_fake_stack = nullptr;
+#endif
+#if ASYNCJOB_TSAN
+  void* tsan_fiber = nullptr;
+  bool owns_tsan_fiber = false;
+#endif
+};
+
+// Makes *context stand for the code running now on this thread's own stack.
+void InitializeThreadContext(Context* context);
+
+// Builds, on [stack_low, stack_low + stack_size), a context that will call
+// entry(transfer, argument) when first switched to. May be called again on the
+// same Context to reuse it once its previous run has left for good.
+void Prepare(Context* context, void* stack_low, std::size_t stack_size,
+             EntryFunction entry, void* argument);
+
+// Releases what Prepare() acquired for tools (the TSan fibre).
+void Destroy(Context* context);
+
+// Saves the running code into *from and resumes *to, handing it transfer
+// (returned by the Switch() that suspended *to, or given to its entry
+// function). Returns the transfer value of the switch that later resumes
+// *from.
+void* Switch(Context* from, Context* to, void* transfer);
+
+// Like Switch(), for a context that will never be resumed again (until it is
+// prepared anew).
+[[noreturn]] void SwitchForGood(Context* from, Context* to, void* transfer);
+
+// "x86_64-sysv", "aarch64-aapcs" or "ucontext".
+const char* BackendName();
+
+}  // namespace asyncjob::context
+
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+#include "context/context_asm_inl.h"
+#endif
+
+#endif  // ASYNCJOB_SRC_CONTEXT_CONTEXT_H_

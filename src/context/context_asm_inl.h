@@ -1,0 +1,44 @@
+// context_asm_inl.h - the assembly back end's switch, inlined into callers.
+//
+// Internal to the context unit; included by context.h. The routines named
+// here are written in assembly, one file per ABI:
+//   context_x86_64_sysv.S   (x86-64, System V)
+//   context_aarch64_aapcs.S (AArch64, AAPCS64)
+#ifndef ASYNCJOB_SRC_CONTEXT_CONTEXT_ASM_INL_H_
+#define ASYNCJOB_SRC_CONTEXT_CONTEXT_ASM_INL_H_
+
+#include "context/annotations.h"
+
+extern "C" {
+// Pushes the callee-saved registers and FP control state on the current
+// stack, stores the stack pointer in *save_sp, loads load_sp and pops the
+// registers saved there. Returns `transfer` on the resumed side.
+void* asyncjob_context_switch(void** save_sp, void* load_sp, void* transfer);
+
+// Builds at stack_top (16-byte aligned, growing down) a frame that the switch
+// can load: it "returns" into a trampoline that calls shim(transfer, argument)
+// with the current FP control state. Returns the stack pointer to load.
+void* asyncjob_context_make(void* stack_top, void (*shim)(void*, void*),
+                            void* argument);
+}
+
+namespace asyncjob::context {
+
+inline void* Switch(Context* from, Context* to, void* transfer) {
+  internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
+  void* received =
+      asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
+  internal::AfterSwitch(from);
+  return received;
+}
+
+[[noreturn]] inline void SwitchForGood(Context* from, Context* to,
+                                       void* transfer) {
+  internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
+  asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
+  __builtin_unreachable();
+}
+
+}  // namespace asyncjob::context
+
+#endif  // ASYNCJOB_SRC_CONTEXT_CONTEXT_ASM_INL_H_

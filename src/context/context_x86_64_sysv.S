@@ -1,0 +1,177 @@
+/*
+ * context_x86_64_sysv.S - context switch for x86-64, System V ABI.
+ *
+ * Frame saved on the stack being left (lowest address first):
+ *
+ *    0  MXCSR (4 bytes)          SSE control and status
+ *    4  x87 control word (2)     x87 precision and rounding
+ *    8  r15
+ *   16  r14
+ *   24  r13                      fresh context: argument for the shim
+ *   32  r12                      fresh context: address of the shim
+ *   40  rbx
+ *   48  rbp
+ *   56  return address           fresh context: the trampoline
+ *
+ * The FP control state is part of each context, but reloading it costs a
+ * serializing instruction (ldmxcsr is ~40 ns on the machines we measured), so
+ * it is reloaded only when the control bits differ. MXCSR bits 0-5 are
+ * sticky exception flags: a context that merely raised "inexact" must not
+ * make every later switch pay for a reload, so they are left out of the
+ * comparison (mask 0xffc0).
+ *
+ * The switch ends in `pop; jmp *reg` rather than `ret`: the return to a call
+ * site on another stack would always miss in the return-stack predictor.
+ * Consequences for CET: the jump lands on ordinary call sites, which carry no
+ * ENDBR64, and the shadow stack is not switched. This file therefore claims
+ * neither IBT nor SHSTK (it has no .note.gnu.property): a program linking it
+ * runs without CET enforcement, which is the truth about what it supports.
+ * ENDBR64 is still placed at the entry points, so that a later IBT-aware
+ * version only has to change the jumps.
+ */
+
+#if defined(__x86_64__) && defined(__ELF__)
+
+#if defined(__CET__)
+#define ENDBR endbr64
+#else
+#define ENDBR
+#endif
+
+        .text
+
+/* void *asyncjob_context_switch(void **save_sp, void *load_sp, void *transfer)
+ *   rdi = where to store this context's stack pointer
+ *   rsi = stack pointer of the context to resume
+ *   rdx = value handed to the resumed context (its return value) */
+        .globl  asyncjob_context_switch
+        .hidden asyncjob_context_switch
+        .type   asyncjob_context_switch, @function
+        .p2align 4
+asyncjob_context_switch:
+        .cfi_startproc
+        ENDBR
+        pushq   %rbp                    /* callee-saved: frame pointer */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbp, 0
+        pushq   %rbx                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbx, 0
+        pushq   %r12                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r12, 0
+        pushq   %r13                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r13, 0
+        pushq   %r14                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r14, 0
+        pushq   %r15                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r15, 0
+        leaq    -8(%rsp), %rsp          /* room for the FP control state */
+        .cfi_adjust_cfa_offset 8
+        stmxcsr (%rsp)                  /* SSE control/status word */
+        fnstcw  4(%rsp)                 /* x87 control word */
+        movl    (%rsp), %r8d            /* keep ours to compare after the switch */
+        movzwl  4(%rsp), %r9d
+
+        movq    %rsp, (%rdi)            /* publish where this context is saved */
+        movq    %rsi, %rsp              /* ---- now on the resumed context's stack;
+                                           its frame has the same layout, so the
+                                           CFI above describes it too ---- */
+
+        movl    (%rsp), %r10d           /* resumed context's MXCSR */
+        xorl    %r10d, %r8d
+        testl   $0xffc0, %r8d           /* control bits (not sticky flags) differ? */
+        jnz     .Lreload_mxcsr
+.Lmxcsr_done:
+        cmpw    4(%rsp), %r9w           /* x87 control word differs? */
+        jne     .Lreload_x87cw
+.Lx87cw_done:
+        .cfi_remember_state
+        leaq    8(%rsp), %rsp
+        .cfi_adjust_cfa_offset -8
+        popq    %r15
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %r15
+        popq    %r14
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %r14
+        popq    %r13
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %r13
+        popq    %r12
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %r12
+        popq    %rbx
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %rbx
+        popq    %rbp
+        .cfi_adjust_cfa_offset -8
+        .cfi_restore %rbp
+        movq    %rdx, %rax              /* the transfer value is our return value */
+        popq    %r8                     /* return address of the resumed context */
+        .cfi_adjust_cfa_offset -8
+        .cfi_register %rip, %r8
+        jmp     *%r8
+        .cfi_restore_state
+
+.Lreload_mxcsr:
+        ldmxcsr (%rsp)
+        jmp     .Lmxcsr_done
+.Lreload_x87cw:
+        fldcw   4(%rsp)
+        jmp     .Lx87cw_done
+        .cfi_endproc
+        .size   asyncjob_context_switch, .-asyncjob_context_switch
+
+/* void *asyncjob_context_make(void *stack_top, void (*shim)(void *, void *),
+ *                             void *argument)
+ *   rdi = top of the new stack, 16-byte aligned
+ *   rsi = function the new context calls first: shim(transfer, argument)
+ *   rdx = its second argument
+ * Returns the stack pointer of a frame laid out as the switch saves one. */
+        .globl  asyncjob_context_make
+        .hidden asyncjob_context_make
+        .type   asyncjob_context_make, @function
+        .p2align 4
+asyncjob_context_make:
+        .cfi_startproc
+        ENDBR
+        leaq    -64(%rdi), %rax         /* the frame; popping it leaves rsp = top,
+                                           16-byte aligned at the trampoline's call */
+        stmxcsr (%rax)                  /* the new context inherits the creator's */
+        fnstcw  4(%rax)                 /* FP control state */
+        xorl    %ecx, %ecx
+        movq    %rcx, 8(%rax)           /* r15 */
+        movq    %rcx, 16(%rax)          /* r14 */
+        movq    %rdx, 24(%rax)          /* r13 = argument */
+        movq    %rsi, 32(%rax)          /* r12 = shim */
+        movq    %rcx, 40(%rax)          /* rbx */
+        movq    %rcx, 48(%rax)          /* rbp = 0: outermost frame */
+        leaq    asyncjob_context_trampoline(%rip), %rcx
+        movq    %rcx, 56(%rax)          /* where the first switch "returns" */
+        ret
+        .cfi_endproc
+        .size   asyncjob_context_make, .-asyncjob_context_make
+
+/* First code of every fresh context: rax holds the transfer value of the
+ * switch that entered it, r12/r13 the shim and its argument. The shim never
+ * returns. There is no caller to unwind to: tell debuggers so. */
+        .type   asyncjob_context_trampoline, @function
+        .p2align 4
+asyncjob_context_trampoline:
+        .cfi_startproc
+        .cfi_undefined %rip
+        ENDBR
+        movq    %rax, %rdi              /* shim(transfer, */
+        movq    %r13, %rsi              /*      argument) */
+        call    *%r12
+        ud2                             /* unreachable: the shim never returns */
+        .cfi_endproc
+        .size   asyncjob_context_trampoline, .-asyncjob_context_trampoline
+
+#endif /* __x86_64__ && __ELF__ */
+
+        .section .note.GNU-stack, "", %progbits

@@ -1,0 +1,283 @@
+#include "job/job.h"
+
+#include <pthread.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "base/error_queue.h"
+#include "context/sanitizers.h"
+#include "stack/overflow_guard.h"
+
+namespace asyncjob::job {
+
+constinit thread_local ThreadState this_thread
+    __attribute__((tls_model("initial-exec")));
+
+namespace {
+
+// Transfer values a job hands to the code it returns to.
+void* const kPausedToken = reinterpret_cast<void*>(std::uintptr_t{1});
+void* const kFinishedToken = reinterpret_cast<void*>(std::uintptr_t{2});
+
+constexpr std::size_t kHeaderAlignment = 64;
+
+pthread_key_t thread_exit_key;
+pthread_once_t thread_exit_key_once = PTHREAD_ONCE_INIT;
+
+// Runs when a thread that had a pool exits.
+void OnThreadExit(void*) {
+  Pool::CleanupThisThread();
+  stack::ReleaseThreadAltStack();
+}
+
+// For the overflow handler: the stack of the job running on this thread.
+const stack::Stack* RunningStack(const void** owner) {
+  Job* job = this_thread.current;
+  if (job == nullptr) return nullptr;
+  *owner = job;
+  return &job->stack;
+}
+
+void MakeThreadExitKey() {
+  pthread_key_create(&thread_exit_key, &OnThreadExit);
+  stack::SetFaultLocator(&RunningStack);
+}
+
+std::byte* AlignDown(std::byte* p, std::size_t alignment) {
+  auto value = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<std::byte*>(value & ~(std::uintptr_t{alignment} - 1));
+}
+
+// The code every job's context starts in.
+[[noreturn]] void JobEntry(void* /*transfer*/, void* argument) noexcept {
+  Job* job = static_cast<Job*>(argument);
+  job->result = job->function(job->arguments);
+  std::free(job->heap_arguments);
+  job->heap_arguments = nullptr;
+  stack::CheckCanary(job->stack, job);
+  this_thread.current = job->parent;
+  context::SwitchForGood(&job->fibre, job->resume_to, kFinishedToken);
+}
+
+Outcome Enter(Job* job) {
+  ThreadState& thread = this_thread;
+  job->parent = thread.current;
+  job->resume_to = thread.current != nullptr ? &thread.current->fibre
+                                             : &thread.thread_context;
+  job->state = JobState::kRunning;
+  thread.current = job;
+  void* token = context::Switch(job->resume_to, &job->fibre, nullptr);
+  return token == kFinishedToken ? Outcome::kFinished : Outcome::kPaused;
+}
+
+}  // namespace
+
+// ----- Pool -----
+
+Pool* Pool::ForThisThread(bool create) {
+  ThreadState& thread = this_thread;
+  if (thread.pool != nullptr || !create) return thread.pool;
+  pthread_once(&thread_exit_key_once, &MakeThreadExitKey);
+  auto* pool = new (std::nothrow) Pool(0);
+  if (pool == nullptr) {
+    base::QueueError(ASYNC_R_INIT_FAILED, "out of memory for the job pool");
+    return nullptr;
+  }
+  if (!thread.thread_context_ready) {
+    context::InitializeThreadContext(&thread.thread_context);
+    thread.thread_context_ready = true;
+  }
+  stack::PrepareThreadForOverflow();
+  pthread_setspecific(thread_exit_key, pool);
+  thread.pool = pool;
+  return pool;
+}
+
+bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
+  if (max_size != 0 && init_size > max_size) {
+    base::QueueError(ASYNC_R_INVALID_POOL_SIZE,
+                     "init_size %zu exceeds max_size %zu", init_size, max_size);
+    return false;
+  }
+  Pool* pool = this_thread.pool;
+  if (pool != nullptr && pool->in_use() > 0) {
+    base::QueueError(ASYNC_R_FAILED_TO_SET_POOL,
+                     "this thread's pool has %zu jobs in use; finish them first",
+                     pool->in_use());
+    return false;
+  }
+  if (pool == nullptr) {
+    pool = ForThisThread(true);
+    if (pool == nullptr) return false;
+  }
+  pool->FreeIdleJobs();
+  pool->max_size_ = max_size;
+  for (std::size_t i = 0; i < init_size; ++i) {
+    Job* job = pool->CreateJob();
+    if (job == nullptr) {
+      pool->FreeIdleJobs();
+      base::QueueError(ASYNC_R_INIT_FAILED,
+                       "created %zu of the %zu jobs asked for", i, init_size);
+      return false;
+    }
+    job->next_idle = pool->idle_;
+    pool->idle_ = job;
+    ++pool->idle_count_;
+  }
+  return true;
+}
+
+void Pool::CleanupThisThread() {
+  ThreadState& thread = this_thread;
+  Pool* pool = thread.pool;
+  if (pool == nullptr) return;
+  pool->FreeIdleJobs();
+  thread.pool = nullptr;
+  if (thread_exit_key_once != PTHREAD_ONCE_INIT) {
+    pthread_setspecific(thread_exit_key, nullptr);
+  }
+  if (pool->total_ == 0) {
+    delete pool;
+    return;
+  }
+  pool->closing_ = true;
+  base::QueueError(ASYNCJOB_R_JOBS_OUTSTANDING,
+                   "%zu jobs are still paused; each is freed when it finishes",
+                   pool->total_);
+}
+
+Job* Pool::Acquire(bool* exhausted) {
+  *exhausted = false;
+  if (Job* job = idle_) {
+    idle_ = job->next_idle;
+    --idle_count_;
+    return job;
+  }
+  if (max_size_ != 0 && total_ >= max_size_) {
+    *exhausted = true;
+    return nullptr;
+  }
+  return CreateJob();
+}
+
+Job* Pool::CreateJob() {
+  stack::Stack memory;
+  if (!stacks_.Allocate(&memory)) return nullptr;
+  std::byte* header = AlignDown(memory.high() - sizeof(Job), kHeaderAlignment);
+  Job* job = new (header) Job;
+  job->stack = memory;
+  job->pool = this;
+  job->header_start = header;
+  ++total_;
+  ++kind_counts_[static_cast<int>(memory.kind)];
+  return job;
+}
+
+void Pool::FreeJob(Job* job) {
+  stack::Stack memory = job->stack;
+  context::Destroy(&job->fibre);
+  job->~Job();
+  --total_;
+  --kind_counts_[static_cast<int>(memory.kind)];
+  stacks_.Release(&memory);
+}
+
+void Pool::FreeIdleJobs() {
+  while (Job* job = idle_) {
+    idle_ = job->next_idle;
+    --idle_count_;
+    FreeJob(job);
+  }
+}
+
+void Release(Job* job) {
+  Pool* pool = job->pool;
+  std::free(job->heap_arguments);
+  job->heap_arguments = nullptr;
+  job->state = JobState::kIdle;
+  job->owner = nullptr;
+  job->user_data = nullptr;
+  if (pool->closing_) {
+    pool->FreeJob(job);
+    if (pool->total_ == 0) delete pool;
+    return;
+  }
+  job->next_idle = pool->idle_;
+  pool->idle_ = job;
+  ++pool->idle_count_;
+}
+
+// ----- Running jobs -----
+
+Outcome Start(Job* job, int (*function)(void*), const void* arguments,
+              std::size_t size, void* user_data) {
+  std::byte* top = job->header_start;
+#if ASYNCJOB_ASAN
+  // Frames abandoned by the job's previous run may still be poisoned.
+  ASAN_UNPOISON_MEMORY_REGION(job->stack.low, top - job->stack.low);
+#endif
+  job->arguments = nullptr;
+  if (arguments != nullptr) {
+    const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
+    if (size <= room / 4) {
+      top = AlignDown(top - size, 16);
+      if (size > 0) std::memcpy(top, arguments, size);
+      job->arguments = top;
+    } else {
+      job->heap_arguments = std::malloc(size);
+      if (job->heap_arguments == nullptr) {
+        base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+                         "out of memory copying %zu bytes of job arguments", size);
+        return Outcome::kError;
+      }
+      std::memcpy(job->heap_arguments, arguments, size);
+      job->arguments = job->heap_arguments;
+    }
+  }
+  job->function = function;
+  job->block_depth = 0;
+  job->result = 0;
+  job->owner = &this_thread;
+  job->user_data = user_data;
+  context::Prepare(&job->fibre, job->stack.low,
+                   static_cast<std::size_t>(top - job->stack.low), &JobEntry, job);
+  return Enter(job);
+}
+
+Outcome Resume(Job* job) {
+  if (job->owner == nullptr) {
+    base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
+                     "job %p is not paused: it finished or never started",
+                     static_cast<void*>(job));
+    return Outcome::kError;
+  }
+  if (job->owner != &this_thread) {
+    base::QueueError(ASYNCJOB_R_WRONG_THREAD,
+                     "job %p belongs to another thread; resume it on the thread "
+                     "that started it",
+                     static_cast<void*>(job));
+    return Outcome::kError;
+  }
+  if (job->state != JobState::kPaused) {
+    base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
+                     "job %p is running, not paused; it cannot be resumed",
+                     static_cast<void*>(job));
+    return Outcome::kError;
+  }
+  return Enter(job);
+}
+
+bool PauseCurrent() {
+  ThreadState& thread = this_thread;
+  Job* job = thread.current;
+  if (job == nullptr || job->block_depth > 0) return false;
+  stack::CheckCanary(job->stack, job);
+  job->state = JobState::kPaused;
+  thread.current = job->parent;
+  context::Switch(&job->fibre, job->resume_to, kPausedToken);
+  return true;
+}
+
+}  // namespace asyncjob::job

@@ -1,0 +1,41 @@
+// overflow_guard.h - turns a fault in a guard region into a clear message.
+//
+// This unit owns asyncjob's SIGSEGV/SIGBUS handler. The handler runs on an
+// alternate signal stack (an overflowing stack has no room left for it),
+// asks the job layer which stack is running (the FaultLocator), and if the
+// faulting address lies in that stack's guard region it prints
+//
+//   asyncjob: stack overflow in job 0x...: fault at 0x... in the guard
+//   0x...-0x... below its stack 0x...-0x... (65536 bytes)
+//
+// and aborts. Any other fault goes to the handler installed before ours
+// (or the default action).
+//
+//   stack::SetFaultLocator(&CurrentStack);  // once
+//   stack::PrepareThreadForOverflow();      // on each thread that runs jobs
+//   stack::ReleaseThreadAltStack();         // before that thread exits
+#ifndef ASYNCJOB_SRC_STACK_OVERFLOW_GUARD_H_
+#define ASYNCJOB_SRC_STACK_OVERFLOW_GUARD_H_
+
+#include "stack/stack.h"
+
+namespace asyncjob::stack {
+
+// Returns the stack of the job running on this thread (nullptr when none)
+// and stores an identifying pointer for the message in *owner. Called from
+// the signal handler: must be async-signal-safe.
+using FaultLocator = const Stack* (*)(const void** owner);
+
+void SetFaultLocator(FaultLocator locator);
+
+// Installs the process-wide handler (once) and gives the calling thread an
+// alternate signal stack if it has none.
+void PrepareThreadForOverflow();
+
+// Frees the alternate signal stack PrepareThreadForOverflow() gave this
+// thread, if any.
+void ReleaseThreadAltStack();
+
+}  // namespace asyncjob::stack
+
+#endif  // ASYNCJOB_SRC_STACK_OVERFLOW_GUARD_H_

@@ -1,0 +1,422 @@
+#include "stack/stack.h"
+
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+#include "base/error_queue.h"
+#include "context/sanitizers.h"
+
+namespace asyncjob::stack {
+
+struct Slab {
+  std::byte* base = nullptr;
+  std::size_t slot_size = 0;
+  std::uint32_t capacity = 0;
+  std::uint32_t in_use = 0;
+  std::uint32_t next_fresh = 0;           // slots never handed out start here
+  std::vector<std::uint32_t> free_slots;  // slots handed out and given back
+  Slab* next = nullptr;                   // list of slabs with room
+  Slab* prev = nullptr;
+  bool listed = false;
+  bool HasRoom() const { return next_fresh < capacity || !free_slots.empty(); }
+};
+
+namespace {
+
+constexpr std::uint32_t kSlotsPerSlab = 256;
+constexpr std::size_t kMinimumGuard = 64 * 1024;
+constexpr std::size_t kBudgetNotComputed = ~std::size_t{0};
+
+#if ASYNCJOB_ASAN
+constexpr std::size_t kBuiltInStackSize = 256 * 1024;  // ASan frames are ~4x larger
+#elif ASYNCJOB_TSAN
+constexpr std::size_t kBuiltInStackSize = 128 * 1024;
+#else
+constexpr std::size_t kBuiltInStackSize = 64 * 1024;
+#endif
+
+std::atomic<std::size_t> default_stack_size{kBuiltInStackSize};
+std::atomic<std::size_t> guarded_budget{kBudgetNotComputed};
+std::atomic<std::size_t> guarded_in_use{0};
+std::atomic<bool> any_stack_allocated{false};
+
+std::size_t RoundUp(std::size_t value, std::size_t unit) {
+  return (value + unit - 1) / unit * unit;
+}
+
+// ----- Guarded mappings -----
+
+std::byte* MapGuarded(std::size_t usable, void** mapping) {
+  const std::size_t guard = GuardSize();
+  void* base = mmap(nullptr, guard + usable, PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (base == MAP_FAILED) {
+    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                     "mmap of a %zu-byte guarded stack failed: %s",
+                     guard + usable, std::strerror(errno));
+    return nullptr;
+  }
+  auto* low = static_cast<std::byte*>(base) + guard;
+  if (mprotect(low, usable, PROT_READ | PROT_WRITE) != 0) {
+    int saved = errno;
+    munmap(base, guard + usable);
+    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                     "mprotect of a %zu-byte stack failed: %s", usable,
+                     std::strerror(saved));
+    return nullptr;
+  }
+  *mapping = base;
+  return low;
+}
+
+void UnmapGuarded(void* mapping, std::size_t usable) {
+  munmap(mapping, GuardSize() + usable);
+}
+
+// ----- The default ASYNC_stack_alloc_fn / ASYNC_stack_free_fn -----
+// Used only when a program calls the functions ASYNC_get_mem_functions()
+// returned (for instance to wrap them); jobs use the guarded/slab path
+// directly while these are in place.
+
+std::mutex default_registry_mutex;
+std::unordered_map<void*, std::pair<void*, std::size_t>>& DefaultRegistry() {
+  static auto* registry = new std::unordered_map<void*, std::pair<void*, std::size_t>>;
+  return *registry;
+}
+
+extern "C" void* DefaultStackAlloc(size_t* num) {
+  if (num == nullptr) return nullptr;
+  std::size_t usable = RoundUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
+  void* mapping = nullptr;
+  std::byte* low = MapGuarded(usable, &mapping);
+  if (low == nullptr) return nullptr;
+  *num = usable;
+  std::lock_guard lock(default_registry_mutex);
+  DefaultRegistry()[low] = {mapping, usable};
+  return low;
+}
+
+extern "C" void DefaultStackFree(void* addr) {
+  if (addr == nullptr) return;
+  std::pair<void*, std::size_t> entry;
+  {
+    std::lock_guard lock(default_registry_mutex);
+    auto it = DefaultRegistry().find(addr);
+    if (it == DefaultRegistry().end()) return;
+    entry = it->second;
+    DefaultRegistry().erase(it);
+  }
+  UnmapGuarded(entry.first, entry.second);
+}
+
+std::atomic<ASYNC_stack_alloc_fn> stack_alloc_fn{&DefaultStackAlloc};
+std::atomic<ASYNC_stack_free_fn> stack_free_fn{&DefaultStackFree};
+
+// ----- Canary -----
+
+std::uint64_t CanarySecret() {
+  static const std::uint64_t secret = [] {
+    std::uint64_t value = 0x9e3779b97f4a7c15ULL;
+    if (auto* random = reinterpret_cast<const unsigned char*>(getauxval(AT_RANDOM))) {
+      std::memcpy(&value, random + 8, sizeof value);  // glibc uses the first 8
+    }
+    return value | 1;
+  }();
+  return secret;
+}
+
+std::uint64_t CanaryWord(const Stack& stack, std::size_t index) {
+  return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.low) + index * 0x100000001b3ULL);
+}
+
+void WriteAll(const char* text) {
+  std::size_t length = std::strlen(text);
+  while (length > 0) {
+    ssize_t written = write(STDERR_FILENO, text, length);
+    if (written <= 0) return;
+    text += written;
+    length -= static_cast<std::size_t>(written);
+  }
+}
+
+}  // namespace
+
+// ----- Settings -----
+
+std::size_t PageSize() {
+  static const std::size_t page = [] {
+    long value = sysconf(_SC_PAGESIZE);
+    return value > 0 ? static_cast<std::size_t>(value) : std::size_t{4096};
+  }();
+  return page;
+}
+
+std::size_t GuardSize() { return RoundUp(kMinimumGuard, PageSize()); }
+
+std::size_t DefaultStackSize() {
+  return RoundUp(default_stack_size.load(std::memory_order_relaxed), PageSize());
+}
+
+bool SetDefaultStackSize(std::size_t bytes) {
+  if (bytes < kMinimumStackSize) {
+    base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+                     "stack size %zu is below the minimum of %zu bytes", bytes,
+                     kMinimumStackSize);
+    return false;
+  }
+  default_stack_size.store(RoundUp(bytes, PageSize()), std::memory_order_relaxed);
+  return true;
+}
+
+std::size_t GuardedBudget() {
+  std::size_t budget = guarded_budget.load(std::memory_order_relaxed);
+  if (budget != kBudgetNotComputed) return budget;
+  std::size_t max_map_count = 65530;
+  if (std::FILE* file = std::fopen("/proc/sys/vm/max_map_count", "re")) {
+    unsigned long value = 0;
+    if (std::fscanf(file, "%lu", &value) == 1 && value > 0) max_map_count = value;
+    std::fclose(file);
+  }
+  // Two mappings per guarded stack; leave half of the limit to the program.
+  budget = max_map_count / 4;
+  std::size_t expected = kBudgetNotComputed;
+  guarded_budget.compare_exchange_strong(expected, budget);
+  return guarded_budget.load(std::memory_order_relaxed);
+}
+
+void SetGuardedBudget(std::size_t stacks) {
+  guarded_budget.store(stacks == kBudgetNotComputed ? stacks - 1 : stacks,
+                       std::memory_order_relaxed);
+}
+
+std::size_t GuardedStacksInUse() { return guarded_in_use.load(std::memory_order_relaxed); }
+
+bool SetMemFunctions(ASYNC_stack_alloc_fn alloc_fn, ASYNC_stack_free_fn free_fn) {
+  if (any_stack_allocated.load(std::memory_order_acquire)) {
+    base::QueueError(ASYNCJOB_R_MEM_FUNCTIONS_LOCKED,
+                     "stack allocators cannot change once a job stack has been allocated");
+    return false;
+  }
+  if (alloc_fn != nullptr) stack_alloc_fn.store(alloc_fn, std::memory_order_release);
+  if (free_fn != nullptr) stack_free_fn.store(free_fn, std::memory_order_release);
+  return true;
+}
+
+void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_fn) {
+  if (alloc_fn != nullptr) *alloc_fn = stack_alloc_fn.load(std::memory_order_acquire);
+  if (free_fn != nullptr) *free_fn = stack_free_fn.load(std::memory_order_acquire);
+}
+
+// ----- Canary -----
+
+void ArmCanary(const Stack& stack) {
+  auto* words = reinterpret_cast<std::uint64_t*>(stack.low);
+  for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
+    words[i] = CanaryWord(stack, i);
+  }
+}
+
+bool CanaryIntact(const Stack& stack) {
+  const auto* words = reinterpret_cast<const std::uint64_t*>(stack.low);
+  for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
+    if (words[i] != CanaryWord(stack, i)) return false;
+  }
+  return true;
+}
+
+void CheckCanary(const Stack& stack, const void* owner) {
+  if (CanaryIntact(stack)) [[likely]] return;
+  char message[256];
+  std::snprintf(message, sizeof message,
+                "asyncjob: stack overflow detected in job %p: the canary at the "
+                "bottom of its stack %p-%p (%zu bytes) was overwritten\n",
+                owner, static_cast<void*>(stack.low), static_cast<void*>(stack.high()),
+                stack.size);
+  WriteAll(message);
+  std::abort();
+}
+
+// ----- StackSource -----
+
+StackSource::~StackSource() {
+  while (slabs_with_room_ != nullptr) {
+    Slab* slab = slabs_with_room_;
+    slabs_with_room_ = slab->next;
+    if (slab->in_use == 0) {
+      munmap(slab->base, slab->slot_size * slab->capacity);
+      delete slab;
+    }
+  }
+}
+
+bool StackSource::Allocate(Stack* stack) {
+  any_stack_allocated.store(true, std::memory_order_release);
+  ASYNC_stack_alloc_fn alloc_fn = stack_alloc_fn.load(std::memory_order_acquire);
+  *stack = Stack{};
+  if (alloc_fn != &DefaultStackAlloc) {
+    std::size_t num = DefaultStackSize();
+    void* memory = alloc_fn(&num);
+    if (memory == nullptr) {
+      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                       "the custom stack allocator returned NULL");
+      return false;
+    }
+    auto address = reinterpret_cast<std::uintptr_t>(memory);
+    std::size_t skew = (16 - address % 16) % 16;
+    if (num < skew + kMinimumStackSize) {
+      stack_free_fn.load(std::memory_order_acquire)(memory);
+      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                       "the custom stack allocator gave %zu bytes; at least %zu are needed",
+                       num, kMinimumStackSize);
+      return false;
+    }
+    stack->low = static_cast<std::byte*>(memory) + skew;
+    stack->size = (num - skew) & ~std::size_t{15};
+    stack->kind = StackKind::kCustom;
+    stack->mapping = memory;
+  } else {
+    const std::size_t size = DefaultStackSize();
+    std::size_t in_use = guarded_in_use.load(std::memory_order_relaxed);
+    const std::size_t budget = GuardedBudget();
+    bool guarded = false;
+    while (in_use < budget) {
+      if (guarded_in_use.compare_exchange_weak(in_use, in_use + 1,
+                                               std::memory_order_relaxed)) {
+        guarded = true;
+        break;
+      }
+    }
+    if (guarded) {
+      void* mapping = nullptr;
+      std::byte* low = MapGuarded(size, &mapping);
+      if (low == nullptr) {
+        guarded_in_use.fetch_sub(1, std::memory_order_relaxed);
+        return false;
+      }
+      stack->low = low;
+      stack->size = size;
+      stack->kind = StackKind::kGuarded;
+      stack->mapping = mapping;
+    } else if (!AllocateFromSlab(size, stack)) {
+      return false;
+    }
+  }
+  ArmCanary(*stack);
+#if ASYNCJOB_VALGRIND
+  stack->valgrind_id = VALGRIND_STACK_REGISTER(stack->low, stack->high());
+#endif
+  return true;
+}
+
+bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
+  Slab* slab = slabs_with_room_;
+  while (slab != nullptr && slab->slot_size != size) slab = slab->next;
+  if (slab == nullptr) {
+    const std::size_t bytes = size * kSlotsPerSlab;
+    void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) {
+      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                       "mmap of a %zu-byte stack slab failed: %s", bytes,
+                       std::strerror(errno));
+      return false;
+    }
+#ifdef MADV_NOHUGEPAGE
+    // A huge page would commit 2 MiB where a paused job touches a page or two.
+    madvise(base, bytes, MADV_NOHUGEPAGE);
+#endif
+    slab = new (std::nothrow) Slab;
+    if (slab == nullptr) {
+      munmap(base, bytes);
+      base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "out of memory for a stack slab");
+      return false;
+    }
+    slab->base = static_cast<std::byte*>(base);
+    slab->slot_size = size;
+    slab->capacity = kSlotsPerSlab;
+    slab->next = slabs_with_room_;
+    if (slabs_with_room_ != nullptr) slabs_with_room_->prev = slab;
+    slabs_with_room_ = slab;
+    slab->listed = true;
+  }
+  std::uint32_t slot;
+  if (!slab->free_slots.empty()) {
+    slot = slab->free_slots.back();
+    slab->free_slots.pop_back();
+  } else {
+    slot = slab->next_fresh++;
+  }
+  ++slab->in_use;
+  if (!slab->HasRoom()) {
+    // Unlink: full slabs are found again through Stack::slab on release.
+    if (slab->prev != nullptr) slab->prev->next = slab->next;
+    else slabs_with_room_ = slab->next;
+    if (slab->next != nullptr) slab->next->prev = slab->prev;
+    slab->next = slab->prev = nullptr;
+    slab->listed = false;
+  }
+  stack->low = slab->base + std::size_t{slot} * size;
+  stack->size = size;
+  stack->kind = StackKind::kSlab;
+  stack->slab = slab;
+  return true;
+}
+
+void StackSource::Release(Stack* stack) {
+  if (stack->low == nullptr) return;
+#if ASYNCJOB_VALGRIND
+  VALGRIND_STACK_DEREGISTER(stack->valgrind_id);
+#endif
+#if ASYNCJOB_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(stack->low, stack->size);
+#endif
+  switch (stack->kind) {
+    case StackKind::kCustom:
+      stack_free_fn.load(std::memory_order_acquire)(stack->mapping);
+      break;
+    case StackKind::kGuarded:
+      UnmapGuarded(stack->mapping, stack->size);
+      guarded_in_use.fetch_sub(1, std::memory_order_relaxed);
+      break;
+    case StackKind::kSlab: {
+      Slab* slab = stack->slab;
+      --slab->in_use;
+      if (slab->in_use == 0) {
+        if (slab->listed) {
+          if (slab->prev != nullptr) slab->prev->next = slab->next;
+          else slabs_with_room_ = slab->next;
+          if (slab->next != nullptr) slab->next->prev = slab->prev;
+        }
+        munmap(slab->base, slab->slot_size * slab->capacity);
+        delete slab;
+        break;
+      }
+      // Give the memory back to the system; the slot stays reserved.
+      madvise(stack->low, stack->size, MADV_DONTNEED);
+      slab->free_slots.push_back(
+          static_cast<std::uint32_t>((stack->low - slab->base) / slab->slot_size));
+      if (!slab->listed) {
+        slab->prev = nullptr;
+        slab->next = slabs_with_room_;
+        if (slabs_with_room_ != nullptr) slabs_with_room_->prev = slab;
+        slabs_with_room_ = slab;
+        slab->listed = true;
+      }
+      break;
+    }
+  }
+  *stack = Stack{};
+}
+
+}  // namespace asyncjob::stack

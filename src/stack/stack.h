@@ -1,0 +1,94 @@
+// stack.h - memory for the stacks jobs run on.
+//
+// This unit owns where job stacks come from and how they are checked:
+//   - Guarded stacks: an mmap'd region with a PROT_NONE guard (at least
+//     64 KiB) below the usable part. Committed lazily by the kernel. An
+//     overflow faults in the guard; overflow_guard.h turns that into a clear
+//     message. Each costs two memory mappings, and Linux allows about 65,530
+//     per process, so only a budget of stacks get a guard (by default a
+//     quarter of vm.max_map_count).
+//   - Slab stacks: past the budget, stacks are carved from large shared
+//     mappings (256 stacks each), without guards.
+//   - Custom stacks: from the allocator set with ASYNC_set_mem_functions().
+// Every stack carries a canary at its low end, checked whenever its job
+// pauses or finishes (CheckCanary); a smashed canary aborts with a message.
+//
+// A StackSource belongs to one thread's pool and is not thread-safe; the
+// settings functions are process-wide and thread-safe.
+//
+//   StackSource source;
+//   Stack stack;
+//   if (!source.Allocate(&stack)) return;  // error already queued
+//   ... run code on [stack.low, stack.low + stack.size) ...
+//   source.Release(&stack);
+#ifndef ASYNCJOB_SRC_STACK_STACK_H_
+#define ASYNCJOB_SRC_STACK_STACK_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "asyncjob/async.h"
+
+namespace asyncjob::stack {
+
+enum class StackKind : std::uint8_t { kGuarded, kSlab, kCustom };
+
+struct Slab;
+
+struct Stack {
+  std::byte* low = nullptr;  // lowest usable address
+  std::size_t size = 0;      // usable bytes
+  StackKind kind = StackKind::kGuarded;
+  void* mapping = nullptr;   // guarded: mapping base; custom: allocator's pointer
+  Slab* slab = nullptr;      // slab stacks: the slab it was carved from
+  unsigned valgrind_id = 0;
+  std::byte* high() const { return low + size; }
+};
+
+// Bytes at the low end of every stack that hold the canary.
+inline constexpr std::size_t kCanaryBytes = 64;
+// Smallest usable stack accepted (from settings or a custom allocator).
+inline constexpr std::size_t kMinimumStackSize = 16 * 1024;
+
+class StackSource {
+ public:
+  StackSource() = default;
+  StackSource(const StackSource&) = delete;
+  StackSource& operator=(const StackSource&) = delete;
+  // Every stack allocated here must have been released.
+  ~StackSource();
+
+  // Fills *stack with a fresh stack whose canary is armed. On failure queues
+  // an error and returns false.
+  bool Allocate(Stack* stack);
+  void Release(Stack* stack);
+
+ private:
+  bool AllocateFromSlab(std::size_t size, Stack* stack);
+  Slab* slabs_with_room_ = nullptr;  // doubly linked through Slab::next/prev
+};
+
+// ----- Process-wide settings -----
+
+std::size_t PageSize();
+std::size_t GuardSize();
+std::size_t DefaultStackSize();
+bool SetDefaultStackSize(std::size_t bytes);  // queues an error when too small
+std::size_t GuardedBudget();
+void SetGuardedBudget(std::size_t stacks);
+std::size_t GuardedStacksInUse();
+
+// ASYNC_set_mem_functions / ASYNC_get_mem_functions.
+bool SetMemFunctions(ASYNC_stack_alloc_fn alloc_fn, ASYNC_stack_free_fn free_fn);
+void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_fn);
+
+// ----- Canary -----
+
+void ArmCanary(const Stack& stack);
+bool CanaryIntact(const Stack& stack);
+// Aborts with a message naming `owner` (the job) when the canary is smashed.
+void CheckCanary(const Stack& stack, const void* owner);
+
+}  // namespace asyncjob::stack
+
+#endif  // ASYNCJOB_SRC_STACK_STACK_H_

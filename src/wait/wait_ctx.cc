@@ -1,0 +1,128 @@
+#include "wait/wait_ctx.h"
+
+#include <new>
+
+#include "base/error_queue.h"
+
+namespace asyncjob::wait {
+
+namespace {
+// Room for the common case (one engine, an fd or two) without a later
+// allocation on the set/clear path.
+constexpr std::size_t kInitialEntries = 4;
+}  // namespace
+
+WaitContext::WaitContext() { entries_.reserve(kInitialEntries); }
+
+WaitContext::~WaitContext() {
+  for (const Entry& entry : entries_) {
+    if (!entry.deleted && entry.cleanup != nullptr) {
+      entry.cleanup(handle(), entry.key, entry.fd, entry.custom_data);
+    }
+  }
+}
+
+const WaitContext::Entry* WaitContext::FindLive(const void* key) const {
+  for (const Entry& entry : entries_) {
+    if (entry.key == key && !entry.deleted) return &entry;
+  }
+  return nullptr;
+}
+
+bool WaitContext::SetWaitFd(const void* key, OSSL_ASYNC_FD fd, void* custom_data,
+                            FdCleanup cleanup) {
+  if (fd < 0) {
+    base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+                     "ASYNC_WAIT_CTX_set_wait_fd: fd %d is not a valid descriptor", fd);
+    return false;
+  }
+  if (FindLive(key) != nullptr) {
+    base::QueueError(ASYNCJOB_R_DUPLICATE_KEY,
+                     "ASYNC_WAIT_CTX_set_wait_fd: key %p already has a wait fd; "
+                     "clear it first",
+                     key);
+    return false;
+  }
+  try {
+    entries_.push_back(Entry{key, fd, custom_data, cleanup, true, false});
+  } catch (const std::bad_alloc&) {
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+                     "ASYNC_WAIT_CTX_set_wait_fd: out of memory");
+    return false;
+  }
+  ++added_count_;
+  return true;
+}
+
+bool WaitContext::GetFd(const void* key, OSSL_ASYNC_FD* fd, void** custom_data) const {
+  const Entry* entry = FindLive(key);
+  if (entry == nullptr) return false;
+  if (fd != nullptr) *fd = entry->fd;
+  if (custom_data != nullptr) *custom_data = entry->custom_data;
+  return true;
+}
+
+bool WaitContext::ClearFd(const void* key) {
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    if (it->key != key || it->deleted) continue;
+    if (it->added_this_round) {
+      entries_.erase(it);
+      --added_count_;
+    } else {
+      it->deleted = true;
+      ++deleted_count_;
+    }
+    return true;
+  }
+  return false;
+}
+
+std::size_t WaitContext::GetAllFds(OSSL_ASYNC_FD* fds) const {
+  std::size_t count = 0;
+  for (const Entry& entry : entries_) {
+    if (entry.deleted) continue;
+    if (fds != nullptr) fds[count] = entry.fd;
+    ++count;
+  }
+  return count;
+}
+
+void WaitContext::GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
+                                OSSL_ASYNC_FD* deleted,
+                                std::size_t* deleted_count) const {
+  if (added_count != nullptr) *added_count = added_count_;
+  if (deleted_count != nullptr) *deleted_count = deleted_count_;
+  std::size_t a = 0;
+  std::size_t d = 0;
+  for (const Entry& entry : entries_) {
+    if (entry.deleted) {
+      if (deleted != nullptr) deleted[d] = entry.fd;
+      ++d;
+    } else if (entry.added_this_round) {
+      if (added != nullptr) added[a] = entry.fd;
+      ++a;
+    }
+  }
+}
+
+void WaitContext::StartNewRound() {
+  if (added_count_ == 0 && deleted_count_ == 0) return;
+  std::size_t kept = 0;
+  for (Entry& entry : entries_) {
+    if (entry.deleted) continue;
+    entry.added_this_round = false;
+    entries_[kept++] = entry;
+  }
+  entries_.resize(kept);
+  added_count_ = 0;
+  deleted_count_ = 0;
+}
+
+bool WaitContext::GetCallback(ASYNC_callback_fn* callback, void** argument) const {
+  if (callback_ == nullptr) return false;
+  if (callback != nullptr) *callback = callback_;
+  if (argument != nullptr) *argument = callback_argument_;
+  return true;
+}
+
+}  // namespace asyncjob::wait
