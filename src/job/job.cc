@@ -27,10 +27,7 @@ pthread_key_t thread_exit_key;
 pthread_once_t thread_exit_key_once = PTHREAD_ONCE_INIT;
 
 // Runs when a thread that had a pool exits.
-void OnThreadExit(void*) {
-  Pool::CleanupThisThread();
-  stack::ReleaseThreadAltStack();
-}
+void OnThreadExit(void*) { Pool::CleanupThisThread(); }
 
 // For the overflow handler: the stack of the job running on this thread.
 const stack::Stack* RunningStack(const void** owner) {
@@ -73,6 +70,13 @@ Outcome Enter(Job* job) {
 }
 
 }  // namespace
+
+// Frees a pool with no jobs left, and the thread's alternate signal stack
+// unless a newer pool still needs it.
+void DeletePool(Pool* pool) {
+  delete pool;
+  if (this_thread.pool == nullptr) stack::ReleaseThreadAltStack();
+}
 
 // ----- Pool -----
 
@@ -139,7 +143,7 @@ void Pool::CleanupThisThread() {
     pthread_setspecific(thread_exit_key, nullptr);
   }
   if (pool->total_ == 0) {
-    delete pool;
+    DeletePool(pool);
     return;
   }
   pool->closing_ = true;
@@ -201,7 +205,7 @@ void Release(Job* job) {
   job->user_data = nullptr;
   if (pool->closing_) {
     pool->FreeJob(job);
-    if (pool->total_ == 0) delete pool;
+    if (pool->total_ == 0) DeletePool(pool);
     return;
   }
   job->next_idle = pool->idle_;
@@ -214,6 +218,7 @@ void Release(Job* job) {
 Outcome Start(Job* job, int (*function)(void*), const void* arguments,
               std::size_t size, void* user_data) {
   std::byte* top = job->header_start;
+  job->user_data = user_data;  // set first: the caller detaches it on kError
 #if ASYNCJOB_ASAN
   // Frames abandoned by the job's previous run may still be poisoned.
   ASAN_UNPOISON_MEMORY_REGION(job->stack.low, top - job->stack.low);
@@ -240,7 +245,6 @@ Outcome Start(Job* job, int (*function)(void*), const void* arguments,
   job->block_depth = 0;
   job->result = 0;
   job->owner = &this_thread;
-  job->user_data = user_data;
   context::Prepare(&job->fibre, job->stack.low,
                    static_cast<std::size_t>(top - job->stack.low), &JobEntry, job);
   return Enter(job);

@@ -94,6 +94,7 @@ class Pool {
 
  private:
   friend void Release(Job* job);
+  friend void DeletePool(Pool* pool);
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
   Job* CreateJob();

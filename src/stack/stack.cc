@@ -137,7 +137,7 @@ std::uint64_t CanarySecret() {
 }
 
 std::uint64_t CanaryWord(const Stack& stack, std::size_t index) {
-  return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.low) + index * 0x100000001b3ULL);
+  return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.canary) + index * 0x100000001b3ULL);
 }
 
 void WriteAll(const char* text) {
@@ -221,28 +221,29 @@ void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_f
 // ----- Canary -----
 
 void ArmCanary(const Stack& stack) {
-  auto* words = reinterpret_cast<std::uint64_t*>(stack.low);
+  if (stack.canary == nullptr) return;
+  auto* words = reinterpret_cast<std::uint64_t*>(stack.canary);
   for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
     words[i] = CanaryWord(stack, i);
   }
 }
 
 bool CanaryIntact(const Stack& stack) {
-  const auto* words = reinterpret_cast<const std::uint64_t*>(stack.low);
+  if (stack.canary == nullptr) return true;
+  const auto* words = reinterpret_cast<const std::uint64_t*>(stack.canary);
   for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
     if (words[i] != CanaryWord(stack, i)) return false;
   }
   return true;
 }
 
-void CheckCanary(const Stack& stack, const void* owner) {
-  if (CanaryIntact(stack)) [[likely]] return;
+void CheckCanaryFailed(const Stack& stack, const void* owner) {
   char message[256];
   std::snprintf(message, sizeof message,
-                "asyncjob: stack overflow detected in job %p: the canary at the "
-                "bottom of its stack %p-%p (%zu bytes) was overwritten\n",
-                owner, static_cast<void*>(stack.low), static_cast<void*>(stack.high()),
-                stack.size);
+                "asyncjob: stack overflow detected in job %p: the canary at %p, "
+                "below its stack %p-%p (%zu bytes), was overwritten\n",
+                owner, static_cast<void*>(stack.canary), static_cast<void*>(stack.low),
+                static_cast<void*>(stack.high()), stack.size);
   WriteAll(message);
   std::abort();
 }
@@ -254,7 +255,7 @@ StackSource::~StackSource() {
     Slab* slab = slabs_with_room_;
     slabs_with_room_ = slab->next;
     if (slab->in_use == 0) {
-      munmap(slab->base, slab->slot_size * slab->capacity);
+      munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
       delete slab;
     }
   }
@@ -281,8 +282,9 @@ bool StackSource::Allocate(Stack* stack) {
                        num, kMinimumStackSize);
       return false;
     }
-    stack->low = static_cast<std::byte*>(memory) + skew;
-    stack->size = (num - skew) & ~std::size_t{15};
+    stack->canary = static_cast<std::byte*>(memory) + skew;
+    stack->low = stack->canary + kCanaryBytes;
+    stack->size = (num - skew - kCanaryBytes) & ~std::size_t{15};
     stack->kind = StackKind::kCustom;
     stack->mapping = memory;
   } else {
@@ -323,7 +325,9 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
   Slab* slab = slabs_with_room_;
   while (slab != nullptr && slab->slot_size != size) slab = slab->next;
   if (slab == nullptr) {
-    const std::size_t bytes = size * kSlotsPerSlab;
+    // A leading page holds slot 0's canary; slot i's canary is the top
+    // kCanaryBytes of slot i-1.
+    const std::size_t bytes = PageSize() + size * kSlotsPerSlab;
     void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) {
@@ -366,8 +370,9 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
     slab->next = slab->prev = nullptr;
     slab->listed = false;
   }
-  stack->low = slab->base + std::size_t{slot} * size;
-  stack->size = size;
+  stack->low = slab->base + PageSize() + std::size_t{slot} * size;
+  stack->size = size - kCanaryBytes;
+  stack->canary = stack->low - kCanaryBytes;
   stack->kind = StackKind::kSlab;
   stack->slab = slab;
   return true;
@@ -398,14 +403,12 @@ void StackSource::Release(Stack* stack) {
           else slabs_with_room_ = slab->next;
           if (slab->next != nullptr) slab->next->prev = slab->prev;
         }
-        munmap(slab->base, slab->slot_size * slab->capacity);
+        munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
         delete slab;
         break;
       }
-      // Give the memory back to the system; the slot stays reserved.
-      madvise(stack->low, stack->size, MADV_DONTNEED);
       slab->free_slots.push_back(
-          static_cast<std::uint32_t>((stack->low - slab->base) / slab->slot_size));
+          static_cast<std::uint32_t>((stack->low - slab->base - PageSize()) / slab->slot_size));
       if (!slab->listed) {
         slab->prev = nullptr;
         slab->next = slabs_with_room_;

@@ -10,8 +10,11 @@
 //   - Slab stacks: past the budget, stacks are carved from large shared
 //     mappings (256 stacks each), without guards.
 //   - Custom stacks: from the allocator set with ASYNC_set_mem_functions().
-// Every stack carries a canary at its low end, checked whenever its job
-// pauses or finishes (CheckCanary); a smashed canary aborts with a message.
+// Stacks without a guard carry a canary at their low end, checked whenever
+// their job pauses or finishes (CheckCanary); a smashed canary aborts with a
+// message. A slab stack's canary sits in the last bytes of the slot below it
+// (the page that slot's job header already occupies), so that a paused job
+// whose stack use is shallow commits a single page.
 //
 // A StackSource belongs to one thread's pool and is not thread-safe; the
 // settings functions are process-wide and thread-safe.
@@ -41,11 +44,12 @@ struct Stack {
   StackKind kind = StackKind::kGuarded;
   void* mapping = nullptr;   // guarded: mapping base; custom: allocator's pointer
   Slab* slab = nullptr;      // slab stacks: the slab it was carved from
+  std::byte* canary = nullptr;  // kCanaryBytes checked at pause and finish
   unsigned valgrind_id = 0;
   std::byte* high() const { return low + size; }
 };
 
-// Bytes at the low end of every stack that hold the canary.
+// Size of the canary below the usable part of an unguarded stack.
 inline constexpr std::size_t kCanaryBytes = 64;
 // Smallest usable stack accepted (from settings or a custom allocator).
 inline constexpr std::size_t kMinimumStackSize = 16 * 1024;
@@ -85,9 +89,14 @@ void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_f
 // ----- Canary -----
 
 void ArmCanary(const Stack& stack);
-bool CanaryIntact(const Stack& stack);
+bool CanaryIntact(const Stack& stack);  // true for a stack without a canary
+void CheckCanaryFailed(const Stack& stack, const void* owner);
 // Aborts with a message naming `owner` (the job) when the canary is smashed.
-void CheckCanary(const Stack& stack, const void* owner);
+inline void CheckCanary(const Stack& stack, const void* owner) {
+  if (stack.canary != nullptr && !CanaryIntact(stack)) [[unlikely]] {
+    CheckCanaryFailed(stack, owner);
+  }
+}
 
 }  // namespace asyncjob::stack
 
