@@ -27,10 +27,19 @@ install(FILES ${PROJECT_BINARY_DIR}/asyncjobConfig.cmake
   ${PROJECT_BINARY_DIR}/asyncjobConfigVersion.cmake
   DESTINATION ${ASYNCJOB_CMAKE_DIR})
 
-# pkg-config: paths relative to ${prefix} so the tree can be relocated.
+# pkg-config. The tree is installed with `cmake --install --prefix <dir>` as
+# often as with the configured CMAKE_INSTALL_PREFIX, so the .pc files must not
+# bake the configure-time prefix in: they derive it from their own location
+# (${pcfiledir}, understood by pkgconf and pkg-config alike), which keeps the
+# installed tree relocatable. An absolute CMAKE_INSTALL_LIBDIR or
+# CMAKE_INSTALL_INCLUDEDIR cannot move with the prefix and is written as is.
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(ASYNCJOB_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
   set(ASYNCJOB_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 else()
+  file(RELATIVE_PATH _pc_to_prefix "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+  string(REGEX REPLACE "/$" "" _pc_to_prefix "${_pc_to_prefix}")
+  set(ASYNCJOB_PC_PREFIX "\${pcfiledir}/${_pc_to_prefix}")
   set(ASYNCJOB_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
 endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
@@ -38,6 +47,23 @@ if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
 else()
   set(ASYNCJOB_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
 endif()
+# libasyncjob.a is C++: a program linking it statically (often a C program,
+# linked by the C driver) also needs the C++ runtime. Those are the libraries
+# the C++ driver links implicitly beyond what the C driver does (libstdc++ and
+# libm with GCC).
+set(ASYNCJOB_PC_LIBS_PRIVATE "-pthread")
+foreach(_lib IN LISTS CMAKE_CXX_IMPLICIT_LINK_LIBRARIES)
+  if(_lib IN_LIST CMAKE_C_IMPLICIT_LINK_LIBRARIES)
+    continue()
+  endif()
+  if(NOT IS_ABSOLUTE "${_lib}" AND NOT _lib MATCHES "^-")
+    set(_lib "-l${_lib}")
+  endif()
+  if(NOT _lib IN_LIST ASYNCJOB_PC_LIBS_PRIVATE)
+    list(APPEND ASYNCJOB_PC_LIBS_PRIVATE "${_lib}")
+  endif()
+endforeach()
+list(JOIN ASYNCJOB_PC_LIBS_PRIVATE " " ASYNCJOB_PC_LIBS_PRIVATE)
 foreach(_pc asyncjob asyncjob-openssl)
   configure_file(cmake/${_pc}.pc.in ${PROJECT_BINARY_DIR}/${_pc}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/${_pc}.pc
