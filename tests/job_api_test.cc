@@ -409,7 +409,9 @@ TEST_F(JobApi, CleanupThreadFreesIdleJobsAndMappings) {
   ASYNC_cleanup_thread();
   asyncjob_pool_stats stats;
   EXPECT_EQ(asyncjob_get_pool_stats(&stats), 0);
-  EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
 }
 
 TEST_F(JobApi, InitThreadAgainReconfiguresAnIdlePool) {
@@ -444,7 +446,9 @@ TEST_F(JobApi, CleanupWithPausedJobsFreesThemWhenTheyFinish) {
   // The paused job is still intact and resumable.
   ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
   EXPECT_EQ(ret, 31);
-  EXPECT_EQ(asyncjob_test::CountMappings(), before) << "its stack went with it";
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before) << "its stack went with it";
+  }
 }
 
 TEST_F(JobApi, ThreadExitCleansUpItsPool) {
@@ -457,7 +461,9 @@ TEST_F(JobApi, ThreadExitCleansUpItsPool) {
     for (int i = 0; i < 20; ++i) RunToFinish(&ReturnSeven, nullptr, 0);
   });
   worker.join();
-  EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
 }
 
 // ----- Errors where OpenSSL crashes -----
@@ -480,6 +486,25 @@ TEST_F(JobApi, NullJobRetOrFuncIsAnError) {
   EXPECT_EQ(job, nullptr);
   EXPECT_EQ(ASYNC_get_wait_ctx(nullptr), nullptr);
   EXPECT_EQ(PopError().reason(), ASYNCJOB_R_PASSED_NULL_PARAMETER);
+}
+
+TEST_F(JobApi, AWaitCtxServesOneJobAtATime) {
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASYNC_JOB* first = nullptr;
+  ASYNC_JOB* second = nullptr;
+  int ret = 0;
+  int value = 8;
+  ASSERT_EQ(ASYNC_start_job(&first, ctx, &ret, &PauseOnceThenReturnArg, &value, sizeof value),
+            ASYNC_PAUSE);
+  EXPECT_EQ(ASYNC_start_job(&second, ctx, &ret, &ReturnSeven, nullptr, 0), ASYNC_ERR);
+  EXPECT_EQ(second, nullptr);
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_R_WAIT_CTX_IN_USE);
+  ASSERT_EQ(ASYNC_start_job(&first, ctx, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  // Once the first job finished, the context is free for the next.
+  EXPECT_EQ(ASYNC_start_job(&second, ctx, &ret, &ReturnSeven, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 7);
+  ASYNC_WAIT_CTX_free(ctx);
+  EXPECT_TRUE(ErrorQueueEmpty());
 }
 
 TEST_F(JobApi, NullWaitCtxJobsPauseAndResume) {

@@ -14,8 +14,10 @@ namespace {
 
 size_t JobCount() {
   if (const char* text = std::getenv("ASYNCJOB_SCALE_JOBS")) return std::strtoul(text, nullptr, 10);
-#if ASYNCJOB_ASAN || ASYNCJOB_TSAN
-  return 20'000;  // the sanitizers multiply each job's memory many times
+#if ASYNCJOB_TSAN
+  return 2'000;  // each job's fibre costs ThreadSanitizer a trace of its own
+#elif ASYNCJOB_ASAN
+  return 20'000;  // AddressSanitizer multiplies each job's memory many times
 #else
   return 1'000'000;
 #endif
@@ -59,7 +61,9 @@ TEST(Scale, AMillionPausedJobsOnOneThread) {
   }
   auto t2 = std::chrono::steady_clock::now();
   ASYNC_cleanup_thread();
-  EXPECT_LE(asyncjob_test::CountMappings(), mappings_before) << "every stack was unmapped";
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_LE(asyncjob_test::CountMappings(), mappings_before) << "every stack was unmapped";
+  }
 
   using us = std::chrono::duration<double, std::micro>;
   std::printf(

@@ -57,10 +57,11 @@ int UseStack(void*) {
 
 const void* local_address = nullptr;
 int RecordLocalAndPause(void*) {
-  volatile int local = 0;
-  local_address = const_cast<const int*>(&local);
+  // The frame address, not a local's: under ASan locals may live on a
+  // heap-allocated fake frame.
+  local_address = __builtin_frame_address(0);
   ASYNC_pause_job();
-  return local;
+  return 0;
 }
 
 }  // namespace
@@ -120,14 +121,18 @@ TEST_F(Stacks, PastTheGuardedBudgetStacksComeFromSlabs) {
   ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
   EXPECT_EQ(stats.guarded, 0u);
   EXPECT_EQ(stats.slab, 300u);
-  EXPECT_LE(asyncjob_test::CountMappings(), mappings_before + 4)
-      << "300 slab stacks share a couple of mappings";
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_LE(asyncjob_test::CountMappings(), mappings_before + 4)
+        << "300 slab stacks share a couple of mappings";
+  }
   for (ASYNC_JOB*& job : jobs) {
     ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
     EXPECT_EQ(ret, 1);
   }
   ASYNC_cleanup_thread();
-  EXPECT_EQ(asyncjob_test::CountMappings(), mappings_before);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), mappings_before);
+  }
 }
 
 TEST_F(Stacks, BudgetIsSharedThenSlabsTakeOver) {
@@ -162,7 +167,9 @@ TEST_F(Stacks, SlabStacksReuseFreedSlots) {
     ASSERT_EQ(ASYNC_init_thread(0, 600), 1);
     ASYNC_cleanup_thread();
   }
-  EXPECT_EQ(asyncjob_test::CountMappings(), mappings_before);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), mappings_before);
+  }
 }
 
 // ----- Death tests: what an overflow prints -----

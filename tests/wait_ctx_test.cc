@@ -27,22 +27,19 @@
 
 #include "asyncjob/async.h"
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WAIT_CTX_TEST_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) && !defined(WAIT_CTX_TEST_ASAN)
-#define WAIT_CTX_TEST_ASAN 1
-#endif
+#include "context/sanitizers.h"
 
-#ifdef WAIT_CTX_TEST_ASAN
 // WaitCtxJob.FailedStartLeavesContextDetached makes the library's copy of the
-// job arguments fail with an impossible size; ASan must let malloc return
-// NULL for that instead of aborting the process. Options from ASAN_OPTIONS
-// still apply on top of this.
+// job arguments fail with an impossible size; the sanitizers' allocators must
+// let malloc return NULL for that instead of aborting the process. Options
+// from ASAN_OPTIONS / TSAN_OPTIONS still apply on top of these.
+#if ASYNCJOB_ASAN
 extern "C" const char* __asan_default_options();
 extern "C" const char* __asan_default_options() { return "allocator_may_return_null=1"; }
+#endif
+#if ASYNCJOB_TSAN
+extern "C" const char* __tsan_default_options();
+extern "C" const char* __tsan_default_options() { return "allocator_may_return_null=1"; }
 #endif
 
 namespace {

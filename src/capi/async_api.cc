@@ -72,12 +72,19 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
       QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_start_job: func is NULL");
       return ASYNC_ERR;
     }
+    WaitContext* wait = WaitContext::FromHandle(ctx);
+    if (wait != nullptr && wait->attached_job != nullptr) {
+      QueueError(ASYNCJOB_R_WAIT_CTX_IN_USE,
+                 "ASYNC_start_job: the wait context is in use by paused job %p; a "
+                 "context serves one job at a time",
+                 wait->attached_job);
+      return ASYNC_ERR;
+    }
     Pool* pool = Pool::ForThisThread(true);
     if (pool == nullptr) return ASYNC_ERR;
     bool exhausted = false;
     running = pool->Acquire(&exhausted);
     if (running == nullptr) return exhausted ? ASYNC_NO_JOBS : ASYNC_ERR;
-    WaitContext* wait = WaitContext::FromHandle(ctx);
     if (wait != nullptr) wait->attached_job = running;
     outcome = asyncjob::job::Start(running, func, args, size, wait);
     if (outcome == Outcome::kError) {

@@ -4,6 +4,11 @@
 // before it changes stacks and AfterSwitch() first thing once it runs again;
 // the entry shim calls AfterSwitch() when a fresh context starts. In builds
 // without the tools these are empty inline functions.
+//
+// TSan is told of the switch by TSAN_SWITCH_TO_FIBER in the body of the
+// function that performs it, not in a helper: TSan keeps a shadow call stack
+// per fibre, and a helper that returned after the switch would pop its frame
+// from the fibre being entered.
 #ifndef ASYNCJOB_SRC_CONTEXT_ANNOTATIONS_H_
 #define ASYNCJOB_SRC_CONTEXT_ANNOTATIONS_H_
 
@@ -26,10 +31,13 @@ inline void BeforeSwitch([[maybe_unused]] Context* from,
   __sanitizer_start_switch_fiber(leaving_for_good ? nullptr : &from->asan_fake_stack,
                                  to->stack_bottom, to->stack_size);
 #endif
-#if ASYNCJOB_TSAN
-  __tsan_switch_to_fiber(to->tsan_fiber, 0);
-#endif
 }
+
+#if ASYNCJOB_TSAN
+#define ASYNCJOB_TSAN_SWITCH_TO_FIBER(to) __tsan_switch_to_fiber((to)->tsan_fiber, 0)
+#else
+#define ASYNCJOB_TSAN_SWITCH_TO_FIBER(to) static_cast<void>(to)
+#endif
 
 // `self` is the context now running again (or for the first time).
 inline void AfterSwitch([[maybe_unused]] Context* self) {

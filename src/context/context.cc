@@ -47,10 +47,13 @@ void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
   context->asan_fake_stack = nullptr;
 #endif
 #if ASYNCJOB_TSAN
-  if (context->tsan_fiber == nullptr) {
-    context->tsan_fiber = __tsan_create_fiber(0);
-    context->owns_tsan_fiber = true;
+  // A fresh fibre each run: the previous run left frames on its shadow
+  // stack that never returned (the entry function leaves by switching).
+  if (context->owns_tsan_fiber && context->tsan_fiber != nullptr) {
+    __tsan_destroy_fiber(context->tsan_fiber);
   }
+  context->tsan_fiber = __tsan_create_fiber(0);
+  context->owns_tsan_fiber = true;
 #endif
 }
 

@@ -26,6 +26,7 @@ namespace asyncjob::context {
 
 inline void* Switch(Context* from, Context* to, void* transfer) {
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
+  ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   void* received =
       asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
   internal::AfterSwitch(from);
@@ -35,6 +36,7 @@ inline void* Switch(Context* from, Context* to, void* transfer) {
 [[noreturn]] inline void SwitchForGood(Context* from, Context* to,
                                        void* transfer) {
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
+  ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
   __builtin_unreachable();
 }

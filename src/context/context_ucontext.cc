@@ -41,6 +41,7 @@ void* Switch(Context* from, Context* to, void* transfer) {
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
   pending_transfer = transfer;
   entering = to;
+  ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   if (swapcontext(&from->ucontext, &to->ucontext) != 0) std::abort();
   internal::AfterSwitch(from);
   return pending_transfer;
@@ -50,6 +51,7 @@ void SwitchForGood(Context* from, Context* to, void* transfer) {
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
   pending_transfer = transfer;
   entering = to;
+  ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   setcontext(&to->ucontext);
   std::abort();
 }
