@@ -7,6 +7,7 @@
 
 #include "asyncjob/async.h"
 #include "context/sanitizers.h"
+#include "support/test_support.h"
 
 #if !ASYNCJOB_ASAN && !ASYNCJOB_TSAN && defined(__GLIBC__)
 #define ASYNCJOB_COUNT_ALLOCATIONS 1
@@ -84,6 +85,7 @@ TEST(AllocationCount, SteadyStatePathDoesNotAllocate) {
 #if !ASYNCJOB_COUNT_ALLOCATIONS
   GTEST_SKIP() << "the sanitizer owns malloc in this build";
 #endif
+  if (ASYNCJOB_TEST_UNDER_VALGRIND()) GTEST_SKIP() << "valgrind owns malloc in this run";
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   ASSERT_EQ(ASYNC_init_thread(0, 1), 1);
   // Warm up: the first round may create thread-local state.
