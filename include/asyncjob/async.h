@@ -159,6 +159,8 @@ ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx,
 #define ASYNCJOB_R_MEM_FUNCTIONS_LOCKED 124
 #define ASYNCJOB_R_JOBS_OUTSTANDING 125
 #define ASYNCJOB_R_WAIT_CTX_IN_USE 126
+#define ASYNCJOB_R_NOT_IN_JOB 127
+#define ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS 128
 
 /* Removes and returns the oldest entry (0 when the queue is empty). When
  * message is not NULL it receives the entry's text, valid until the next
@@ -169,6 +171,34 @@ ASYNCJOB_EXPORT unsigned long asyncjob_peek_error(const char **message);
 /* The newest entry, left queued. */
 ASYNCJOB_EXPORT unsigned long asyncjob_peek_last_error(const char **message);
 ASYNCJOB_EXPORT void asyncjob_clear_errors(void);
+
+/* ----- Cancellation (OpenSSL has none) ----- */
+
+/* Cancels a paused job: it is resumed with its pause turned into an unwind
+ * of its stack (C++ destructors and catch(...){ throw; } blocks run; C frames
+ * are passed through), after the cancel hooks it registered ran, newest
+ * first. Pausing is disabled while it unwinds. Then the cleanup routine of
+ * every fd still set in its wait context runs and those fds are reported as
+ * deleted by ASYNC_WAIT_CTX_get_changed_fds(), and the job returns to the
+ * pool. On success returns 1 and sets *job to NULL. Returns 0 (error queued,
+ * *job untouched) when *job is not a job paused on this thread: finished
+ * (ASYNCJOB_R_JOB_NOT_PAUSED), running, or another thread's
+ * (ASYNCJOB_R_WRONG_THREAD). May be called from anywhere on the job's thread,
+ * including from destructors and cancel hooks of another job being
+ * cancelled. */
+ASYNCJOB_EXPORT int asyncjob_cancel_job(ASYNC_JOB **job);
+
+/* Registers fn(arg) to run if the current job is cancelled, e.g. to withdraw
+ * a request submitted to an accelerator before pausing. Up to 8 per job;
+ * forgotten when the job finishes. Returns 1, or 0 with an error queued
+ * outside a job (ASYNCJOB_R_NOT_IN_JOB) or when 8 are registered. */
+ASYNCJOB_EXPORT int asyncjob_add_cancel_hook(void (*fn)(void *arg), void *arg);
+/* 1 while the current job is being cancelled (its stack unwinding), else 0.
+ * Code that catches every exception inside a job checks it and rethrows. */
+ASYNCJOB_EXPORT int asyncjob_is_cancelling(void);
+/* Removes the newest hook registered with the same fn and arg. Returns 1, or
+ * 0 (nothing queued) when there is none. */
+ASYNCJOB_EXPORT int asyncjob_remove_cancel_hook(void (*fn)(void *arg), void *arg);
 
 /* Usable stack size of jobs created from now on (default 64 KiB, 256 KiB
  * under AddressSanitizer). Rounded up to whole pages; at least 16 KiB.

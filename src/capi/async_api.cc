@@ -264,6 +264,41 @@ int asyncjob_set_stack_size(size_t bytes) {
   return asyncjob::stack::SetDefaultStackSize(bytes) ? 1 : 0;
 }
 
+int asyncjob_cancel_job(ASYNC_JOB** job) {
+  if (job == nullptr || *job == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "asyncjob_cancel_job: %s is NULL",
+               job == nullptr ? "job" : "*job");
+    return 0;
+  }
+  Job* target = FromHandle(*job);
+  if (!asyncjob::job::CheckResumable(target)) return 0;
+  // Cancelling resumes the job: the fds its owner has seen start a new round
+  // (as in ASYNC_pause_job), so that clearing them reports them deleted.
+  if (WaitContext* wait = WaitContextOf(target)) wait->StartNewRound();
+  if (asyncjob::job::Cancel(target) == Outcome::kError) return 0;
+  if (WaitContext* wait = WaitContextOf(target)) wait->CleanUpAllFds();
+  FinishJob(target);
+  *job = nullptr;
+  return 1;
+}
+
+int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) {
+  if (fn == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "asyncjob_add_cancel_hook: fn is NULL");
+    return 0;
+  }
+  return asyncjob::job::AddCancelHook(fn, arg) ? 1 : 0;
+}
+
+int asyncjob_is_cancelling(void) {
+  Job* job = asyncjob::job::CurrentJob();
+  return job != nullptr && job->cancel_requested ? 1 : 0;
+}
+
+int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) {
+  return asyncjob::job::RemoveCancelHook(fn, arg) ? 1 : 0;
+}
+
 size_t asyncjob_get_stack_size(void) { return asyncjob::stack::DefaultStackSize(); }
 
 void asyncjob_set_guarded_stack_budget(size_t stacks) {

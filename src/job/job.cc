@@ -1,7 +1,10 @@
 #include "job/job.h"
 
+#include <cxxabi.h>
 #include <pthread.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -47,10 +50,34 @@ std::byte* AlignDown(std::byte* p, std::size_t alignment) {
   return reinterpret_cast<std::byte*>(value & ~(std::uintptr_t{alignment} - 1));
 }
 
+ExceptionState* ThreadExceptionState() {
+  return reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
+}
+
+[[noreturn]] void DieOfEscapedException(Job* job) {
+  char message[160];
+  int length = std::snprintf(message, sizeof message,
+                             "asyncjob: a C++ exception escaped job %p; it cannot cross "
+                             "ASYNC_start_job (catch it inside the job)\n",
+                             static_cast<void*>(job));
+  if (length > 0) {
+    ssize_t ignored = write(STDERR_FILENO, message, static_cast<std::size_t>(length));
+    (void)ignored;
+  }
+  std::abort();
+}
+
 // The code every job's context starts in.
 [[noreturn]] void JobEntry(void* /*transfer*/, void* argument) noexcept {
   Job* job = static_cast<Job*>(argument);
-  job->result = job->function(job->arguments);
+  try {
+    job->result = job->function(job->arguments);
+  } catch (const JobCancelled&) {
+    job->result = 0;
+    job->cancelled = true;
+  } catch (...) {
+    DieOfEscapedException(job);
+  }
   std::free(job->heap_arguments);
   job->heap_arguments = nullptr;
   stack::CheckCanary(job->stack, job);
@@ -65,7 +92,13 @@ Outcome Enter(Job* job) {
                                              : &thread.thread_context;
   job->state = JobState::kRunning;
   thread.current = job;
+  // The job gets its own exception state for as long as it runs.
+  ExceptionState* exceptions = ThreadExceptionState();
+  ExceptionState outside = *exceptions;
+  *exceptions = job->exception_state;
   void* token = context::Switch(job->resume_to, &job->fibre, nullptr);
+  job->exception_state = *exceptions;
+  *exceptions = outside;
   return token == kFinishedToken ? Outcome::kFinished : Outcome::kPaused;
 }
 
@@ -244,43 +277,99 @@ Outcome Start(Job* job, int (*function)(void*), const void* arguments,
   job->function = function;
   job->block_depth = 0;
   job->result = 0;
+  job->cancel_requested = false;
+  job->cancelled = false;
+  job->cancel_hook_count = 0;
+  job->exception_state = ExceptionState{};
   job->owner = &this_thread;
   context::Prepare(&job->fibre, job->stack.low,
                    static_cast<std::size_t>(top - job->stack.low), &JobEntry, job);
   return Enter(job);
 }
 
-Outcome Resume(Job* job) {
+bool CheckResumable(const Job* job) {
   if (job->owner == nullptr) {
     base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
                      "job %p is not paused: it finished or never started",
-                     static_cast<void*>(job));
-    return Outcome::kError;
+                     static_cast<const void*>(job));
+    return false;
   }
   if (job->owner != &this_thread) {
     base::QueueError(ASYNCJOB_R_WRONG_THREAD,
                      "job %p belongs to another thread; resume it on the thread "
                      "that started it",
-                     static_cast<void*>(job));
-    return Outcome::kError;
+                     static_cast<const void*>(job));
+    return false;
   }
   if (job->state != JobState::kPaused) {
     base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
                      "job %p is running, not paused; it cannot be resumed",
-                     static_cast<void*>(job));
-    return Outcome::kError;
+                     static_cast<const void*>(job));
+    return false;
   }
+  return true;
+}
+
+Outcome Resume(Job* job) {
+  if (!CheckResumable(job)) return Outcome::kError;
   return Enter(job);
+}
+
+Outcome Cancel(Job* job) {
+  if (!CheckResumable(job)) return Outcome::kError;
+  job->cancel_requested = true;
+  Outcome outcome = Enter(job);
+  // Pausing is disabled while cancelling, so the job ran to its end.
+  return outcome;
+}
+
+bool AddCancelHook(void (*function)(void*), void* argument) {
+  Job* job = this_thread.current;
+  if (job == nullptr) {
+    base::QueueError(ASYNCJOB_R_NOT_IN_JOB, "cancel hooks belong to a job; none is running");
+    return false;
+  }
+  if (job->cancel_hook_count == kMaxCancelHooks) {
+    base::QueueError(ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS,
+                     "job %p already has %d cancel hooks", static_cast<void*>(job),
+                     kMaxCancelHooks);
+    return false;
+  }
+  job->cancel_hooks[job->cancel_hook_count++] = CancelHook{function, argument};
+  return true;
+}
+
+bool RemoveCancelHook(void (*function)(void*), void* argument) {
+  Job* job = this_thread.current;
+  if (job == nullptr) return false;
+  for (int i = job->cancel_hook_count - 1; i >= 0; --i) {
+    if (job->cancel_hooks[i].function == function && job->cancel_hooks[i].argument == argument) {
+      for (int j = i; j + 1 < job->cancel_hook_count; ++j) {
+        job->cancel_hooks[j] = job->cancel_hooks[j + 1];
+      }
+      --job->cancel_hook_count;
+      return true;
+    }
+  }
+  return false;
 }
 
 bool PauseCurrent() {
   ThreadState& thread = this_thread;
   Job* job = thread.current;
-  if (job == nullptr || job->block_depth > 0) return false;
+  if (job == nullptr || job->block_depth > 0 || job->cancel_requested) return false;
   stack::CheckCanary(job->stack, job);
   job->state = JobState::kPaused;
   thread.current = job->parent;
   context::Switch(&job->fibre, job->resume_to, kPausedToken);
+  if (job->cancel_requested) [[unlikely]] {
+    // Newest first: the last request made is the first withdrawn.
+    while (job->cancel_hook_count > 0) {
+      CancelHook hook = job->cancel_hooks[--job->cancel_hook_count];
+      hook.function(hook.argument);
+    }
+    throw JobCancelled{};
+  }
   return true;
 }
 

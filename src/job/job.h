@@ -32,6 +32,25 @@ namespace asyncjob::job {
 enum class JobState : std::uint8_t { kIdle, kRunning, kPaused };
 enum class Outcome : std::uint8_t { kError, kPaused, kFinished };
 
+// Thrown inside a job, from the pause it is parked in, when the job is
+// cancelled: unwinding it runs the destructors on the job's stack. Code that
+// catches it must rethrow it. It never leaves the job.
+struct JobCancelled {};
+
+// The C++ runtime's per-thread exception state (Itanium ABI layout): saved
+// per job so that a job paused inside a catch block leaves the thread's
+// state as it found it.
+struct ExceptionState {
+  void* caught_exceptions = nullptr;
+  unsigned int uncaught_exceptions = 0;
+};
+
+struct CancelHook {
+  void (*function)(void*);
+  void* argument;
+};
+inline constexpr int kMaxCancelHooks = 8;
+
 class Pool;
 struct ThreadState;
 
@@ -50,6 +69,11 @@ struct Job {
   void* user_data = nullptr;              // the C API's wait context
   Job* next_idle = nullptr;
   std::byte* header_start = nullptr;      // top of the usable fibre stack
+  bool cancel_requested = false;
+  bool cancelled = false;                 // it finished by being cancelled
+  int cancel_hook_count = 0;
+  CancelHook cancel_hooks[kMaxCancelHooks] = {};
+  ExceptionState exception_state;
   stack::Stack stack;
 };
 
@@ -116,13 +140,31 @@ class Pool {
 Outcome Start(Job* job, int (*function)(void*), const void* arguments,
               std::size_t size, void* user_data);
 
+// Whether `job` is paused and belongs to this thread; queues the reason
+// when not.
+bool CheckResumable(const Job* job);
+
 // Resumes a paused job. kError (error queued, job untouched) when it is not
 // paused or belongs to another thread.
 Outcome Resume(Job* job);
 
 // Pauses the current job. Returns false without pausing when there is no
 // current job or pausing is blocked; true once the job has been resumed.
+// Throws JobCancelled (after running the job's cancel hooks, newest first)
+// when it is resumed by Cancel().
 bool PauseCurrent();
+
+// Cancels a paused job: resumes it with JobCancelled thrown from its pause,
+// so that its stack unwinds, until it finishes (pausing is disabled
+// meanwhile). kError (error queued, job untouched) as for Resume(); else
+// kFinished, with job->cancelled set. The caller then Release()s it.
+Outcome Cancel(Job* job);
+
+// Cancel hooks of the current job: run when it is cancelled. false (error
+// queued) outside a job or when the job has kMaxCancelHooks already.
+bool AddCancelHook(void (*function)(void*), void* argument);
+// false when the current job has no such hook (nothing queued).
+bool RemoveCancelHook(void (*function)(void*), void* argument);
 
 // Returns a job that finished (or never started) to its pool.
 void Release(Job* job);

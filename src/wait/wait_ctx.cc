@@ -118,6 +118,18 @@ void WaitContext::StartNewRound() {
   deleted_count_ = 0;
 }
 
+void WaitContext::CleanUpAllFds() {
+  // Copy first: a cleanup routine may call back into this context.
+  std::vector<Entry> live;
+  for (const Entry& entry : entries_) {
+    if (!entry.deleted) live.push_back(entry);
+  }
+  for (const Entry& entry : live) {
+    ClearFd(entry.key);
+    if (entry.cleanup != nullptr) entry.cleanup(handle(), entry.key, entry.fd, entry.custom_data);
+  }
+}
+
 bool WaitContext::GetCallback(ASYNC_callback_fn* callback, void** argument) const {
   if (callback_ == nullptr) return false;
   if (callback != nullptr) *callback = callback_;

@@ -50,6 +50,9 @@ class WaitContext {
   void GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
                      OSSL_ASYNC_FD* deleted, std::size_t* deleted_count) const;
   void StartNewRound();
+  // Runs the cleanup routine of every live entry and clears it (reported as
+  // deleted unless it was added this round): for a job being cancelled.
+  void CleanUpAllFds();
 
   void SetCallback(ASYNC_callback_fn callback, void* argument) {
     callback_ = callback;

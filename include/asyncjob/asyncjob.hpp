@@ -1,0 +1,400 @@
+// asyncjob/asyncjob.hpp - the C++ API of asyncjob.
+//
+// A thin, header-only layer over the C API (<asyncjob/async.h>): jobs started
+// from any callable with a typed result, exceptions carried out of jobs,
+// cancellation that unwinds a paused job's stack, and RAII owners for wait
+// contexts, fd registrations, pause blocks and cancel hooks.
+//
+//   asyncjob::WaitCtx ctx;
+//   auto job = asyncjob::start(ctx, [&] {
+//     auto registration = asyncjob::current_wait_ctx().register_fd(&key, fd);
+//     asyncjob::pause();                      // until the loop resumes us
+//     return std::string("done");
+//   });
+//   while (!job.finished()) { wait_for(ctx.fds()); job.resume(); }
+//   std::string result = job.get();           // or the job's exception
+//
+// A job started here is an ordinary ASYNC_JOB: C code inside it (an engine)
+// may call ASYNC_pause_job(), and C++ code inside a job started through the
+// C API may use asyncjob::pause() and the RAII types.
+//
+// Thread rules are those of the C API: a job is resumed, cancelled and
+// destroyed on the thread that started it.
+#ifndef ASYNCJOB_ASYNCJOB_HPP_
+#define ASYNCJOB_ASYNCJOB_HPP_
+
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "asyncjob/async.h"
+
+namespace asyncjob {
+
+// ----- Errors -----
+
+// A failed call of the C API, with the error-queue entry it left.
+class Error : public std::runtime_error {
+ public:
+  Error(unsigned long code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  unsigned long code() const noexcept { return code_; }
+  int reason() const noexcept { return ASYNCJOB_ERR_GET_REASON(code_); }
+
+  // Pops the newest entry of this thread's error queue into an Error whose
+  // message starts with `operation`.
+  static Error FromQueue(const char* operation) {
+    const char* text = nullptr;
+    unsigned long code = asyncjob_peek_last_error(&text);
+    std::string message = std::string(operation) + ": " +
+                          (code != 0 && text != nullptr ? text : "failed");
+    asyncjob_clear_errors();
+    return Error(code, message);
+  }
+
+ private:
+  unsigned long code_;
+};
+
+// start() found this thread's pool at its max_size: retry once a job ends.
+class PoolExhausted : public Error {
+ public:
+  PoolExhausted() : Error(0, "asyncjob: the job pool is exhausted (ASYNC_NO_JOBS)") {}
+};
+
+// get() on a job that was cancelled.
+class JobWasCancelled : public Error {
+ public:
+  JobWasCancelled() : Error(0, "asyncjob: the job was cancelled") {}
+};
+
+// ----- Inside a job -----
+
+// Returns control to whoever started or resumed the current job. Outside a
+// job, or while pausing is blocked, does nothing.
+inline void pause() { ASYNC_pause_job(); }
+
+inline ASYNC_JOB* current_job() noexcept { return ASYNC_get_current_job(); }
+inline bool in_job() noexcept { return ASYNC_get_current_job() != nullptr; }
+
+// True while the current job is being cancelled. Code that must catch every
+// exception inside a job writes `catch (...) { if (cancelling()) throw; ... }`.
+inline bool cancelling() noexcept { return asyncjob_is_cancelling() != 0; }
+
+// Blocks pausing of the current job for its lifetime (nestable), e.g. while
+// a lock is held.
+class PauseBlocker {
+ public:
+  PauseBlocker() noexcept { ASYNC_block_pause(); }
+  ~PauseBlocker() { ASYNC_unblock_pause(); }
+  PauseBlocker(const PauseBlocker&) = delete;
+  PauseBlocker& operator=(const PauseBlocker&) = delete;
+};
+
+// Runs a callable if the current job is cancelled while this object lives,
+// before the job's stack unwinds (e.g. to withdraw a request submitted to a
+// device). Must be created inside a job; throws Error otherwise.
+class OnCancel {
+ public:
+  explicit OnCancel(std::function<void()> action) : action_(std::move(action)) {
+    if (asyncjob_add_cancel_hook(&Run, this) != 1) throw Error::FromQueue("asyncjob::OnCancel");
+  }
+  ~OnCancel() { asyncjob_remove_cancel_hook(&Run, this); }
+  OnCancel(const OnCancel&) = delete;
+  OnCancel& operator=(const OnCancel&) = delete;
+
+ private:
+  static void Run(void* self) { static_cast<OnCancel*>(self)->action_(); }
+  std::function<void()> action_;
+};
+
+// ----- Wait contexts -----
+
+// A wait fd registered in a wait context; clears it (without running its
+// cleanup routine, as ASYNC_WAIT_CTX_clear_fd does) when destroyed.
+class FdRegistration {
+ public:
+  FdRegistration() = default;
+  FdRegistration(ASYNC_WAIT_CTX* ctx, const void* key) noexcept : ctx_(ctx), key_(key) {}
+  FdRegistration(FdRegistration&& other) noexcept
+      : ctx_(std::exchange(other.ctx_, nullptr)), key_(other.key_) {}
+  FdRegistration& operator=(FdRegistration&& other) noexcept {
+    if (this != &other) {
+      clear();
+      ctx_ = std::exchange(other.ctx_, nullptr);
+      key_ = other.key_;
+    }
+    return *this;
+  }
+  ~FdRegistration() { clear(); }
+
+  bool active() const noexcept { return ctx_ != nullptr; }
+  const void* key() const noexcept { return key_; }
+  // Clears the fd now.
+  void clear() noexcept {
+    if (ctx_ != nullptr) ASYNC_WAIT_CTX_clear_fd(std::exchange(ctx_, nullptr), key_);
+  }
+  // Stops managing the registration: the fd stays set.
+  void release() noexcept { ctx_ = nullptr; }
+
+ private:
+  ASYNC_WAIT_CTX* ctx_ = nullptr;
+  const void* key_ = nullptr;
+};
+
+// Fds added and deleted since the job last resumed.
+struct FdChanges {
+  std::vector<OSSL_ASYNC_FD> added;
+  std::vector<OSSL_ASYNC_FD> deleted;
+};
+
+// Non-owning view of an ASYNC_WAIT_CTX with C++ accessors.
+class WaitCtxRef {
+ public:
+  WaitCtxRef() = default;
+  explicit WaitCtxRef(ASYNC_WAIT_CTX* ctx) noexcept : ctx_(ctx) {}
+  ASYNC_WAIT_CTX* get() const noexcept { return ctx_; }
+  explicit operator bool() const noexcept { return ctx_ != nullptr; }
+
+  using FdCleanup = void (*)(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD, void*);
+  // Registers fd under key; throws Error on failure (bad fd, key in use).
+  [[nodiscard]] FdRegistration register_fd(const void* key, OSSL_ASYNC_FD fd,
+                                           FdCleanup cleanup = nullptr,
+                                           void* custom_data = nullptr) const {
+    if (ASYNC_WAIT_CTX_set_wait_fd(ctx_, key, fd, custom_data, cleanup) != 1) {
+      throw Error::FromQueue("ASYNC_WAIT_CTX_set_wait_fd");
+    }
+    return FdRegistration(ctx_, key);
+  }
+  // The fd registered under key, if any.
+  std::optional<OSSL_ASYNC_FD> fd(const void* key) const {
+    OSSL_ASYNC_FD fd = OSSL_BAD_ASYNC_FD;
+    if (ASYNC_WAIT_CTX_get_fd(ctx_, key, &fd, nullptr) != 1) return std::nullopt;
+    return fd;
+  }
+  std::vector<OSSL_ASYNC_FD> fds() const {
+    size_t count = 0;
+    if (ASYNC_WAIT_CTX_get_all_fds(ctx_, nullptr, &count) != 1) {
+      throw Error::FromQueue("ASYNC_WAIT_CTX_get_all_fds");
+    }
+    std::vector<OSSL_ASYNC_FD> result(count);
+    ASYNC_WAIT_CTX_get_all_fds(ctx_, result.data(), &count);
+    result.resize(count);
+    return result;
+  }
+  FdChanges changes() const {
+    size_t added = 0;
+    size_t deleted = 0;
+    if (ASYNC_WAIT_CTX_get_changed_fds(ctx_, nullptr, &added, nullptr, &deleted) != 1) {
+      throw Error::FromQueue("ASYNC_WAIT_CTX_get_changed_fds");
+    }
+    FdChanges changes{std::vector<OSSL_ASYNC_FD>(added), std::vector<OSSL_ASYNC_FD>(deleted)};
+    ASYNC_WAIT_CTX_get_changed_fds(ctx_, changes.added.data(), &added, changes.deleted.data(),
+                                   &deleted);
+    return changes;
+  }
+  void set_callback(ASYNC_callback_fn callback, void* argument) const {
+    ASYNC_WAIT_CTX_set_callback(ctx_, callback, argument);
+  }
+  int status() const noexcept { return ASYNC_WAIT_CTX_get_status(ctx_); }
+  void set_status(int status) const noexcept { ASYNC_WAIT_CTX_set_status(ctx_, status); }
+
+ protected:
+  ASYNC_WAIT_CTX* ctx_ = nullptr;
+};
+
+// Owns an ASYNC_WAIT_CTX (freed, with its fds' cleanup routines, on
+// destruction).
+class WaitCtx : public WaitCtxRef {
+ public:
+  WaitCtx() : WaitCtxRef(ASYNC_WAIT_CTX_new()) {
+    if (ctx_ == nullptr) throw Error::FromQueue("ASYNC_WAIT_CTX_new");
+  }
+  WaitCtx(WaitCtx&& other) noexcept : WaitCtxRef(std::exchange(other.ctx_, nullptr)) {}
+  WaitCtx& operator=(WaitCtx&& other) noexcept {
+    if (this != &other) {
+      ASYNC_WAIT_CTX_free(ctx_);
+      ctx_ = std::exchange(other.ctx_, nullptr);
+    }
+    return *this;
+  }
+  ~WaitCtx() { ASYNC_WAIT_CTX_free(ctx_); }
+  // Gives up ownership.
+  ASYNC_WAIT_CTX* release() noexcept { return std::exchange(ctx_, nullptr); }
+};
+
+// The wait context of the current job (empty outside a job or for a job
+// started without one).
+inline WaitCtxRef current_wait_ctx() noexcept {
+  ASYNC_JOB* job = ASYNC_get_current_job();
+  return WaitCtxRef(job != nullptr ? ASYNC_get_wait_ctx(job) : nullptr);
+}
+
+// ----- Jobs -----
+
+namespace detail {
+
+template <class T>
+using Stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+// What a job started from C++ owns: the callable, its result or exception.
+template <class T>
+struct Frame {
+  virtual ~Frame() = default;
+  virtual void Run() = 0;
+  std::optional<Stored<T>> value;
+  std::exception_ptr error;
+
+  // The int(void*) the C API starts: its argument is a copy of a Frame*.
+  static int Enter(void* argument) {
+    Frame* frame = *static_cast<Frame**>(argument);
+    try {
+      frame->Run();
+    } catch (...) {
+      if (asyncjob_is_cancelling() != 0) throw;  // let the unwind finish
+      frame->error = std::current_exception();
+    }
+    return 1;
+  }
+};
+
+template <class T, class F>
+struct FrameFor final : Frame<T> {
+  explicit FrameFor(F&& fn) : fn_(std::forward<F>(fn)) {}
+  void Run() override {
+    if constexpr (std::is_void_v<T>) {
+      fn_();
+      this->value.emplace();
+    } else {
+      this->value.emplace(fn_());
+    }
+  }
+  std::decay_t<F> fn_;
+};
+
+}  // namespace detail
+
+// A job started by asyncjob::start(), with a result of type T. Move-only.
+// Destroying a paused Job cancels it (its stack unwinds).
+template <class T>
+class Job {
+ public:
+  Job() = default;
+  Job(Job&& other) noexcept
+      : frame_(std::move(other.frame_)),
+        job_(std::exchange(other.job_, nullptr)),
+        ctx_(other.ctx_),
+        state_(std::exchange(other.state_, State::kEmpty)) {}
+  Job& operator=(Job&& other) noexcept {
+    if (this != &other) {
+      cancel_quietly();
+      frame_ = std::move(other.frame_);
+      job_ = std::exchange(other.job_, nullptr);
+      ctx_ = other.ctx_;
+      state_ = std::exchange(other.state_, State::kEmpty);
+    }
+    return *this;
+  }
+  ~Job() { cancel_quietly(); }
+
+  bool paused() const noexcept { return state_ == State::kPaused; }
+  bool finished() const noexcept {
+    return state_ == State::kFinished || state_ == State::kCancelled;
+  }
+  bool cancelled() const noexcept { return state_ == State::kCancelled; }
+  ASYNC_JOB* handle() const noexcept { return job_; }
+
+  // Runs the paused job until it pauses again or finishes. When it finishes
+  // by throwing, rethrows that exception here. Throws Error when the job
+  // cannot be resumed (another thread's, not paused).
+  void resume() {
+    if (state_ != State::kPaused) {
+      throw Error(0, "asyncjob::Job::resume: the job is not paused");
+    }
+    Step();
+  }
+
+  // The result of a finished job (moved out; call once). Rethrows the job's
+  // exception; throws JobWasCancelled for a cancelled job.
+  T get() {
+    if (state_ == State::kCancelled) throw JobWasCancelled();
+    if (state_ != State::kFinished) throw Error(0, "asyncjob::Job::get: the job has not finished");
+    if (frame_->error) std::rethrow_exception(frame_->error);
+    if constexpr (!std::is_void_v<T>) return std::move(*frame_->value);
+  }
+
+  // Cancels a paused job: cancel hooks run, its stack unwinds (destructors
+  // run), its wait context's fds are cleaned up and it returns to the pool.
+  // Does nothing for a finished job. Throws Error if the job belongs to
+  // another thread.
+  void cancel() {
+    if (state_ != State::kPaused) return;
+    if (asyncjob_cancel_job(&job_) != 1) throw Error::FromQueue("asyncjob_cancel_job");
+    state_ = State::kCancelled;
+  }
+
+ private:
+  enum class State { kEmpty, kPaused, kFinished, kCancelled };
+  template <class F>
+  friend auto start(WaitCtxRef ctx, F&& fn) -> Job<std::invoke_result_t<F&>>;
+
+  void Step() {
+    int ignored = 0;
+    detail::Frame<T>* frame = frame_.get();
+    switch (ASYNC_start_job(&job_, ctx_, &ignored, &detail::Frame<T>::Enter, &frame,
+                            sizeof frame)) {
+      case ASYNC_PAUSE:
+        state_ = State::kPaused;
+        return;
+      case ASYNC_FINISH:
+        state_ = State::kFinished;
+        if (frame_->error) std::rethrow_exception(frame_->error);
+        return;
+      case ASYNC_NO_JOBS:
+        throw PoolExhausted();
+      default:
+        throw Error::FromQueue("ASYNC_start_job");
+    }
+  }
+
+  void cancel_quietly() noexcept {
+    if (state_ == State::kPaused && asyncjob_cancel_job(&job_) == 1) state_ = State::kCancelled;
+  }
+
+  std::unique_ptr<detail::Frame<T>> frame_;
+  ASYNC_JOB* job_ = nullptr;
+  ASYNC_WAIT_CTX* ctx_ = nullptr;
+  State state_ = State::kEmpty;
+};
+
+// Starts a job running fn() on its own stack, with the wait context ctx
+// (may be empty). Returns once the job first pauses or finishes; if it
+// finished by throwing, the exception propagates from here. Throws
+// PoolExhausted when the thread's pool is at its limit, Error on failure.
+template <class F>
+auto start(WaitCtxRef ctx, F&& fn) -> Job<std::invoke_result_t<F&>> {
+  using T = std::invoke_result_t<F&>;
+  Job<T> job;
+  job.frame_ = std::make_unique<detail::FrameFor<T, F>>(std::forward<F>(fn));
+  job.ctx_ = ctx.get();
+  job.Step();
+  return job;
+}
+
+// Starts a job without a wait context.
+template <class F>
+auto start(F&& fn) -> Job<std::invoke_result_t<F&>> {
+  return start(WaitCtxRef(), std::forward<F>(fn));
+}
+
+}  // namespace asyncjob
+
+#endif  // ASYNCJOB_ASYNCJOB_HPP_
