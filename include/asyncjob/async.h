@@ -227,6 +227,23 @@ typedef struct asyncjob_pool_stats {
 /* Fills *stats for the calling thread; returns 0 when it has no pool. */
 ASYNCJOB_EXPORT int asyncjob_get_pool_stats(asyncjob_pool_stats *stats);
 
+/* What the job machinery did in this process: the totals of threads whose
+ * pools were cleaned up plus the calling thread's own counts. Setting the
+ * environment variable ASYNCJOB_STATS=1 prints them to stderr at exit, so
+ * that anyone can confirm which implementation ran a program's jobs. */
+typedef struct asyncjob_stats {
+  unsigned long long jobs_created; /* stacks allocated for jobs */
+  unsigned long long jobs_freed;
+  unsigned long long starts;       /* ASYNC_start_job with a new job */
+  unsigned long long resumes;      /* ASYNC_start_job resuming a paused job */
+  unsigned long long pauses;       /* ASYNC_pause_job calls that paused */
+  unsigned long long finishes;
+  unsigned long long cancels;
+  unsigned long long no_jobs;      /* ASYNC_NO_JOBS answers */
+  int libcrypto_connected;         /* 1: libctx switching and error mirroring */
+} asyncjob_stats;
+ASYNCJOB_EXPORT int asyncjob_get_stats(asyncjob_stats *stats);
+
 /* The name of the context-switch back end compiled in: "x86_64-sysv",
  * "aarch64-aapcs" or "ucontext". */
 ASYNCJOB_EXPORT const char *asyncjob_context_backend(void);

@@ -1,5 +1,6 @@
 #include "base/error_queue.h"
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +25,8 @@ struct Queue {
 // Plain storage, zero-initialised: no constructor runs on first use.
 thread_local Queue queue;
 
+std::atomic<ErrorMirror> error_mirror{nullptr};
+
 }  // namespace
 
 unsigned long PackErrorCode(int reason) {
@@ -44,7 +47,12 @@ void QueueError(int reason, const char* format, ...) {
   std::vsnprintf(e.message, sizeof e.message, format, args);
   va_end(args);
   ++q.count;
+  if (ErrorMirror mirror = error_mirror.load(std::memory_order_acquire)) {
+    mirror(reason, e.message);
+  }
 }
+
+void SetErrorMirror(ErrorMirror mirror) { error_mirror.store(mirror, std::memory_order_release); }
 
 unsigned long ReadError(bool pop, bool newest, const char** message) {
   Queue& q = queue;

@@ -38,6 +38,11 @@ void ClearErrors();
 // Number of entries queued on this thread.
 std::size_t ErrorCount();
 
+// Also hands every queued error to `mirror` (e.g. to libcrypto's own error
+// queue when libcrypto is in the process). nullptr stops mirroring.
+using ErrorMirror = void (*)(int reason, const char* message);
+void SetErrorMirror(ErrorMirror mirror);
+
 }  // namespace asyncjob::base
 
 #endif  // ASYNCJOB_SRC_BASE_ERROR_QUEUE_H_

@@ -6,12 +6,15 @@
 // wait contexts: which context a job was started with, when a round of fd
 // changes ends (a paused job resumed), and detaching a job from a context
 // freed under it.
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 
 #include "asyncjob/async.h"
 #include "base/error_queue.h"
 #include "context/context.h"
 #include "job/job.h"
+#include "openssl/libcrypto_bridge.h"
 #include "stack/stack.h"
 #include "wait/wait_ctx.h"
 
@@ -328,4 +331,44 @@ int asyncjob_get_pool_stats(asyncjob_pool_stats* stats) {
 
 const char* asyncjob_context_backend(void) { return asyncjob::context::BackendName(); }
 
+int asyncjob_get_stats(asyncjob_stats* stats) {
+  if (stats == nullptr) {
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "asyncjob_get_stats: stats is NULL");
+    return 0;
+  }
+  asyncjob::job::Counters counters = asyncjob::job::ProcessCounters();
+  stats->jobs_created = counters.jobs_created;
+  stats->jobs_freed = counters.jobs_freed;
+  stats->starts = counters.starts;
+  stats->resumes = counters.resumes;
+  stats->pauses = counters.pauses;
+  stats->finishes = counters.finishes;
+  stats->cancels = counters.cancels;
+  stats->no_jobs = counters.exhausted;
+  stats->libcrypto_connected = asyncjob::openssl::LibcryptoConnected() ? 1 : 0;
+  return 1;
+}
+
 }  // extern "C"
+
+namespace {
+
+void PrintStatsAtExit() {
+  asyncjob_stats stats;
+  asyncjob_get_stats(&stats);
+  std::fprintf(stderr,
+               "asyncjob: %llu jobs started, %llu resumes, %llu pauses, %llu finished, "
+               "%llu cancelled, %llu no-jobs; %llu stacks created; context switch %s; "
+               "libcrypto %s\n",
+               stats.starts, stats.resumes, stats.pauses, stats.finishes, stats.cancels,
+               stats.no_jobs, stats.jobs_created, asyncjob_context_backend(),
+               stats.libcrypto_connected ? "connected (per-job libctx, errors mirrored)"
+                                         : "not in the process");
+}
+
+__attribute__((constructor)) void RegisterStatsPrinter() {
+  const char* wanted = std::getenv("ASYNCJOB_STATS");
+  if (wanted != nullptr && *wanted != '\0' && *wanted != '0') std::atexit(&PrintStatsAtExit);
+}
+
+}  // namespace

@@ -4,9 +4,11 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "base/error_queue.h"
@@ -25,6 +27,30 @@ void* const kPausedToken = reinterpret_cast<void*>(std::uintptr_t{1});
 void* const kFinishedToken = reinterpret_cast<void*>(std::uintptr_t{2});
 
 constexpr std::size_t kHeaderAlignment = 64;
+
+std::atomic<const SwitchHooks*> switch_hooks{nullptr};
+
+// Totals of threads whose pools were cleaned up.
+std::mutex totals_mutex;
+Counters totals;
+
+void AddCounters(Counters& into, const Counters& from) {
+  into.jobs_created += from.jobs_created;
+  into.jobs_freed += from.jobs_freed;
+  into.starts += from.starts;
+  into.resumes += from.resumes;
+  into.pauses += from.pauses;
+  into.finishes += from.finishes;
+  into.cancels += from.cancels;
+  into.exhausted += from.exhausted;
+}
+
+// Moves the calling thread's counts into the process totals.
+void FlushThreadCounters() {
+  std::lock_guard lock(totals_mutex);
+  AddCounters(totals, this_thread.counters);
+  this_thread.counters = Counters{};
+}
 
 pthread_key_t thread_exit_key;
 pthread_once_t thread_exit_key_once = PTHREAD_ONCE_INIT;
@@ -92,6 +118,9 @@ Outcome Enter(Job* job) {
                                              : &thread.thread_context;
   job->state = JobState::kRunning;
   thread.current = job;
+  const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
+  if (hooks != nullptr) hooks->entering(job);
+  job->fresh = false;
   // The job gets its own exception state for as long as it runs.
   ExceptionState* exceptions = ThreadExceptionState();
   ExceptionState outside = *exceptions;
@@ -99,14 +128,32 @@ Outcome Enter(Job* job) {
   void* token = context::Switch(job->resume_to, &job->fibre, nullptr);
   job->exception_state = *exceptions;
   *exceptions = outside;
-  return token == kFinishedToken ? Outcome::kFinished : Outcome::kPaused;
+  if (hooks != nullptr) hooks->left(job);
+  if (token == kFinishedToken) {
+    ++this_thread.counters.finishes;
+    return Outcome::kFinished;
+  }
+  ++this_thread.counters.pauses;
+  return Outcome::kPaused;
 }
 
 }  // namespace
 
+void SetSwitchHooks(const SwitchHooks* hooks) {
+  switch_hooks.store(hooks, std::memory_order_release);
+}
+
+Counters ProcessCounters() {
+  std::lock_guard lock(totals_mutex);
+  Counters sum = totals;
+  AddCounters(sum, this_thread.counters);
+  return sum;
+}
+
 // Frees a pool with no jobs left, and the thread's alternate signal stack
 // unless a newer pool still needs it.
 void DeletePool(Pool* pool) {
+  FlushThreadCounters();
   delete pool;
   if (this_thread.pool == nullptr) stack::ReleaseThreadAltStack();
 }
@@ -194,6 +241,7 @@ Job* Pool::Acquire(bool* exhausted) {
   }
   if (max_size_ != 0 && total_ >= max_size_) {
     *exhausted = true;
+    ++this_thread.counters.exhausted;
     return nullptr;
   }
   return CreateJob();
@@ -209,6 +257,7 @@ Job* Pool::CreateJob() {
   job->header_start = header;
   ++total_;
   ++kind_counts_[static_cast<int>(memory.kind)];
+  ++this_thread.counters.jobs_created;
   return job;
 }
 
@@ -218,6 +267,7 @@ void Pool::FreeJob(Job* job) {
   job->~Job();
   --total_;
   --kind_counts_[static_cast<int>(memory.kind)];
+  ++this_thread.counters.jobs_freed;
   stacks_.Release(&memory);
 }
 
@@ -284,6 +334,8 @@ Outcome Start(Job* job, int (*function)(void*), const void* arguments,
   job->owner = &this_thread;
   context::Prepare(&job->fibre, job->stack.low,
                    static_cast<std::size_t>(top - job->stack.low), &JobEntry, job);
+  job->fresh = true;
+  ++this_thread.counters.starts;
   return Enter(job);
 }
 
@@ -312,12 +364,14 @@ bool CheckResumable(const Job* job) {
 
 Outcome Resume(Job* job) {
   if (!CheckResumable(job)) return Outcome::kError;
+  ++this_thread.counters.resumes;
   return Enter(job);
 }
 
 Outcome Cancel(Job* job) {
   if (!CheckResumable(job)) return Outcome::kError;
   job->cancel_requested = true;
+  ++this_thread.counters.cancels;
   Outcome outcome = Enter(job);
   // Pausing is disabled while cancelling, so the job ran to its end.
   return outcome;

@@ -74,8 +74,37 @@ struct Job {
   int cancel_hook_count = 0;
   CancelHook cancel_hooks[kMaxCancelHooks] = {};
   ExceptionState exception_state;
+  bool fresh = false;                     // entered for the first time next
+  void* hook_state[2] = {nullptr, nullptr};  // owned by the SwitchHooks
   stack::Stack stack;
 };
+
+// Code that must follow every entry into and exit from a job (for example
+// to keep libcrypto's per-thread default library context per job). Both run
+// on the caller's side: entering() just before the job runs (job->fresh
+// tells a start from a resume), left() just after it paused or finished.
+struct SwitchHooks {
+  void (*entering)(Job* job);
+  void (*left)(Job* job);
+};
+// Installs hooks for every thread (nullptr removes them). Set them before
+// jobs run: a job must see the same hooks on entry and exit.
+void SetSwitchHooks(const SwitchHooks* hooks);
+
+// How much work the job machinery did. Counted per thread without atomics;
+// a thread's counts join the process totals when its pool is cleaned up.
+struct Counters {
+  std::uint64_t jobs_created = 0;
+  std::uint64_t jobs_freed = 0;
+  std::uint64_t starts = 0;
+  std::uint64_t resumes = 0;
+  std::uint64_t pauses = 0;
+  std::uint64_t finishes = 0;
+  std::uint64_t cancels = 0;
+  std::uint64_t exhausted = 0;  // ASYNC_NO_JOBS answers
+};
+// The process totals plus the calling thread's own counts.
+Counters ProcessCounters();
 
 // Per-thread state. Plain data with constant initialisation, so that access
 // compiles to a TLS load with no guard.
@@ -84,6 +113,7 @@ struct ThreadState {
   Job* current = nullptr;
   Pool* pool = nullptr;
   bool thread_context_ready = false;
+  Counters counters;
 };
 
 extern constinit thread_local ThreadState this_thread

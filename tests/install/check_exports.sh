@@ -33,19 +33,34 @@ ASYNC_WAIT_CTX_set_status
 ASYNC_WAIT_CTX_get_status
 '
 
-# "ADDRESS TYPE NAME[@VERSION]" -> "TYPE NAME"
-LC_ALL=C "$NM" -D --defined-only "$lib" | awk 'NF == 3 { sub(/@.*/, "", $3); print $2, $3 }' \
-  | sort -k2 >"$WORK/exported"
+# "ADDRESS TYPE NAME@@VERSION" -> "TYPE NAME VERSION". The version nodes
+# themselves appear as absolute symbols ("A NODE"): exactly OpenSSL's two
+# and asyncjob's own may exist.
+LC_ALL=C "$NM" -D --defined-only "$lib" |
+  awk 'NF == 3 && $2 == "A" { print $3 >"'"$WORK/nodes"'"; next }
+       NF == 3 { split($3, part, "@@"); print $2, part[1], part[2] }' |
+  sort -k2 >"$WORK/exported"
 [ -s "$WORK/exported" ] || fail "nm -D found no defined symbols in $lib"
 
 status=0
-while read -r type name; do
+printf '%s\n' ASYNCJOB_0 OPENSSL_3.0.0 OPENSSL_3.2.0 >"$WORK/nodes_expected"
+if ! sort "$WORK/nodes" | diff "$WORK/nodes_expected" - >"$WORK/diff_nodes"; then
+  say "version nodes differ from OPENSSL_3.0.0, OPENSSL_3.2.0, ASYNCJOB_0:"
+  cat "$WORK/diff_nodes"
+  status=1
+fi
+while read -r type name version; do
   case $name in
-    ASYNC_* | asyncjob_*) ;;
+    ASYNC_set_mem_functions | ASYNC_get_mem_functions) want=OPENSSL_3.2.0 ;;
+    ASYNC_*) want=OPENSSL_3.0.0 ;;
+    asyncjob_*) want=ASYNCJOB_0 ;;
     *) say "not API: $type $name"; status=1; continue ;;
   esac
-  # T: a global function in .text. Anything else (data, weak, absolute
-  # version symbols, indirect functions) has no place in this ABI.
+  # OpenSSL's functions carry OpenSSL's version nodes so that libssl,
+  # engines and providers bind to them when asyncjob comes first.
+  [ "$version" = "$want" ] || { say "$name has version '$version', want $want"; status=1; }
+  # T: a global function in .text. Anything else (data, weak, indirect
+  # functions) has no place in this ABI.
   [ "$type" = T ] || { say "not a plain function: $type $name"; status=1; }
 done <"$WORK/exported"
 
@@ -65,7 +80,7 @@ fi
 # Exactly the asyncjob_* functions the installed header declares: an
 # internal helper named asyncjob_* would slip through the version script's
 # wildcard, and a declared one missing would not link.
-tr '\n' ' ' <"$INCLUDEDIR/asyncjob/async.h" |
+cat "$INCLUDEDIR"/asyncjob/*.h | tr '\n' ' ' |
   grep -o 'ASYNCJOB_EXPORT [^;(]*(' |
   sed 's/.*[^A-Za-z0-9_]\([A-Za-z_][A-Za-z0-9_]*\) *($/\1/' | sort -u >"$WORK/declared"
 grep '^ASYNC_' "$WORK/declared" >"$WORK/declared_async" || :

@@ -1,0 +1,81 @@
+#include "openssl/libcrypto_bridge.h"
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "asyncjob/async.h"
+#include "base/error_queue.h"
+#include "job/job.h"
+
+namespace asyncjob::openssl {
+namespace {
+
+// The libcrypto functions used, by their C signatures.
+using SetDefaultLibCtx = void* (*)(void*);                      // OSSL_LIB_CTX_set0_default
+using ErrNew = void (*)();                                      // ERR_new
+using ErrSetDebug = void (*)(const char*, int, const char*);   // ERR_set_debug
+using ErrSetError = void (*)(int, int, const char*, ...);      // ERR_set_error
+
+SetDefaultLibCtx set_default_libctx = nullptr;
+ErrNew err_new = nullptr;
+ErrSetDebug err_set_debug = nullptr;
+ErrSetError err_set_error = nullptr;
+std::atomic<bool> connected{false};
+std::mutex connect_mutex;
+
+// hook_state[0]: the job's default library context; [1]: its caller's.
+void EnteringJob(job::Job* job) {
+  if (job->fresh) {
+    // A NULL argument changes nothing and returns the current default: the
+    // job starts with its caller's.
+    job->hook_state[1] = set_default_libctx(nullptr);
+    job->hook_state[0] = job->hook_state[1];
+  } else {
+    job->hook_state[1] = set_default_libctx(job->hook_state[0]);
+  }
+}
+
+void LeftJob(job::Job* job) { job->hook_state[0] = set_default_libctx(job->hook_state[1]); }
+
+const job::SwitchHooks libctx_hooks{&EnteringJob, &LeftJob};
+
+void MirrorError(int reason, const char* message) {
+  err_new();
+  err_set_debug("asyncjob", 0, "asyncjob");
+  err_set_error(ASYNCJOB_ERR_LIB_ASYNC, reason, "%s", message);
+}
+
+template <class F>
+F Lookup(const char* name) {
+  return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
+}
+
+}  // namespace
+
+bool ConnectToLibcrypto() {
+  std::lock_guard lock(connect_mutex);
+  if (connected.load(std::memory_order_acquire)) return true;
+  set_default_libctx = Lookup<SetDefaultLibCtx>("OSSL_LIB_CTX_set0_default");
+  err_new = Lookup<ErrNew>("ERR_new");
+  err_set_debug = Lookup<ErrSetDebug>("ERR_set_debug");
+  err_set_error = Lookup<ErrSetError>("ERR_set_error");
+  if (set_default_libctx != nullptr) job::SetSwitchHooks(&libctx_hooks);
+  if (err_new != nullptr && err_set_debug != nullptr && err_set_error != nullptr) {
+    base::SetErrorMirror(&MirrorError);
+  }
+  bool found = set_default_libctx != nullptr;
+  connected.store(found, std::memory_order_release);
+  return found;
+}
+
+bool LibcryptoConnected() { return connected.load(std::memory_order_acquire); }
+
+namespace {
+// Loading the library is the moment libcrypto, if the program uses it, is
+// already mapped (as a dependency or because asyncjob was preloaded).
+__attribute__((constructor)) void ConnectAtLoad() { ConnectToLibcrypto(); }
+}  // namespace
+
+}  // namespace asyncjob::openssl
