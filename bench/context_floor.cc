@@ -1,0 +1,75 @@
+// context_floor.cc - the floor under every asyncjob figure: a bare context
+// switch there and back, below the job, pool and wait-context layers.
+//
+// Links the context layer (asyncjob_static, whose context symbols the shared
+// library hides) and calls context::Switch() exactly as the job layer does,
+// sanitizer and tool hooks included. One iteration is a round trip: main ->
+// fibre -> main, two switches. A job's full cycle (start, pause, resume,
+// finish) is two such round trips plus the job machinery.
+#include <benchmark/benchmark.h>
+#include <sys/mman.h>
+
+#include <cstddef>
+
+#include "context/context.h"
+
+namespace ctx = asyncjob::context;
+
+namespace {
+
+constexpr std::size_t kStackSize = 64 * 1024;
+
+ctx::Context g_main;
+ctx::Context g_fibre;
+int g_depth = 0;  // frames between each side's loop and its Switch()
+
+// Switch() called `depth` out-of-line frames below the caller. After a switch
+// the resumed side returns through frames the other side's calls did not
+// push, as a job's API calls do (ASYNC_start_job -> Start -> Switch on one
+// side, ASYNC_pause_job -> PauseCurrent -> Switch on the other).
+[[gnu::noinline]] void* SwitchAtDepth(int depth, ctx::Context* from, ctx::Context* to) {
+  if (depth == 0) return ctx::Switch(from, to, nullptr);
+  void* received = SwitchAtDepth(depth - 1, from, to);
+  benchmark::DoNotOptimize(received);  // no tail call: keep the frame
+  return received;
+}
+
+[[noreturn]] void BounceForever(void*, void*) {
+  for (;;) SwitchAtDepth(g_depth, &g_fibre, &g_main);
+}
+
+// state.range(0): call depth on each side (0: Switch() straight from the
+// loops, the floor proper).
+void BM_SwitchRoundTrip(benchmark::State& state) {
+  g_depth = static_cast<int>(state.range(0));
+  void* stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    state.SkipWithError("mmap of the fibre stack failed");
+    return;
+  }
+  ctx::InitializeThreadContext(&g_main);
+  ctx::Prepare(&g_fibre, stack, kStackSize, &BounceForever, nullptr);
+  ctx::Switch(&g_main, &g_fibre, nullptr);  // first entry: out of the timing
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(SwitchAtDepth(g_depth, &g_main, &g_fibre));
+  }
+  // The fibre is left suspended in its loop; nothing on its stack needs
+  // unwinding, so the stack can simply go.
+  ctx::Destroy(&g_fibre);
+  munmap(stack, kStackSize);
+}
+
+BENCHMARK(BM_SwitchRoundTrip)->Arg(0)->Arg(1)->Arg(3);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::AddCustomContext("implementation", "asyncjob context layer");
+  benchmark::AddCustomContext("context_backend", ctx::BackendName());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
