@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Joins the benchmark results of libcrypto and asyncjob into one table.
+
+Reads the Google Benchmark JSON files that run.py left in --results:
+  async-libcrypto.json, async-asyncjob.json   the API cases
+  scale-<implementation>-<N>.json             N paused jobs
+  floor.json                                  asyncjob's bare context switch
+prints the comparison table and which targets are met, and writes the same
+as Markdown (--markdown) with the machine, the date and what each case
+measures. Python standard library only.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+IMPLEMENTATIONS = ("libcrypto", "asyncjob")
+
+# (key, label, benchmark run name, jobs per iteration, what it measures)
+CASES = [
+    ("start_finish", "start -> finish (no pause)", "BM_StartFinish", 1,
+     "ASYNC_start_job of a job that returns at once; the pool reuses one job."),
+    ("full_cycle", "full cycle: start -> pause -> resume -> finish", "BM_FullCycle", 1,
+     "A job that pauses once: two ASYNC_start_job calls, four context switches."),
+    ("pause_resume", "pause + resume round trip (one long job)", "BM_PauseResume", 1,
+     "ASYNC_start_job resuming a job that pauses again at once: two switches."),
+    ("args_8", "start -> finish, 8 B of arguments", "BM_StartFinishArgs/8", 1,
+     "As start -> finish, with arguments that ASYNC_start_job copies into the job."),
+    ("args_256", "start -> finish, 256 B of arguments", "BM_StartFinishArgs/256", 1,
+     "The same with 256 bytes."),
+    ("args_4096", "start -> finish, 4 KiB of arguments", "BM_StartFinishArgs/4096", 1,
+     "The same with 4 KiB."),
+    ("wait_ctx", "WAIT_CTX set_wait_fd + get_changed_fds x2 + clear_fd", "BM_WaitCtxFds", 1,
+     "Registering a wait fd, reading the changes (count, then fds) and clearing it, "
+     "outside any job."),
+    ("pool_churn", "job creation, empty pool (per job)", "BM_PoolChurn", 64,
+     "64 jobs started and paused at once, so the emptied pool must create each, resumed "
+     "to finish, then ASYNC_cleanup_thread() and ASYNC_init_thread(0, 0): per job, "
+     "creating it, a full cycle, freeing it and 1/64 of a pool's life."),
+    ("fp_exact", "full cycle, job divides exactly (control)", "BM_FpExactJob", 1,
+     "The full cycle of a job that does an exact division (1.0 / 2.0, no FP flag "
+     "raised) in each segment; control for the next case."),
+    ("fp_job", "full cycle, job raises the FP inexact flag", "BM_FpFlagsJob", 1,
+     "The same with an inexact division (1.0 / 3.0) in each segment, so that the job "
+     "returns with FP status flags the caller did not have."),
+    ("fp_caller_clears", "full cycle, caller clears FP flags (control)",
+     "BM_FpCallerClears", 1,
+     "The full cycle with the caller clearing its FP status flags (ldmxcsr) before "
+     "each start and resume; control for the next case."),
+    ("fp_caller_clears_job_divides", "  ... and job raises the inexact flag",
+     "BM_FpCallerClearsJobDivides", 1,
+     "The previous case with the inexact division in the job: the flags differ at every "
+     "switch out of the job."),
+]
+THREAD_COUNTS = (1, 2)
+THREADS_RUN = "BM_FullCycleThreads/real_time/threads:{}"
+FLOOR_DEPTHS = (0, 1, 3)
+# Cases whose asyncjob build must make no heap allocation per iteration.
+STEADY_STATE = ("start_finish", "full_cycle", "pause_resume", "args_8", "args_256",
+                "args_4096", "fp_exact", "fp_job")
+SERIALIZING = {"ldmxcsr", "fldcw", "fldenv", "frstor", "fxrstor", "fxrstor64", "xrstor",
+               "xrstor64", "xrstors", "xrstors64", "cpuid", "lfence", "mfence", "serialize",
+               "iretq", "wrmsr", "invd", "wbinvd", "lidt", "lgdt"}
+NOISE = 1.05  # "not slower" allows 5 % of run-to-run noise
+
+
+def to_ns(value, unit):
+    return value * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+
+
+def real_ns(bench):
+    return to_ns(bench["real_time"], bench["time_unit"])
+
+
+def load_best(paths):
+    """Reads Google Benchmark JSON files. Returns their contexts and, per run
+    name, the fastest of all its runs in those files (a run on a shared
+    machine can only be slowed down by other work)."""
+    contexts, runs = [], {}
+    load_best.counts = {}
+    for path in sorted(paths):
+        with open(path) as file:
+            data = json.load(file)
+        contexts.append(data["context"])
+        for bench in data["benchmarks"]:
+            if bench.get("run_type") == "aggregate" or bench.get("error_occurred"):
+                continue
+            name = bench.get("run_name", bench["name"])
+            load_best.counts[name] = load_best.counts.get(name, 0) + 1
+            if name not in runs or real_ns(bench) < real_ns(runs[name]):
+                runs[name] = bench
+    return contexts, runs
+
+
+SCALE_FILE = re.compile(r"scale-(\w+)-(\d+)-\d+\.json")
+
+
+def load_scale(results):
+    """(implementation, N) -> counters of the scale case, each time the best
+    of the runs, the memory figures the largest."""
+    scale = {}
+    for path in sorted(glob.glob(os.path.join(results, "scale-*.json"))):
+        match = SCALE_FILE.fullmatch(os.path.basename(path))
+        if not match:
+            continue
+        key = (match.group(1), int(match.group(2)))
+        _, runs = load_best([path])
+        for run in runs.values():
+            best = scale.setdefault(key, dict(run))
+            for counter in ("create_pause_ns_per_job", "resume_finish_ns_per_job"):
+                best[counter] = min(best[counter], run[counter])
+            for counter in ("rss_kib_per_paused_job", "maps_peak", "rss_peak_mib"):
+                best[counter] = max(best[counter], run[counter])
+    return scale
+
+
+def load_averages(contexts):
+    return [c["load_avg"][0] for c in contexts if c.get("load_avg")]
+
+
+def fmt_time(ns):
+    if ns is None:
+        return "-"
+    if ns < 10:
+        return "{:.2f} ns".format(ns)
+    if ns < 1000:
+        return "{:.1f} ns".format(ns)
+    if ns < 1e6:
+        return "{:.2f} us".format(ns / 1e3)
+    return "{:.2f} ms".format(ns / 1e6)
+
+
+def fmt_ratio(ratio):
+    if ratio is None:
+        return "-"
+    return "{:.2f}x".format(ratio) if ratio < 10 else "{:.1f}x".format(ratio)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith(("model name", "Model", "CPU part")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def switch_path_check(binary, objdump):
+    """Disassembles asyncjob_context_switch and splits it into the path every
+    switch runs (entry to the first indirect jump) and the rest. Returns
+    (met, text) or None where not applicable."""
+    if platform.machine() not in ("x86_64", "AMD64") or not objdump:
+        return None
+    try:
+        listing = subprocess.run([objdump, "-d", "--no-show-raw-insn", binary],
+                                 capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        return False, "could not disassemble: {}".format(error)
+    match = re.search(r"<asyncjob_context_switch>:\n(.*?)\n\n", listing, re.S)
+    if not match:
+        return False, "asyncjob_context_switch not found in {}".format(binary)
+    main_path, rest, in_main = [], [], True
+    for line in match.group(1).splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        mnemonic = parts[1].split()[0] if parts[1].split() else ""
+        (main_path if in_main else rest).append(mnemonic)
+        if in_main and mnemonic == "jmp" and "*" in parts[1]:
+            in_main = False
+    bad = sorted({m for m in main_path if m in SERIALIZING})
+    behind = sorted({m for m in rest if m in SERIALIZING})
+    if bad:
+        return False, "serializing on every switch: {}".format(", ".join(bad))
+    return True, ("{} instructions on every switch, none serializing; {} only behind "
+                  "the branches taken when the FP control state differs").format(
+                      len(main_path), " and ".join(behind) or "nothing else")
+
+
+class Report:
+    def __init__(self, results, floor_binary, objdump):
+        self.contexts = {}
+        self.runs = {}
+        self.rounds = 0
+        for implementation in IMPLEMENTATIONS:
+            paths = glob.glob(os.path.join(results, "async-{}-*.json".format(implementation)))
+            if not paths:
+                sys.exit("compare.py: no results of {} in {}".format(implementation, results))
+            self.contexts[implementation], self.runs[implementation] = load_best(paths)
+            self.rounds = load_best.counts.get("BM_FullCycle", 0)
+        self.floor_contexts, self.floor = load_best(
+            glob.glob(os.path.join(results, "floor-*.json")))
+        self.scale = load_scale(results)  # (implementation, N) -> counters
+        self.loads = load_averages(self.floor_contexts + sum(self.contexts.values(), []))
+        self.switch_check = switch_path_check(floor_binary, objdump)
+
+    def time_of(self, implementation, run_name, per=1):
+        run = self.runs[implementation].get(run_name)
+        if run is None or run.get("error_occurred"):
+            return None
+        return to_ns(run["real_time"], run["time_unit"]) / per
+
+    def counter(self, implementation, run_name, name):
+        run = self.runs[implementation].get(run_name)
+        return None if run is None else run.get(name)
+
+    def floor_ns(self, depth):
+        run = self.floor.get("BM_SwitchRoundTrip/{}".format(depth))
+        return None if run is None else to_ns(run["real_time"], run["time_unit"])
+
+    def case_times(self):
+        rows = []
+        for key, label, run_name, per, _ in CASES:
+            lc = self.time_of("libcrypto", run_name, per)
+            aj = self.time_of("asyncjob", run_name, per)
+            rows.append((key, label, lc, aj, lc / aj if lc and aj else None))
+        return rows
+
+    def thread_rates(self):
+        rows = []
+        for threads in THREAD_COUNTS:
+            name = THREADS_RUN.format(threads)
+            lc = self.counter("libcrypto", name, "items_per_second")
+            aj = self.counter("asyncjob", name, "items_per_second")
+            rows.append((threads, lc, aj, aj / lc if lc and aj else None))
+        return rows
+
+    def scale_rows(self):
+        jobs_list = sorted({jobs for _, jobs in self.scale})
+        rows = []
+        for jobs in jobs_list:
+            lc = self.scale.get(("libcrypto", jobs), {})
+            aj = self.scale.get(("asyncjob", jobs), {})
+            rows.append((jobs, lc, aj))
+        return rows
+
+    def targets(self):
+        """[(met or None, description, evidence)]"""
+        times = {row[0]: row for row in self.case_times()}
+        out = []
+
+        def ratio_target(key, wanted, text):
+            _, _, lc, aj, ratio = times[key]
+            met = ratio is not None and ratio >= wanted
+            out.append((met if ratio is not None else None, text,
+                        "libcrypto {} / asyncjob {} = {}".format(
+                            fmt_time(lc), fmt_time(aj), fmt_ratio(ratio))))
+
+        ratio_target("full_cycle", 10, "full cycle >= 10x faster than libcrypto")
+        floor = self.floor_ns(0)
+        full = times["full_cycle"][3]
+        if floor and full:
+            ratio = full / floor
+            out.append((ratio <= 4, "full cycle within 4x of the raw ping-pong floor",
+                        "{} / {} = {}".format(fmt_time(full), fmt_time(floor),
+                                              fmt_ratio(ratio))))
+        ratio_target("start_finish", 10, "start -> finish >= 10x faster than libcrypto")
+
+        million = 1_000_000
+        lc = self.scale.get(("libcrypto", million))
+        aj = self.scale.get(("asyncjob", million))
+        for counter, wanted, text in (
+                ("create_pause_ns_per_job", 10,
+                 "1,000,000 paused jobs: create+pause >= 10x faster per job"),
+                ("resume_finish_ns_per_job", 3,
+                 "1,000,000 paused jobs: resume+finish >= 3x faster per job")):
+            if lc and aj:
+                ratio = lc[counter] / aj[counter]
+                out.append((ratio >= wanted, text, "libcrypto {} / asyncjob {} = {}".format(
+                    fmt_time(lc[counter]), fmt_time(aj[counter]), fmt_ratio(ratio))))
+            else:
+                out.append((None, text, "not run"))
+        text = "1,000,000 paused jobs: RSS per paused job <= libcrypto's"
+        if lc and aj:
+            a, b = aj["rss_kib_per_paused_job"], lc["rss_kib_per_paused_job"]
+            out.append((a <= b, text, "asyncjob {:.2f} KiB, libcrypto {:.2f} KiB".format(a, b)))
+        else:
+            out.append((None, text, "not run"))
+
+        allocations = {key: self.counter("asyncjob", dict((c[0], c[2]) for c in CASES)[key],
+                                         "allocs_per_iteration") for key in STEADY_STATE}
+        known = [v for v in allocations.values() if v is not None]
+        met = bool(known) and all(v == 0 for v in known)
+        out.append((met if known else None,
+                    "no heap allocation on the steady-state path",
+                    "asyncjob allocations per iteration: {} (malloc interposed here; "
+                    "tests/alloc_count_test.cc checks it too)".format(
+                        ", ".join("{} {:g}".format(k, v) for k, v in allocations.items()
+                                  if v is not None))))
+
+        if self.switch_check is not None:
+            met, evidence = self.switch_check
+            out.append((met, "x86-64 switch: no serializing instruction unless FP control "
+                        "state differs", evidence))
+        fp, exact, plain = times["fp_job"][3], times["fp_exact"][3], times["full_cycle"][3]
+        if fp and exact and plain:
+            out.append((fp <= exact * NOISE,
+                        "full cycle of a job raising FP status flags not slower than the "
+                        "plain full cycle (asyncjob; plain = same job, exact division)",
+                        "{} vs {} ({:+.1f} %); the full cycle without any division: {}".format(
+                            fmt_time(fp), fmt_time(exact), (fp / exact - 1) * 100,
+                            fmt_time(plain))))
+        return out
+
+    # ----- Output -----
+
+    def tables(self):
+        """Returns a list of (title, header, rows) in display order."""
+        tables = []
+        rows = [(label, fmt_time(lc), fmt_time(aj), fmt_ratio(r))
+                for _, label, lc, aj, r in self.case_times()]
+        tables.append(("Per operation (best of all runs; ratio = libcrypto / "
+                       "asyncjob, > 1 means asyncjob is faster)",
+                       ("case", "libcrypto", "asyncjob", "ratio"), rows))
+
+        rows = []
+        for threads, lc, aj, r in self.thread_rates():
+            rate = lambda v: "-" if v is None else "{:.2f} M/s".format(v / 1e6)
+            rows.append(("full cycles, {} thread{}, one pool each".format(
+                threads, "s" if threads > 1 else ""), rate(lc), rate(aj), fmt_ratio(r)))
+        tables.append(("Jobs per second over all threads (ratio = asyncjob / libcrypto)",
+                       ("case", "libcrypto", "asyncjob", "ratio"), rows))
+
+        rows = []
+        for jobs, lc, aj in self.scale_rows():
+            def cell(run, counter, fmt):
+                return fmt(run[counter]) if counter in run else "-"
+
+            def ratio(counter):
+                if counter in lc and counter in aj and aj[counter]:
+                    return fmt_ratio(lc[counter] / aj[counter])
+                return "-"
+            n = "{:,}".format(jobs)
+            kib = lambda v: "{:.2f} KiB".format(v)
+            count = lambda v: "{:,.0f}".format(v)
+            rows.append((n + " jobs: create+pause, per job",
+                         cell(lc, "create_pause_ns_per_job", fmt_time),
+                         cell(aj, "create_pause_ns_per_job", fmt_time),
+                         ratio("create_pause_ns_per_job")))
+            rows.append((n + " jobs: resume+finish, per job",
+                         cell(lc, "resume_finish_ns_per_job", fmt_time),
+                         cell(aj, "resume_finish_ns_per_job", fmt_time),
+                         ratio("resume_finish_ns_per_job")))
+            rows.append((n + " jobs: RSS per paused job",
+                         cell(lc, "rss_kib_per_paused_job", kib),
+                         cell(aj, "rss_kib_per_paused_job", kib),
+                         ratio("rss_kib_per_paused_job")))
+            rows.append((n + " jobs: memory mappings at peak",
+                         cell(lc, "maps_peak", count), cell(aj, "maps_peak", count), ""))
+        tables.append(("N jobs paused at once on one thread (a fresh process per N and "
+                       "run; best time of the runs)", ("case", "libcrypto", "asyncjob", "ratio"), rows))
+
+        rows = []
+        floor = self.floor_ns(0)
+        for depth in FLOOR_DEPTHS:
+            value = self.floor_ns(depth)
+            label = ("raw switch round trip (ping-pong floor)" if depth == 0 else
+                     "  same, Switch() {} call frame{} deep on each side".format(
+                         depth, "s" if depth > 1 else ""))
+            rows.append((label, fmt_time(value)))
+        full = self.time_of("asyncjob", "BM_FullCycle")
+        pause = self.time_of("asyncjob", "BM_PauseResume")
+        if floor and full:
+            rows.append(("asyncjob full cycle / floor", fmt_ratio(full / floor)))
+        if floor and pause:
+            rows.append(("asyncjob pause+resume / floor", fmt_ratio(pause / floor)))
+        tables.append(("asyncjob's context switch alone", ("case", "asyncjob"), rows))
+        return tables
+
+    def print_text(self, out=sys.stdout):
+        for title, header, rows in self.tables():
+            widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+            print("\n" + title, file=out)
+            line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                             for i, (h, w) in enumerate(zip(header, widths)))
+            print(line, file=out)
+            print("-" * len(line), file=out)
+            for row in rows:
+                print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                                for i, (c, w) in enumerate(zip(row, widths))), file=out)
+        if self.loads:
+            print("\nload average (1 min) as the programs started: {:.2f} to {:.2f}{}".format(
+                min(self.loads), max(self.loads),
+                "  (other work was running: figures are noisy)" if max(self.loads) > 1.0
+                else ""), file=out)
+        print("\nTargets", file=out)
+        for met, text, evidence in self.targets():
+            mark = {True: "MET   ", False: "MISSED", None: "N/A   "}[met]
+            print("  [{}] {}: {}".format(mark, text, evidence), file=out)
+
+    def markdown(self, plot_name):
+        lc_name = self.contexts["libcrypto"][0].get("implementation", "libcrypto")
+        aj_name = self.contexts["asyncjob"][0].get("implementation", "asyncjob")
+        context = self.contexts["asyncjob"][0]
+        date = context.get("date", "")[:10] or datetime.date.today().isoformat()
+        lines = [
+            "# Benchmarks: asyncjob and libcrypto side by side",
+            "",
+            "Generated by `cmake --workflow --preset bench` (see the README), which builds the",
+            "benchmark programs in `bench/`, runs them and rewrites this page and",
+            "`{}`. Do not edit by hand: edit `bench/compare.py`.".format(plot_name),
+            "",
+            "| | |",
+            "|---|---|",
+            "| date | {} |".format(date),
+            "| CPU | {} ({} logical CPUs, {} MHz) |".format(
+                cpu_model(), context.get("num_cpus", "?"), context.get("mhz_per_cpu", "?")),
+            "| system | {} {} |".format(platform.system(), platform.release()),
+            "| compared | {} and {} |".format(lc_name, aj_name),
+            "| load average (1 min) as the programs started | {} |".format(
+                "{:.2f} to {:.2f}".format(min(self.loads), max(self.loads))
+                if self.loads else "unknown"),
+            "",
+            "Every case is written once against `<openssl/async.h>` and built twice, once",
+            "against libcrypto's header and library and once against asyncjob's, so both",
+            "implementations make exactly the same calls. Times are wall-clock; each case",
+            "ran {} times per implementation (Google Benchmark, rounds alternating between".format(
+                self.rounds),
+            "the two programs) and the table shows the fastest run, since other work on the",
+            "machine can only slow a run down. A load average well above 0 means other work",
+            "was running: figures from such a run are noisier. Google Benchmark's warning",
+            "that its library was built for debugging concerns the Debian package of Google",
+            "Benchmark itself, not the code measured: both programs are Release builds.",
+            "",
+            "## Targets",
+            "",
+            "| | target | measured |",
+            "|---|---|---|",
+        ]
+        for met, text, evidence in self.targets():
+            mark = {True: "met", False: "**missed**", None: "n/a"}[met]
+            lines.append("| {} | {} | {} |".format(mark, text, evidence))
+        for title, header, rows in self.tables():
+            lines += ["", "## " + title.split(" (")[0], "", title + "." if "(" in title else "",
+                      "", "| " + " | ".join(header) + " |",
+                      "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header)))
+                      + "|"]
+            for row in rows:
+                lines.append("| " + " | ".join(str(c).strip() or " " for c in row) + " |")
+            if title.startswith("N jobs"):
+                lines += ["", "![time per job against N]({})".format(plot_name)]
+        lines += ["", "## What each case measures", ""]
+        for _, label, _, _, what in CASES:
+            lines.append("- **{}**: {}".format(label.strip(" ."), what))
+        lines += [
+            "- **full cycles, N threads**: the full cycle on 1 and 2 threads at once, each "
+            "thread with its own pool (`ASYNC_init_thread(1, 1)`) and wait context; jobs per "
+            "second summed over the threads.",
+            "- **N jobs paused at once**: N wait contexts are made first (untimed); then N jobs "
+            "are started and each pauses at once (the pool creates every one), VmRSS and the "
+            "lines of `/proc/self/maps` are read with all N paused, and each job is resumed "
+            "to finish. RSS per paused job is the VmRSS growth over the create+pause phase "
+            "divided by N. Each N runs in a fresh process.",
+            "- **raw switch round trip**: asyncjob's `context::Switch()` to a fibre and back, "
+            "with nothing else: the floor under every job operation. The deeper variants call "
+            "`Switch()` under 1 or 3 out-of-line frames on each side, as the API does "
+            "(`ASYNC_start_job` -> ... -> `Switch()` on one side, `ASYNC_pause_job` -> ... "
+            "-> `Switch()` on the other): after a switch every return to a frame the other "
+            "side's calls did not push is mispredicted by the return-stack predictor.",
+            "",
+            "Heap allocations per iteration (malloc interposed in both programs):",
+            "",
+            "| case | libcrypto | asyncjob |",
+            "|---|---:|---:|",
+        ]
+        for key, label, run_name, _, _ in CASES:
+            lc = self.counter("libcrypto", run_name, "allocs_per_iteration")
+            aj = self.counter("asyncjob", run_name, "allocs_per_iteration")
+            if lc is not None or aj is not None:
+                fmt = lambda v: "-" if v is None else "{:g}".format(round(v, 3))
+                lines.append("| {} | {} | {} |".format(label.strip(" ."), fmt(lc), fmt(aj)))
+        lines += [
+            "",
+            "Run it again with `cmake --workflow --preset bench`; a quick check that",
+            "everything builds and runs (tiny timings, only N = 10,000, report written into",
+            "the build tree instead of here) is `ASYNCJOB_BENCH_SMOKE=1 cmake --workflow "
+            "--preset bench`.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--floor-binary", default="")
+    parser.add_argument("--objdump", default="")
+    parser.add_argument("--markdown")
+    parser.add_argument("--plot-name", default="benchmarks-scale.png")
+    args = parser.parse_args()
+    report = Report(args.results, args.floor_binary, args.objdump)
+    report.print_text()
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write(report.markdown(args.plot_name))
+        print("\nwrote " + args.markdown)
+
+
+if __name__ == "__main__":
+    main()
