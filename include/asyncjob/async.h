@@ -193,6 +193,12 @@ ASYNCJOB_EXPORT int asyncjob_cancel_job(ASYNC_JOB **job);
  * forgotten when the job finishes. Returns 1, or 0 with an error queued
  * outside a job (ASYNCJOB_R_NOT_IN_JOB) or when 8 are registered. */
 ASYNCJOB_EXPORT int asyncjob_add_cancel_hook(void (*fn)(void *arg), void *arg);
+/* 1 when ASYNC_pause_job() would pause right now: inside a job, pausing not
+ * blocked, the job not being cancelled. Async-aware code checks it before
+ * offloading work, and runs the work inline when it is 0 (a pause that does
+ * nothing would leave it spinning). */
+ASYNCJOB_EXPORT int asyncjob_can_pause(void);
+
 /* 1 while the current job is being cancelled (its stack unwinding), else 0.
  * Code that catches every exception inside a job checks it and rethrows. */
 ASYNCJOB_EXPORT int asyncjob_is_cancelling(void);

@@ -293,6 +293,11 @@ int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) {
   return asyncjob::job::AddCancelHook(fn, arg) ? 1 : 0;
 }
 
+int asyncjob_can_pause(void) {
+  Job* job = asyncjob::job::CurrentJob();
+  return job != nullptr && job->block_depth == 0 && !job->cancel_requested ? 1 : 0;
+}
+
 int asyncjob_is_cancelling(void) {
   Job* job = asyncjob::job::CurrentJob();
   return job != nullptr && job->cancel_requested ? 1 : 0;

@@ -1,0 +1,112 @@
+// asyncjob/offload.hpp - a worker-thread "accelerator" for async jobs.
+//
+// asyncjob::offload::Engine is what an async-capable engine or provider does
+// with a hardware accelerator, with worker threads standing in for the
+// device: code running inside a job submits a task, the job pauses, a worker
+// runs the task, and the completion wakes the job through its wait context.
+//
+//   asyncjob::offload::Engine engine({.workers = 2, .queue_capacity = 256});
+//   // inside a job (or not):
+//   int signature_length = 0;
+//   engine.run([&] { signature_length = expensive_sign(...); });
+//
+// Notification follows OpenSSL's engine conventions:
+//   - If the job's wait context has a callback, the engine sets the status
+//     to ASYNC_STATUS_OK when the task is accepted and calls the callback
+//     (from the worker thread) when it completes.
+//   - Otherwise it registers one eventfd per wait context (once, under the
+//     engine's key, with a cleanup routine that closes it when the context is
+//     freed), makes it readable on completion, and drains it after resume.
+//   - With no wait context at all, the owner has to poll: the job simply
+//     pauses until the task is done.
+//   - When the submission queue is full the engine sets ASYNC_STATUS_EAGAIN,
+//     wakes the job itself, pauses, and submits again when resumed.
+//   - A spurious or early resume (the task not done yet) is harmless: the job
+//     pauses again.
+//   - If the job is cancelled while its task is queued, the task is
+//     withdrawn; while it runs, cancellation waits for it to finish.
+// Outside a job, or where the job cannot pause (pausing blocked, or the job
+// is being cancelled), the task runs inline on the calling thread.
+//
+// Thread rules: run() may be called from any thread. The Engine must
+// outlive every run() in progress; its destructor finishes queued tasks and
+// joins the workers.
+#ifndef ASYNCJOB_OFFLOAD_HPP_
+#define ASYNCJOB_OFFLOAD_HPP_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "asyncjob/async.h"
+
+namespace asyncjob::offload {
+
+struct Options {
+  int workers = 2;
+  std::size_t queue_capacity = 1024;  // submissions waiting for a worker
+};
+
+struct Counters {
+  std::uint64_t submitted = 0;        // tasks handed to workers
+  std::uint64_t completed = 0;        // of those, finished
+  std::uint64_t inline_runs = 0;      // tasks run on the caller's thread
+  std::uint64_t eagain_retries = 0;   // submissions refused by a full queue
+  std::uint64_t spurious_resumes = 0; // resumes before the task was done
+  std::uint64_t withdrawn = 0;        // queued tasks withdrawn by cancellation
+  std::uint64_t in_flight = 0;        // submitted, not yet completed
+};
+
+class Engine {
+ public:
+  explicit Engine(Options options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Runs task() on a worker while the calling job is paused, or inline
+  // where the caller cannot pause. Returns once task() has returned.
+  // Exceptions thrown by task() are not supported (they terminate).
+  template <class F>
+  void run(F&& task) {
+    auto invoke = [](void* callable) { (*static_cast<std::remove_reference_t<F>*>(callable))(); };
+    Run(invoke, &task);
+  }
+
+  Counters counters() const;
+
+  // The wait-fd key this engine registers its eventfds under.
+  const void* key() const noexcept { return this; }
+
+ private:
+  struct Request;
+  void Run(void (*invoke)(void*), void* callable);
+  bool Submit(Request* request);
+  static void Withdraw(void* request);
+  void WorkerLoop();
+
+  Options options_;
+  mutable std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable request_done_;
+  std::deque<Request*> queue_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+  std::atomic<std::uint64_t> submitted_{0};
+  std::atomic<std::uint64_t> completed_{0};
+  std::atomic<std::uint64_t> inline_runs_{0};
+  std::atomic<std::uint64_t> eagain_retries_{0};
+  std::atomic<std::uint64_t> spurious_resumes_{0};
+  std::atomic<std::uint64_t> withdrawn_{0};
+};
+
+}  // namespace asyncjob::offload
+
+#endif  // ASYNCJOB_OFFLOAD_HPP_

@@ -1,0 +1,174 @@
+#include "asyncjob/offload.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace asyncjob::offload {
+
+struct Engine::Request {
+  enum class State { kNew, kQueued, kRunning, kFinished, kWithdrawn };
+  void (*invoke)(void*);
+  void* callable;
+  Engine* engine;
+  // How to wake the job: its wait context's callback, else its eventfd,
+  // else nothing (the owner polls).
+  ASYNC_callback_fn callback = nullptr;
+  void* callback_argument = nullptr;
+  int eventfd = -1;
+  State state = State::kNew;  // guarded by the engine's mutex
+  std::atomic<bool> done{false};
+};
+
+namespace {
+
+void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
+
+void Signal(int fd) {
+  std::uint64_t one = 1;
+  while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+void Drain(int fd) {
+  std::uint64_t count = 0;
+  while (read(fd, &count, sizeof count) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+Engine::Engine(Options options) : options_(options) {
+  options_.workers = std::max(1, options_.workers);
+  options_.queue_capacity = std::max<std::size_t>(1, options_.queue_capacity);
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  work_ready_.notify_all();
+  for (std::thread& worker : workers_) worker.join();
+}
+
+Counters Engine::counters() const {
+  Counters c;
+  c.submitted = submitted_.load(std::memory_order_relaxed);
+  c.completed = completed_.load(std::memory_order_relaxed);
+  c.inline_runs = inline_runs_.load(std::memory_order_relaxed);
+  c.eagain_retries = eagain_retries_.load(std::memory_order_relaxed);
+  c.spurious_resumes = spurious_resumes_.load(std::memory_order_relaxed);
+  c.withdrawn = withdrawn_.load(std::memory_order_relaxed);
+  c.in_flight = c.submitted - c.completed - c.withdrawn;
+  return c;
+}
+
+void Engine::Run(void (*invoke)(void*), void* callable) {
+  if (asyncjob_can_pause() != 1) {
+    inline_runs_.fetch_add(1, std::memory_order_relaxed);
+    invoke(callable);
+    return;
+  }
+  Request request{invoke, callable, this};
+  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  if (ctx != nullptr &&
+      ASYNC_WAIT_CTX_get_callback(ctx, &request.callback, &request.callback_argument) != 1) {
+    // No callback: one eventfd per wait context, kept for the context's life.
+    OSSL_ASYNC_FD fd = OSSL_BAD_ASYNC_FD;
+    if (ASYNC_WAIT_CTX_get_fd(ctx, key(), &fd, nullptr) != 1) {
+      fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (fd < 0 || ASYNC_WAIT_CTX_set_wait_fd(ctx, key(), fd, nullptr, &CloseEventFd) != 1) {
+        if (fd >= 0) close(fd);
+        // No way to be woken: do the work here rather than never finish.
+        inline_runs_.fetch_add(1, std::memory_order_relaxed);
+        invoke(callable);
+        return;
+      }
+    }
+    request.eventfd = fd;
+  }
+
+  asyncjob_add_cancel_hook(&Withdraw, &request);
+  while (!Submit(&request)) {
+    // Queue full: tell the owner to resume us soon, wake ourselves, retry.
+    eagain_retries_.fetch_add(1, std::memory_order_relaxed);
+    if (request.callback != nullptr) {
+      ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
+      request.callback(request.callback_argument);
+    } else if (request.eventfd >= 0) {
+      Signal(request.eventfd);
+    }
+    ASYNC_pause_job();
+    if (request.eventfd >= 0) Drain(request.eventfd);
+  }
+  if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_OK);
+  for (;;) {
+    ASYNC_pause_job();
+    if (request.eventfd >= 0) Drain(request.eventfd);
+    if (request.done.load(std::memory_order_acquire)) break;
+    spurious_resumes_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The worker may still be leaving the request's critical section.
+  { std::lock_guard lock(mutex_); }
+  asyncjob_remove_cancel_hook(&Withdraw, &request);
+}
+
+bool Engine::Submit(Request* request) {
+  {
+    std::lock_guard lock(mutex_);
+    if (queue_.size() >= options_.queue_capacity) return false;
+    request->state = Request::State::kQueued;
+    queue_.push_back(request);
+  }
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  work_ready_.notify_one();
+  return true;
+}
+
+// Cancel hook: the job's stack, where the request lives, is about to unwind.
+void Engine::Withdraw(void* argument) {
+  auto* request = static_cast<Request*>(argument);
+  Engine* engine = request->engine;
+  std::unique_lock lock(engine->mutex_);
+  if (request->state == Request::State::kQueued) {
+    engine->queue_.erase(std::find(engine->queue_.begin(), engine->queue_.end(), request));
+    request->state = Request::State::kWithdrawn;
+    engine->withdrawn_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  engine->request_done_.wait(lock, [request] {
+    return request->state != Request::State::kRunning;
+  });
+}
+
+void Engine::WorkerLoop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left to do
+    Request* request = queue_.front();
+    queue_.pop_front();
+    request->state = Request::State::kRunning;
+    lock.unlock();
+    request->invoke(request->callable);
+    lock.lock();
+    // Completion and notification happen under the lock: a cancel hook
+    // waiting for this request returns only after both, so the job's stack
+    // and its wait context's eventfd outlive every use here.
+    request->done.store(true, std::memory_order_release);
+    if (request->callback != nullptr) {
+      request->callback(request->callback_argument);
+    } else if (request->eventfd >= 0) {
+      Signal(request->eventfd);
+    }
+    request->state = Request::State::kFinished;
+    completed_.fetch_add(1, std::memory_order_relaxed);
+    request_done_.notify_all();
+  }
+}
+
+}  // namespace asyncjob::offload

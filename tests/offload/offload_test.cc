@@ -1,0 +1,266 @@
+// The offload engine: inline runs, eventfd and callback notification, the
+// EAGAIN path of a full queue, spurious resumes, polling without a wait
+// context, and cancellation of queued and running requests.
+#include "asyncjob/offload.hpp"
+
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "asyncjob/asyncjob.hpp"
+#include "support/test_support.h"
+
+namespace {
+
+using asyncjob::offload::Engine;
+
+// Blocks tasks until opened.
+class Gate {
+ public:
+  void Open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+bool WaitReadable(int fd, int timeout_ms = 10000) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, timeout_ms) == 1;
+}
+
+struct CallbackRecord {
+  std::atomic<int> calls{0};
+  static int Call(void* self) {
+    static_cast<CallbackRecord*>(self)->calls.fetch_add(1);
+    return 1;
+  }
+};
+
+void WaitFor(const std::atomic<int>& counter, int at_least) {
+  for (int i = 0; i < 10000 && counter.load() < at_least; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+class Offload : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    ASYNC_cleanup_thread();
+    asyncjob_clear_errors();
+  }
+};
+
+}  // namespace
+
+TEST_F(Offload, OutsideAJobTheTaskRunsInline) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  std::thread::id ran_on;
+  engine.run([&] { ran_on = std::this_thread::get_id(); });
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(engine.counters().inline_runs, 1u);
+  EXPECT_EQ(engine.counters().submitted, 0u);
+}
+
+TEST_F(Offload, WherePausingIsBlockedTheTaskRunsInline) {
+  Engine engine;
+  auto job = asyncjob::start([&] {
+    asyncjob::PauseBlocker blocked;
+    std::thread::id ran_on;
+    engine.run([&] { ran_on = std::this_thread::get_id(); });
+    return ran_on == std::this_thread::get_id();
+  });
+  ASSERT_TRUE(job.finished()) << "the job never paused";
+  EXPECT_TRUE(job.get());
+  EXPECT_EQ(engine.counters().inline_runs, 1u);
+}
+
+TEST_F(Offload, WithoutACallbackOneStableEventFdWakesTheJob) {
+  size_t fds_before = asyncjob_test::CountOpenFds();
+  {
+    Engine engine({.workers = 2, .queue_capacity = 8});
+    asyncjob::WaitCtx ctx;
+    std::thread::id caller = std::this_thread::get_id();
+    for (int round = 0; round < 3; ++round) {
+      auto job = asyncjob::start(ctx, [&] {
+        std::thread::id ran_on;
+        engine.run([&] { ran_on = std::this_thread::get_id(); });
+        return ran_on != caller;
+      });
+      ASSERT_TRUE(job.paused());
+      std::vector<OSSL_ASYNC_FD> fds = ctx.fds();
+      ASSERT_EQ(fds.size(), 1u) << "one eventfd per wait context";
+      asyncjob::FdChanges changes = ctx.changes();
+      EXPECT_EQ(changes.added.size(), round == 0 ? 1u : 0u) << "registered once, then stable";
+      ASSERT_TRUE(WaitReadable(fds[0]));
+      job.resume();
+      ASSERT_TRUE(job.finished());
+      EXPECT_TRUE(job.get()) << "the task ran on a worker thread";
+      pollfd p{fds[0], POLLIN, 0};
+      EXPECT_EQ(poll(&p, 1, 0), 0) << "drained after the resume";
+    }
+    EXPECT_EQ(engine.counters().submitted, 3u);
+    EXPECT_EQ(engine.counters().completed, 3u);
+    EXPECT_EQ(engine.counters().in_flight, 0u);
+  }
+  EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before) << "freeing the context closed the eventfd";
+}
+
+TEST_F(Offload, WithACallbackTheStatusIsOkAndTheCallbackFires) {
+  Engine engine({.workers = 1, .queue_capacity = 8});
+  asyncjob::WaitCtx ctx;
+  CallbackRecord record;
+  ctx.set_callback(&CallbackRecord::Call, &record);
+  Gate gate;
+  auto job = asyncjob::start(ctx, [&] {
+    engine.run([&] { gate.Wait(); });
+    return 5;
+  });
+  ASSERT_TRUE(job.paused());
+  EXPECT_EQ(ctx.status(), ASYNC_STATUS_OK) << "set when the request was accepted";
+  EXPECT_TRUE(ctx.fds().empty()) << "no fd in callback mode";
+  EXPECT_EQ(record.calls.load(), 0);
+  gate.Open();
+  WaitFor(record.calls, 1);
+  EXPECT_EQ(record.calls.load(), 1);
+  job.resume();
+  EXPECT_EQ(job.get(), 5);
+}
+
+TEST_F(Offload, AFullQueueGivesEagainAndTheJobRetries) {
+  Engine engine({.workers = 1, .queue_capacity = 1});
+  Gate gate;
+  std::vector<asyncjob::WaitCtx> contexts(3);
+  std::vector<CallbackRecord> records(3);
+  std::vector<asyncjob::Job<int>> jobs;
+  for (int i = 0; i < 3; ++i) {
+    contexts[i].set_callback(&CallbackRecord::Call, &records[i]);
+    jobs.push_back(asyncjob::start(contexts[i], [&engine, &gate, i] {
+      engine.run([&] { gate.Wait(); });
+      return i;
+    }));
+    ASSERT_TRUE(jobs.back().paused());
+  }
+  // Job 0's task occupies the worker (or the queue), job 1's fills the
+  // queue, job 2 is refused.
+  for (int i = 0; i < 100 && engine.counters().eagain_retries == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(engine.counters().eagain_retries, 1u);
+  EXPECT_EQ(contexts[2].status(), ASYNC_STATUS_EAGAIN);
+  EXPECT_GE(records[2].calls.load(), 1) << "the engine woke the refused job itself";
+  gate.Open();
+  // Resume whatever can run until every job finished.
+  for (int spins = 0; spins < 100000; ++spins) {
+    bool all_done = true;
+    for (auto& job : jobs) {
+      if (job.paused()) {
+        job.resume();
+        all_done = false;
+      }
+    }
+    if (all_done) break;
+    std::this_thread::yield();
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(jobs[i].finished());
+    EXPECT_EQ(jobs[i].get(), i);
+  }
+  EXPECT_EQ(engine.counters().completed, 3u);
+}
+
+TEST_F(Offload, AnEarlyResumeIsHarmless) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  asyncjob::WaitCtx ctx;
+  Gate gate;
+  bool ran = false;
+  auto job = asyncjob::start(ctx, [&] {
+    engine.run([&] {
+      gate.Wait();
+      ran = true;
+    });
+    return ran;
+  });
+  ASSERT_TRUE(job.paused());
+  job.resume();  // nothing is done yet
+  EXPECT_TRUE(job.paused()) << "the job paused again";
+  EXPECT_EQ(engine.counters().spurious_resumes, 1u);
+  gate.Open();
+  ASSERT_TRUE(WaitReadable(ctx.fds().at(0)));
+  job.resume();
+  ASSERT_TRUE(job.finished());
+  EXPECT_TRUE(job.get());
+}
+
+TEST_F(Offload, WithoutAWaitContextTheOwnerPolls) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  auto job = asyncjob::start([&] {
+    int value = 0;
+    engine.run([&] { value = 17; });
+    return value;
+  });
+  int polls = 0;
+  while (job.paused() && polls < 1000000) {
+    job.resume();
+    ++polls;
+  }
+  ASSERT_TRUE(job.finished());
+  EXPECT_EQ(job.get(), 17);
+}
+
+TEST_F(Offload, CancellingAQueuedRequestWithdrawsIt) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  Gate gate;
+  asyncjob::WaitCtx busy_ctx, queued_ctx;
+  auto busy = asyncjob::start(busy_ctx, [&] { engine.run([&] { gate.Wait(); }); });
+  // Let the worker take the first request so that the second stays queued.
+  for (int i = 0; i < 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (engine.counters().submitted == 1) break;
+  }
+  std::atomic<bool> queued_ran{false};
+  auto queued = asyncjob::start(queued_ctx, [&] { engine.run([&] { queued_ran = true; }); });
+  ASSERT_TRUE(queued.paused());
+  queued.cancel();
+  EXPECT_TRUE(queued.cancelled());
+  gate.Open();
+  ASSERT_TRUE(WaitReadable(busy_ctx.fds().at(0)));
+  busy.resume();
+  ASSERT_TRUE(busy.finished());
+  EXPECT_FALSE(queued_ran.load()) << "a withdrawn task never runs";
+  EXPECT_EQ(engine.counters().withdrawn + engine.counters().completed, 2u);
+}
+
+TEST_F(Offload, CancellingARunningRequestWaitsForIt) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  asyncjob::WaitCtx ctx;
+  std::atomic<bool> started{false};
+  std::atomic<bool> finished{false};
+  auto job = asyncjob::start(ctx, [&] {
+    engine.run([&] {
+      started = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      finished = true;
+    });
+  });
+  while (!started.load()) std::this_thread::yield();
+  job.cancel();
+  EXPECT_TRUE(finished.load()) << "the task finished before the job's stack went away";
+  EXPECT_TRUE(job.cancelled());
+}
