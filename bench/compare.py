@@ -348,6 +348,10 @@ class Report:
                          cell(lc, "resume_finish_ns_per_job", fmt_time),
                          cell(aj, "resume_finish_ns_per_job", fmt_time),
                          ratio("resume_finish_ns_per_job")))
+            faults = lambda v: "{:.2f}".format(v)
+            rows.append((n + " jobs: page faults per job, create+pause",
+                         cell(lc, "create_pause_faults_per_job", faults),
+                         cell(aj, "create_pause_faults_per_job", faults), ""))
             rows.append((n + " jobs: RSS per paused job",
                          cell(lc, "rss_kib_per_paused_job", kib),
                          cell(aj, "rss_kib_per_paused_job", kib),
@@ -369,6 +373,16 @@ class Report:
         pause = self.time_of("asyncjob", "BM_PauseResume")
         if floor and full:
             rows.append(("asyncjob full cycle / floor", fmt_ratio(full / floor)))
+        experiment = self.floor.get("BM_ReturnFreeCycle")
+        if experiment is not None:
+            value = real_ns(experiment)
+            rows.append(("experiment: full cycle with no return after a switch",
+                         fmt_time(value)))
+            if floor:
+                rows.append(("  experiment / floor", fmt_ratio(value / floor)))
+            lc_full = self.time_of("libcrypto", "BM_FullCycle")
+            if lc_full:
+                rows.append(("  libcrypto full cycle / experiment", fmt_ratio(lc_full / value)))
         if floor and pause:
             rows.append(("asyncjob pause+resume / floor", fmt_ratio(pause / floor)))
         tables.append(("asyncjob's context switch alone", ("case", "asyncjob"), rows))
@@ -464,6 +478,11 @@ class Report:
             "(`ASYNC_start_job` -> ... -> `Switch()` on one side, `ASYNC_pause_job` -> ... "
             "-> `Switch()` on the other): after a switch every return to a frame the other "
             "side's calls did not push is mispredicted by the return-stack predictor.",
+            "- **experiment: full cycle with no return after a switch**: not asyncjob's API "
+            "but a measurement of a structure it could adopt (`BM_ReturnFreeCycle` in "
+            "`bench/context_floor.cc`): start, pause and finish do their bookkeeping before "
+            "switching and end in a tail call to the switch, so the resumed side lands "
+            "straight back in its caller; Prepare() per start as the job layer does.",
             "",
             "Heap allocations per iteration (malloc interposed in both programs):",
             "",

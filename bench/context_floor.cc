@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "context/context.h"
 
@@ -61,6 +62,83 @@ void BM_SwitchRoundTrip(benchmark::State& state) {
 }
 
 BENCHMARK(BM_SwitchRoundTrip)->Arg(0)->Arg(1)->Arg(3);
+
+// ----- A design experiment: a job cycle with no return after a switch -----
+//
+// The job layer today switches from inside Enter() and PauseCurrent(), then
+// returns through several frames (Enter -> Start -> ASYNC_start_job on one
+// side, PauseCurrent -> ASYNC_pause_job on the other); every such return is
+// mispredicted after a switch. Here start, pause and finish do their
+// bookkeeping *before* switching and end in a tail call to the switch, so
+// the resumed side lands straight back in its caller: only the job
+// function's own final return is left. One iteration is a full cycle
+// (start, pause, resume, finish: four switches), with Prepare() per start as
+// the job layer does. Not an implementation: a measurement of what that
+// structure would cost.
+
+constexpr std::uintptr_t kMiniPaused = 2;
+constexpr std::uintptr_t kMiniFinished = 3;
+
+struct MiniJob {
+  ctx::Context fibre;
+  void* stack = nullptr;
+  int (*function)(void*) = nullptr;
+  int result = 0;
+  bool paused = false;
+};
+
+MiniJob g_mini;
+
+[[noreturn]] void MiniEntry(void*, void* argument) {
+  auto* job = static_cast<MiniJob*>(argument);
+  job->result = job->function(nullptr);
+  job->paused = false;
+  ctx::SwitchForGood(&job->fibre, &g_main, reinterpret_cast<void*>(kMiniFinished));
+}
+
+[[gnu::noinline]] void* MiniStart(MiniJob* job, int (*function)(void*)) {
+  job->function = function;
+  ctx::Prepare(&job->fibre, job->stack, kStackSize, &MiniEntry, job);
+  return ctx::Switch(&g_main, &job->fibre, nullptr);  // a tail call
+}
+
+[[gnu::noinline]] void* MiniResume(MiniJob* job) {
+  job->paused = false;
+  return ctx::Switch(&g_main, &job->fibre, nullptr);  // a tail call
+}
+
+[[gnu::noinline]] void* MiniPause() {
+  g_mini.paused = true;
+  return ctx::Switch(&g_mini.fibre, &g_main, reinterpret_cast<void*>(kMiniPaused));
+}
+
+[[gnu::noinline]] int MiniPauseOnce(void*) {
+  MiniPause();
+  return 1;
+}
+
+void BM_ReturnFreeCycle(benchmark::State& state) {
+  g_mini.stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (g_mini.stack == MAP_FAILED) {
+    state.SkipWithError("mmap of the fibre stack failed");
+    return;
+  }
+  ctx::InitializeThreadContext(&g_main);
+  for (auto _ : state) {
+    void* paused = MiniStart(&g_mini, &MiniPauseOnce);
+    void* finished = MiniResume(&g_mini);
+    if (paused != reinterpret_cast<void*>(kMiniPaused) ||
+        finished != reinterpret_cast<void*>(kMiniFinished)) {
+      state.SkipWithError("the cycle went wrong");
+      break;
+    }
+  }
+  ctx::Destroy(&g_mini.fibre);
+  munmap(g_mini.stack, kStackSize);
+}
+
+BENCHMARK(BM_ReturnFreeCycle);
 
 }  // namespace
 

@@ -37,6 +37,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, NullFormatter
     except ImportError:
         print("plot.py: matplotlib is not installed (Debian: python3-matplotlib); "
               "{} not redrawn".format(args.output), file=sys.stderr)
@@ -61,6 +62,12 @@ def main():
                               fontsize=8, color=STYLE[implementation]["color"])
         axis.set_xscale("log")
         axis.set_yscale("log")
+        jobs = sorted({n for points in series.values() for n in points})
+        axis.set_xticks(jobs)
+        axis.set_xticklabels(["{:,}".format(n) for n in jobs])
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: "{:g}".format(value)))
+        axis.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: "{:g}".format(value)))
         axis.set_title(title)
         axis.set_xlabel("jobs paused at once (N)")
         axis.set_ylabel("time per job (µs)")

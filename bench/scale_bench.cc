@@ -10,11 +10,12 @@
 //                   pool is empty: every start creates a job)
 //   peak:           VmRSS and /proc/self/maps lines with all N paused
 //   resume+finish:  ASYNC_start_job on each paused job, which finishes
-// and reports per job: the time of each phase, and the RSS growth from the
-// baseline to the peak.
+// and reports per job: the time of each phase, its page faults, and the RSS
+// growth from the baseline to the peak.
 #include <openssl/async.h>
 
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstddef>
@@ -27,6 +28,13 @@
 #endif
 
 namespace {
+
+// Page faults (minor: no I/O) of this process so far.
+double MinorFaults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_minflt);
+}
 
 int PauseOnce(void*) {
   ASYNC_pause_job();
@@ -48,18 +56,22 @@ void BM_Scale(benchmark::State& state) {
     int ret = 0;
     bool ok = true;
 
+    const double faults0 = MinorFaults();
     const auto t0 = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < n && ok; ++i) {
       ok = ASYNC_start_job(&jobs[i], ctxs[i], &ret, &PauseOnce, nullptr, 0) == ASYNC_PAUSE;
     }
     const auto t1 = std::chrono::steady_clock::now();
+    const double faults1 = MinorFaults();
     const std::size_t rss_peak = bench::ResidentKiB();
     const std::size_t maps_peak = bench::CountMappings();
+    const double faults2 = MinorFaults();
     const auto t2 = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < n && ok; ++i) {
       ok = ASYNC_start_job(&jobs[i], ctxs[i], &ret, &PauseOnce, nullptr, 0) == ASYNC_FINISH;
     }
     const auto t3 = std::chrono::steady_clock::now();
+    const double faults3 = MinorFaults();
     if (!ok) {
       state.SkipWithError("a job did not pause or finish as expected");
       break;
@@ -75,6 +87,8 @@ void BM_Scale(benchmark::State& state) {
     state.counters["jobs"] = count;
     state.counters["create_pause_ns_per_job"] = create_ns / count;
     state.counters["resume_finish_ns_per_job"] = resume_ns / count;
+    state.counters["create_pause_faults_per_job"] = (faults1 - faults0) / count;
+    state.counters["resume_finish_faults_per_job"] = (faults3 - faults2) / count;
     state.counters["rss_kib_per_paused_job"] =
         static_cast<double>(rss_peak - rss_before) / count;
     state.counters["rss_peak_mib"] = static_cast<double>(rss_peak) / 1024.0;
