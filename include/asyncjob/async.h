@@ -89,12 +89,16 @@ ASYNCJOB_EXPORT int ASYNC_start_job(ASYNC_JOB **job, ASYNC_WAIT_CTX *ctx,
  * Returns 1; outside a job or while pausing is blocked it does nothing. */
 ASYNCJOB_EXPORT int ASYNC_pause_job(void);
 
+/* The job running on this thread (the innermost, for nested jobs), or NULL. */
 ASYNCJOB_EXPORT ASYNC_JOB *ASYNC_get_current_job(void);
+/* The wait context job was started with (NULL if none, or if it was freed
+ * under the job). NULL job: NULL with an error queued. */
 ASYNCJOB_EXPORT ASYNC_WAIT_CTX *ASYNC_get_wait_ctx(ASYNC_JOB *job);
 /* Nestable; the count belongs to the current job and dies with it. */
 ASYNCJOB_EXPORT void ASYNC_block_pause(void);
 ASYNCJOB_EXPORT void ASYNC_unblock_pause(void);
 
+/* 1: this platform runs jobs. */
 ASYNCJOB_EXPORT int ASYNC_is_capable(void);
 
 /* Custom stack allocators. Returns 0 once any job stack has been allocated
@@ -106,30 +110,62 @@ ASYNCJOB_EXPORT void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn *alloc_fn,
 
 /* ----- Wait contexts (see ASYNC_WAIT_CTX_new(3)) ----- */
 
+/* A new context: no fds, no callback, status ASYNC_STATUS_UNSUPPORTED.
+ * NULL (error queued) when out of memory. */
 ASYNCJOB_EXPORT ASYNC_WAIT_CTX *ASYNC_WAIT_CTX_new(void);
+/* Runs the cleanup routine of every fd still set, then frees ctx. NULL does
+ * nothing. Freeing a context under a paused job detaches the job (it goes on
+ * without a context) and queues ASYNCJOB_R_WAIT_CTX_IN_USE. */
 ASYNCJOB_EXPORT void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX *ctx);
+/* Registers fd under key (any pointer unique to the caller), with custom
+ * data and a cleanup routine run only by ASYNC_WAIT_CTX_free (or when a job
+ * is cancelled). Reported as added by _get_changed_fds until the job is next
+ * resumed. Returns 1, or 0 with an error queued: NULL ctx, negative fd, or
+ * a key already registered (clear it first). */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_wait_fd(
     ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *custom_data,
     void (*cleanup)(ASYNC_WAIT_CTX *, const void *, OSSL_ASYNC_FD, void *));
+/* The fd and custom data registered under key (either output may be NULL).
+ * Returns 1, or 0 when there is none (nothing queued) or ctx is NULL. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_fd(ASYNC_WAIT_CTX *ctx, const void *key,
                                           OSSL_ASYNC_FD *fd,
                                           void **custom_data);
+/* Stores the count of registered fds in *numfds and, when fd is not NULL,
+ * the fds themselves (the caller provides room for *numfds of them: call
+ * once with fd NULL to learn the count). Returns 1, or 0 with an error
+ * queued for a NULL ctx or numfds. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX *ctx,
                                                OSSL_ASYNC_FD *fd,
                                                size_t *numfds);
+/* The callback and argument set with _set_callback. Returns 0, leaving the
+ * outputs alone, when none is set (nothing queued). */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX *ctx,
                                                 ASYNC_callback_fn *callback,
                                                 void **callback_arg);
+/* Stores a callback for async-aware code to call when its work completes
+ * (asyncjob itself never calls it). A NULL callback removes it. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_callback(ASYNC_WAIT_CTX *ctx,
                                                 ASYNC_callback_fn callback,
                                                 void *callback_arg);
+/* Status shared between async-aware code and the application:
+ * ASYNC_STATUS_UNSUPPORTED, _ERR, _OK or _EAGAIN (stored as given). */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_status(ASYNC_WAIT_CTX *ctx, int status);
+/* The status; ASYNC_STATUS_ERR (error queued) for a NULL ctx. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_status(ASYNC_WAIT_CTX *ctx);
+/* The fds added and deleted since the job using ctx was last resumed
+ * (counts in *numaddfds / *numdelfds, fds in addfd / delfd when not NULL).
+ * An fd added and cleared within that time appears in neither list. The
+ * lists start afresh only when a paused job is resumed, so changes made by
+ * a job's last segment are still reported after it finished. Returns 1, or
+ * 0 with an error queued for NULL ctx or counts. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX *ctx,
                                                    OSSL_ASYNC_FD *addfd,
                                                    size_t *numaddfds,
                                                    OSSL_ASYNC_FD *delfd,
                                                    size_t *numdelfds);
+/* Forgets the fd under key without running its cleanup routine; it is
+ * reported as deleted unless it was added since the last resume. Returns 1,
+ * or 0 when there is none (nothing queued) or ctx is NULL. */
 ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx,
                                             const void *key);
 
