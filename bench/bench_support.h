@@ -11,16 +11,27 @@
 #include <cstdio>
 #include <cstring>
 
+// Each build must have seen the <openssl/async.h> it claims to measure
+// (include this after it).
+#if !defined(BENCH_EXPECT_ASYNCJOB)
+#error "BENCH_EXPECT_ASYNCJOB must be 1 (asyncjob's header) or 0 (libcrypto's)"
+#elif BENCH_EXPECT_ASYNCJOB && !defined(ASYNCJOB_ASYNC_H)
+#error "the asyncjob build included libcrypto's <openssl/async.h>"
+#elif !BENCH_EXPECT_ASYNCJOB && defined(ASYNCJOB_ASYNC_H)
+#error "the libcrypto build included asyncjob's <openssl/async.h>"
+#endif
+
 namespace bench {
 
-// Resident set size of this process, in KiB (VmRSS of /proc/self/status).
-inline std::size_t ResidentKiB() {
+// A "Name:   123 kB" field of /proc/self/status, in KiB (0 if absent).
+inline std::size_t StatusKiB(const char* field) {
+  const std::size_t length = std::strlen(field);
   std::size_t kib = 0;
   if (std::FILE* file = std::fopen("/proc/self/status", "re")) {
     char line[256];
     while (std::fgets(line, sizeof line, file) != nullptr) {
-      if (std::strncmp(line, "VmRSS:", 6) == 0) {
-        std::sscanf(line + 6, "%zu", &kib);
+      if (std::strncmp(line, field, length) == 0 && line[length] == ':') {
+        std::sscanf(line + length + 1, "%zu", &kib);
         break;
       }
     }
@@ -28,6 +39,12 @@ inline std::size_t ResidentKiB() {
   }
   return kib;
 }
+
+// Resident set size of this process, in KiB.
+inline std::size_t ResidentKiB() { return StatusKiB("VmRSS"); }
+
+// Memory taken by this process's page tables, in KiB (not part of VmRSS).
+inline std::size_t PageTableKiB() { return StatusKiB("VmPTE"); }
 
 // Number of memory mappings of this process (lines of /proc/self/maps).
 inline std::size_t CountMappings() {

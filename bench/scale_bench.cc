@@ -11,7 +11,8 @@
 //   peak:           VmRSS and /proc/self/maps lines with all N paused
 //   resume+finish:  ASYNC_start_job on each paused job, which finishes
 // and reports per job: the time of each phase, its page faults, and the RSS
-// growth from the baseline to the peak.
+// growth from the baseline to the peak (and that of the page tables, which
+// VmRSS leaves out).
 #include <openssl/async.h>
 
 #include <benchmark/benchmark.h>
@@ -53,6 +54,7 @@ void BM_Scale(benchmark::State& state) {
     }
     const std::size_t rss_before = bench::ResidentKiB();
     const std::size_t maps_before = bench::CountMappings();
+    const std::size_t pte_before = bench::PageTableKiB();
     int ret = 0;
     bool ok = true;
 
@@ -65,6 +67,7 @@ void BM_Scale(benchmark::State& state) {
     const double faults1 = MinorFaults();
     const std::size_t rss_peak = bench::ResidentKiB();
     const std::size_t maps_peak = bench::CountMappings();
+    const std::size_t pte_peak = bench::PageTableKiB();
     const double faults2 = MinorFaults();
     const auto t2 = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < n && ok; ++i) {
@@ -91,6 +94,8 @@ void BM_Scale(benchmark::State& state) {
     state.counters["resume_finish_faults_per_job"] = (faults3 - faults2) / count;
     state.counters["rss_kib_per_paused_job"] =
         static_cast<double>(rss_peak - rss_before) / count;
+    state.counters["page_tables_kib_per_paused_job"] =
+        static_cast<double>(pte_peak - pte_before) / count;
     state.counters["rss_peak_mib"] = static_cast<double>(rss_peak) / 1024.0;
     state.counters["maps_before"] = static_cast<double>(maps_before);
     state.counters["maps_peak"] = static_cast<double>(maps_peak);
