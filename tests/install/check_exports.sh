@@ -34,10 +34,10 @@ ASYNC_WAIT_CTX_get_status
 '
 
 # "ADDRESS TYPE NAME@@VERSION" -> "TYPE NAME VERSION". The version nodes
-# themselves appear as absolute symbols ("A NODE"): exactly OpenSSL's two
-# and asyncjob's own may exist.
+# themselves appear as absolute symbols ("A NODE", or "A NODE@@NODE" with
+# some binutils): exactly OpenSSL's two and asyncjob's own may exist.
 LC_ALL=C "$NM" -D --defined-only "$lib" |
-  awk 'NF == 3 && $2 == "A" { print $3 >"'"$WORK/nodes"'"; next }
+  awk 'NF == 3 && $2 == "A" { sub(/@.*/, "", $3); print $3 >"'"$WORK/nodes"'"; next }
        NF == 3 { split($3, part, "@@"); print $2, part[1], part[2] }' |
   sort -k2 >"$WORK/exported"
 [ -s "$WORK/exported" ] || fail "nm -D found no defined symbols in $lib"

@@ -157,14 +157,17 @@ TEST_F(Offload, AFullQueueGivesEagainAndTheJobRetries) {
     }));
     ASSERT_TRUE(jobs.back().paused());
   }
-  // Job 0's task occupies the worker (or the queue), job 1's fills the
-  // queue, job 2 is refused.
-  for (int i = 0; i < 100 && engine.counters().eagain_retries == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  // One worker held by the gate and a queue of one: of three requests at
+  // least one is refused (which one depends on when the worker takes the
+  // first).
   EXPECT_GE(engine.counters().eagain_retries, 1u);
-  EXPECT_EQ(contexts[2].status(), ASYNC_STATUS_EAGAIN);
-  EXPECT_GE(records[2].calls.load(), 1) << "the engine woke the refused job itself";
+  int refused = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (contexts[i].status() != ASYNC_STATUS_EAGAIN) continue;
+    ++refused;
+    EXPECT_GE(records[i].calls.load(), 1) << "the engine woke refused job " << i << " itself";
+  }
+  EXPECT_GE(refused, 1);
   gate.Open();
   // Resume whatever can run until every job finished.
   for (int spins = 0; spins < 100000; ++spins) {
