@@ -79,7 +79,8 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
       ASYNC_WAIT_CTX_get_callback(ctx, &request.callback, &request.callback_argument) != 1) {
     // No callback: one eventfd per wait context, kept for the context's life.
     OSSL_ASYNC_FD fd = OSSL_BAD_ASYNC_FD;
-    if (ASYNC_WAIT_CTX_get_fd(ctx, key(), &fd, nullptr) != 1) {
+    void* custom_data = nullptr;  // libcrypto stores through it unchecked
+    if (ASYNC_WAIT_CTX_get_fd(ctx, key(), &fd, &custom_data) != 1) {
       fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (fd < 0 || ASYNC_WAIT_CTX_set_wait_fd(ctx, key(), fd, nullptr, &CloseEventFd) != 1) {
         if (fd >= 0) close(fd);
