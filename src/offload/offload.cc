@@ -6,6 +6,17 @@
 #include <algorithm>
 #include <cerrno>
 
+#ifdef ASYNCJOB_OFFLOAD_WEAK_EXTENSIONS
+// Built into a module that must also load where libasyncjob is absent (an
+// OpenSSL provider under libcrypto's own jobs): asyncjob's extensions are
+// used when the process has them, and plain <openssl/async.h> otherwise.
+extern "C" {
+int asyncjob_can_pause(void) __attribute__((weak));
+int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
+int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
+}
+#endif
+
 namespace asyncjob::offload {
 
 struct Engine::Request {
@@ -23,6 +34,23 @@ struct Engine::Request {
 };
 
 namespace {
+
+#ifdef ASYNCJOB_OFFLOAD_WEAK_EXTENSIONS
+bool CanPause() {
+  if (asyncjob_can_pause != nullptr) return asyncjob_can_pause() == 1;
+  return ASYNC_get_current_job() != nullptr;
+}
+void AddCancelHook(void (*fn)(void*), void* arg) {
+  if (asyncjob_add_cancel_hook != nullptr) asyncjob_add_cancel_hook(fn, arg);
+}
+void RemoveCancelHook(void (*fn)(void*), void* arg) {
+  if (asyncjob_remove_cancel_hook != nullptr) asyncjob_remove_cancel_hook(fn, arg);
+}
+#else
+bool CanPause() { return asyncjob_can_pause() == 1; }
+void AddCancelHook(void (*fn)(void*), void* arg) { asyncjob_add_cancel_hook(fn, arg); }
+void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hook(fn, arg); }
+#endif
 
 void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
 
@@ -68,7 +96,7 @@ Counters Engine::counters() const {
 }
 
 void Engine::Run(void (*invoke)(void*), void* callable) {
-  if (asyncjob_can_pause() != 1) {
+  if (!CanPause()) {
     inline_runs_.fetch_add(1, std::memory_order_relaxed);
     invoke(callable);
     return;
@@ -93,7 +121,7 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     request.eventfd = fd;
   }
 
-  asyncjob_add_cancel_hook(&Withdraw, &request);
+  AddCancelHook(&Withdraw, &request);
   while (!Submit(&request)) {
     // Queue full: tell the owner to resume us soon, wake ourselves, retry.
     eagain_retries_.fetch_add(1, std::memory_order_relaxed);
@@ -115,7 +143,7 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
   }
   // The worker may still be leaving the request's critical section.
   { std::lock_guard lock(mutex_); }
-  asyncjob_remove_cancel_hook(&Withdraw, &request);
+  RemoveCancelHook(&Withdraw, &request);
 }
 
 bool Engine::Submit(Request* request) {
