@@ -290,6 +290,10 @@ class Census {
     Add(retired_, provider->counters());
     live_.erase(std::find(live_.begin(), live_.end(), provider));
   }
+  bool Idle() {
+    std::lock_guard lock(mutex_);
+    return live_.empty();
+  }
   void Print() {
     std::lock_guard lock(mutex_);
     if (instances_ == 0) return;
@@ -317,22 +321,26 @@ class Census {
   std::size_t instances_ = 0;
 };
 
-// Never destroyed: instances may be torn down after static destructors ran.
-Census& TheCensus() {
-  static Census* census = new Census;
-  return *census;
+// Not a static object: libcrypto tears instances down in its exit handler,
+// which may run after this module's static destructors.
+Census* TheCensus() {
+  static Census* const census = new Census;
+  return census;
 }
 
-// An ELF destructor runs after the exit handlers (libcrypto's cleanup, which
-// tears the instances down, among them), or when the module is unloaded.
+// An ELF destructor runs after every exit handler (libcrypto's cleanup
+// among them), or when the module is unloaded, which libcrypto does after
+// tearing down the last instance.
 __attribute__((destructor)) void PrintCensus() {
+  Census* census = TheCensus();
   const char* wanted = std::getenv("ASYNCJOB_STATS");
-  if (wanted != nullptr && *wanted != '\0' && *wanted != '0') TheCensus().Print();
+  if (wanted != nullptr && *wanted != '\0' && *wanted != '0') census->Print();
+  if (census->Idle()) delete census;  // kept while leaked instances refer to it
 }
 
 void Teardown(void* provctx) {
   auto* provider = static_cast<Provider*>(provctx);
-  TheCensus().Leave(provider);
+  TheCensus()->Leave(provider);
   delete provider;
 }
 
@@ -352,7 +360,7 @@ extern "C" __attribute__((visibility("default"))) int OSSL_provider_init(
     void** provctx) {
   asyncjob::provider::Provider* provider = asyncjob::provider::Provider::Create(handle, in);
   if (provider == nullptr) return 0;
-  asyncjob::provider::TheCensus().Enter(provider);
+  asyncjob::provider::TheCensus()->Enter(provider);
   *provctx = provider;
   *out = asyncjob::provider::kProviderFunctions;
   return 1;
