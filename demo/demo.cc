@@ -29,6 +29,7 @@
 #include <mutex>
 #include <queue>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -269,21 +270,29 @@ class Accelerator {
 
 const int timer_key = 0;
 
-void CloseFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
+// An fd closed when the job's stack unwinds, whether it finishes or is
+// cancelled (by its timeout, say).
+struct OwnedFd {
+  int fd;
+  ~OwnedFd() {
+    if (fd >= 0) close(fd);
+  }
+};
 
 // Inside a job: waits `ms` on a timerfd registered in the job's wait context.
 void TimerWait(int ms) {
-  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("timerfd_create failed");
+  OwnedFd timer{timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)};
+  if (timer.fd < 0) throw std::runtime_error("timerfd_create failed");
   itimerspec when{};
   when.it_value.tv_sec = ms / 1000;
   when.it_value.tv_nsec = (ms % 1000) * 1'000'000L;
-  timerfd_settime(fd, 0, &when, nullptr);
-  auto registration = asyncjob::current_wait_ctx().register_fd(&timer_key, fd, &CloseFd);
+  timerfd_settime(timer.fd, 0, &when, nullptr);
+  // Declared after the fd: cleared from the wait context before it closes.
+  auto registration = asyncjob::current_wait_ctx().register_fd(&timer_key, timer.fd);
   std::uint64_t expirations = 0;
-  while (read(fd, &expirations, sizeof expirations) != sizeof expirations) asyncjob::pause();
-  registration.clear();
-  close(fd);
+  while (read(timer.fd, &expirations, sizeof expirations) != sizeof expirations) {
+    asyncjob::pause();
+  }
 }
 
 // Inside a job: one operation on the accelerator; returns its answer.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,22 +28,30 @@ using namespace std::chrono_literals;
 
 const int timer_key = 0;
 
-void CloseTimer(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
+// An fd closed when the job's stack unwinds, whether the job finishes or is
+// cancelled. (A registration's cleanup routine would not run on
+// cancellation: the FdRegistration below clears the fd first as it unwinds.)
+struct OwnedFd {
+  int fd;
+  ~OwnedFd() {
+    if (fd >= 0) close(fd);
+  }
+};
 
 // Inside a job: sleeps without blocking the loop's thread.
 void Sleep(std::chrono::milliseconds duration) {
-  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("timerfd_create failed");
+  OwnedFd timer{timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)};
+  if (timer.fd < 0) throw std::runtime_error("timerfd_create failed");
   itimerspec when{};
   when.it_value.tv_sec = static_cast<time_t>(duration.count() / 1000);
   when.it_value.tv_nsec = static_cast<long>(duration.count() % 1000) * 1'000'000L;
-  timerfd_settime(fd, 0, &when, nullptr);
-  // The cleanup routine closes the fd if the job is cancelled meanwhile.
-  auto registration = asyncjob::current_wait_ctx().register_fd(&timer_key, fd, &CloseTimer);
+  timerfd_settime(timer.fd, 0, &when, nullptr);
+  // Declared after the fd, so cleared before it is closed.
+  auto registration = asyncjob::current_wait_ctx().register_fd(&timer_key, timer.fd);
   std::uint64_t expirations = 0;
-  while (read(fd, &expirations, sizeof expirations) != sizeof expirations) asyncjob::pause();
-  registration.clear();
-  close(fd);
+  while (read(timer.fd, &expirations, sizeof expirations) != sizeof expirations) {
+    asyncjob::pause();
+  }
 }
 
 struct Announce {

@@ -518,6 +518,31 @@ TEST(Loop, LeavesNoFdBehind) {
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
 }
 
+// The C++ way to own an fd in a job: an RAII owner plus an FdRegistration
+// declared after it. Cancellation unwinds both: cleared, then closed.
+TEST(Loop, RaiiOwnedFdsAreClosedWhenJobsTimeOut) {
+  struct OwnedFd {
+    int fd;
+    ~OwnedFd() { close(fd); }
+  };
+  const std::size_t fds_before = asyncjob_test::CountOpenFds();
+  {
+    Loop loop;
+    for (int i = 0; i < 10; ++i) {
+      loop.spawn(
+          [] {
+            OwnedFd owned{eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+            auto registration = asyncjob::current_wait_ctx().register_fd(&fd_key, owned.fd);
+            for (;;) asyncjob::pause();
+          },
+          asyncjob::SpawnOptions{.timeout = 5ms});
+    }
+    loop.run();
+    EXPECT_EQ(loop.stats().timed_out, 10u);
+  }
+  EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
+}
+
 TEST(Loop, AJobMayReplaceItsFdWithOneOfTheSameNumber) {
   Loop loop;
   auto handle = loop.spawn([] {
