@@ -37,6 +37,25 @@
 //                        waiting for its callback sets ASYNC_STATUS_OK first
 //                        (prepare_wakeup() does) to avoid being polled.
 //
+// A woken job is resumed once, however many wake-ups arrived since it last
+// ran. Write job code as engines do: after each pause, check whether what it
+// waits for has happened and pause again if not. Fds are watched
+// level-triggered, so a job consumes the readiness it was woken for (reads
+// its eventfd, say) or is resumed again. An fd registered by several jobs
+// wakes them all; an fd that epoll cannot watch (a regular file) makes the
+// job polled.
+//
+// Cancellation (cancel(), a timeout, the loop's destruction) unwinds the
+// job's stack: destructors and OnCancel actions run, then the cleanup
+// routines of fds still set in its wait context. An FdRegistration clears
+// its fd as it unwinds, before that, so give an fd the job owns an RAII
+// owner declared before its registration (or release() the registration to
+// leave closing to the cleanup routine).
+//
+// Jobs come from the loop thread's asyncjob pool (ASYNC_init_thread limits
+// apply). At most 1,024 loops exist in a process at once, each with at most
+// 4,194,304 jobs alive.
+//
 // Thread rules. A Loop belongs to the thread that constructed it: run(),
 // spawn(), cancel() and everything else not marked "any thread" must be
 // called there (they throw asyncjob::Error otherwise), and the jobs run on
@@ -201,6 +220,7 @@ class JobHandle {
  public:
   JobHandle() = default;
 
+  // An empty handle has id kNone and reports kCancelled.
   explicit operator bool() const noexcept { return task_ != nullptr; }
   JobId id() const noexcept { return task_ ? task_->id : JobId::kNone; }
   JobStatus status() const noexcept { return task_ ? task_->status : JobStatus::kCancelled; }
@@ -310,9 +330,13 @@ class Loop {
     return spawn(std::forward<F>(fn), nullptr, options);
   }
   template <class F, class Done>
+    requires(!std::is_same_v<std::remove_cvref_t<Done>, SpawnOptions>)
   auto spawn(F&& fn, Done&& on_done, SpawnOptions options = {})
       -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
     using T = std::invoke_result_t<std::decay_t<F>&>;
+    static_assert(std::is_null_pointer_v<std::decay_t<Done>> ||
+                      std::is_invocable_v<std::decay_t<Done>&, JobHandle<T>&>,
+                  "on_done must be callable as on_done(asyncjob::JobHandle<T>&)");
     using Task = detail::LoopTaskFor<T, std::decay_t<F>, std::decay_t<Done>>;
     auto task = std::make_shared<Task>(std::decay_t<F>(std::forward<F>(fn)),
                                        std::decay_t<Done>(std::forward<Done>(on_done)));
