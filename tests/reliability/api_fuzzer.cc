@@ -899,7 +899,13 @@ void ResumeJob(MJob& target, int self, std::uint8_t flavour) {
   char garbage[8] = {};
   ASYNC_JOB* handle = target.handle;
   int ret = kRetSentinel;
-  if (verdict == 0) Enter(target, self);
+  if (verdict == 0) {
+    // A paused job's context, seen from outside it.
+    ASYNC_WAIT_CTX* want = target.ctx >= 0 ? g->ctx[target.ctx].handle : nullptr;
+    FZ_CHECK(ASYNC_get_wait_ctx(handle) == want, "paused job %d's wait context is not the model's",
+             target.id);
+    Enter(target, self);
+  }
   const int status = ASYNC_start_job(&handle, other_ctx, &ret, func,
                                      (flavour & 8) != 0 ? garbage : nullptr, sizeof garbage);
   Expect expect;
@@ -1452,23 +1458,48 @@ void OpHelperJob(std::uint8_t b, int self) {
   FZ_CHECK(has_pool == 0 && reasons.empty(), "the helper's cleanup left a pool or errors");
 }
 
-// A wait context may be used from any thread, one at a time.
-void OpHelperCtx(std::uint8_t b, int self) {
+// A wait context may be used from any thread, one at a time: the helper
+// reads it, and sets or clears an fd in it.
+void OpHelperCtx(std::uint8_t b, std::uint8_t fd_byte, int self) {
   const int slot = SlotOf(b);
-  const MCtx& c = g->ctx[slot];
+  MCtx& c = g->ctx[slot];
   if (c.handle == nullptr) return;
-  Trace(self, "helper reads context slot %d", slot);
+  const void* key = KeyOf(static_cast<std::uint8_t>(b >> 2));
+  const int fd = FdOf(fd_byte);
+  const int change = (b >> 6) % 3;  // 0 none, 1 set, 2 clear
+  Trace(self, "helper uses context slot %d (change %d)", slot, change);
+  int want = 1;
+  std::vector<int> want_reasons;
+  if (change == 1) {
+    if (fd < 0) {
+      want = 0;
+      want_reasons.push_back(ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
+    } else if (c.Live(key) != nullptr) {
+      want = 0;
+      want_reasons.push_back(ASYNCJOB_R_DUPLICATE_KEY);
+    } else {
+      c.entries.push_back(MEntry{key, fd, nullptr, false, true, false});
+    }
+  } else if (change == 2) {
+    want = c.Clear(key) ? 1 : 0;
+  }
   std::size_t n = 0;
   int fds[64];
   int status = -1;
   int got = 0;
+  int changed = -1;
   std::vector<int> reasons;
   g_helper->Run([&] {
+    if (change == 1) changed = ASYNC_WAIT_CTX_set_wait_fd(c.handle, key, fd, nullptr, nullptr);
+    if (change == 2) changed = ASYNC_WAIT_CTX_clear_fd(c.handle, key);
     got = ASYNC_WAIT_CTX_get_all_fds(c.handle, fds, &n);
     status = ASYNC_WAIT_CTX_get_status(c.handle);
     reasons = PopAllReasons();
   });
-  FZ_CHECK(got == 1 && reasons.empty() && status == c.status, "the helper's view of a context");
+  FZ_CHECK(change == 0 || changed == want, "the helper's fd change returned %d, expected %d",
+           changed, want);
+  FZ_CHECK(got == 1 && reasons == want_reasons && status == c.status,
+           "the helper's view of a context (errors %s)", ReasonList(reasons).c_str());
   FZ_CHECK(Sorted(std::vector<int>(fds, fds + n)) == Sorted(c.AllFds()),
            "the helper saw other fds");
 }
@@ -1717,7 +1748,11 @@ void DoOp(Reader& r, int self) {
     case kSetStackSize: OpSetStackSize(r.Byte(), self); break;
     case kAllocPlan: OpAllocPlan(r.Byte(), self); break;
     case kHelperJob: OpHelperJob(r.Byte(), self); break;
-    case kHelperCtx: OpHelperCtx(r.Byte(), self); break;
+    case kHelperCtx: {
+      const std::uint8_t b = r.Byte();
+      OpHelperCtx(b, r.Byte(), self);
+      break;
+    }
     case kMemFunctions: OpMemFunctions(self); break;
     case kCancel: {
       const std::uint8_t b = r.Byte();
