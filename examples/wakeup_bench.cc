@@ -39,9 +39,13 @@ namespace {
 const int fd_key = 0;
 
 struct Slot {
-  int fd = -1;                       // per-fd path
-  asyncjob::Waker waker;             // callback path
+  int fd = -1;                         // per-fd path
   std::atomic<std::uint32_t> done{0};  // requests completed for this job
+};
+
+struct Submission {
+  std::uint32_t job;
+  asyncjob::Waker wake;  // callback path
 };
 
 // The "device": worker threads that complete requests in batches.
@@ -62,19 +66,19 @@ class Device {
   Device& operator=(const Device&) = delete;
 
   // Loop thread, inside a job.
-  void Submit(std::uint32_t job) {
+  void Submit(std::uint32_t job, asyncjob::Waker wake = {}) {
     bool was_empty;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       was_empty = pending_.empty();
-      pending_.push_back(job);
+      pending_.push_back(Submission{job, wake});
     }
     if (was_empty) ready_.notify_one();
   }
 
  private:
   void Work() {
-    std::vector<std::uint32_t> batch;
+    std::vector<Submission> batch;
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -82,14 +86,14 @@ class Device {
         if (stopping_ && pending_.empty()) return;
         batch.swap(pending_);
       }
-      for (std::uint32_t job : batch) {
-        Slot& slot = slots_[job];
+      for (const Submission& submission : batch) {
+        Slot& slot = slots_[submission.job];
         slot.done.fetch_add(1, std::memory_order_release);
         if (use_fd_) {
           std::uint64_t one = 1;
           if (write(slot.fd, &one, sizeof one) != sizeof one) std::abort();
         } else {
-          slot.waker();
+          submission.wake();
         }
       }
       batch.clear();
@@ -100,7 +104,7 @@ class Device {
   const bool use_fd_;
   std::mutex mutex_;
   std::condition_variable ready_;
-  std::vector<std::uint32_t> pending_;
+  std::vector<Submission> pending_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
@@ -131,8 +135,7 @@ Result Run(bool use_fd, std::uint32_t jobs, std::uint32_t rounds, int workers) {
           std::uint64_t value = 0;
           while (read(slot.fd, &value, sizeof value) != sizeof value) asyncjob::pause();
         } else {
-          slot.waker = asyncjob::prepare_wakeup();
-          device.Submit(i);
+          device.Submit(i, asyncjob::prepare_wakeup());
           while (slot.done.load(std::memory_order_acquire) < round) asyncjob::pause();
         }
       }
