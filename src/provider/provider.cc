@@ -158,39 +158,20 @@ const OSSL_PARAM* GettableParams(void*) { return kGettableParams; }
 int GetParams(void* provctx, OSSL_PARAM params[]) {
   auto* provider = static_cast<Provider*>(provctx);
   Provider::Counters counters = provider->counters();
-  OSSL_PARAM* p;
-  if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != nullptr &&
-      !OSSL_PARAM_set_utf8_ptr(p, "asyncjob provider")) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != nullptr &&
-      !OSSL_PARAM_set_utf8_ptr(p, ASYNCJOB_PROVIDER_VERSION)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) != nullptr &&
-      !OSSL_PARAM_set_utf8_ptr(p, "asyncjob " ASYNCJOB_PROVIDER_VERSION " built with " OPENSSL_VERSION_TEXT)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != nullptr && !OSSL_PARAM_set_int(p, 1)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, kParamSubmitted)) != nullptr &&
-      !OSSL_PARAM_set_uint64(p, counters.submitted)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, kParamPaused)) != nullptr &&
-      !OSSL_PARAM_set_uint64(p, counters.paused)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, kParamInline)) != nullptr &&
-      !OSSL_PARAM_set_uint64(p, counters.inline_runs)) {
-    return 0;
-  }
-  if ((p = OSSL_PARAM_locate(params, kParamWorkers)) != nullptr &&
-      !OSSL_PARAM_set_int(p, provider->workers())) {
-    return 0;
-  }
-  return 1;
+  // Sets the parameter called name, if asked for, with set(p, value).
+  auto answer = [params](const char* name, auto set, auto value) {
+    OSSL_PARAM* p = OSSL_PARAM_locate(params, name);
+    return p == nullptr || set(p, value) == 1;
+  };
+  return answer(OSSL_PROV_PARAM_NAME, &OSSL_PARAM_set_utf8_ptr, "asyncjob provider") &&
+         answer(OSSL_PROV_PARAM_VERSION, &OSSL_PARAM_set_utf8_ptr, ASYNCJOB_PROVIDER_VERSION) &&
+         answer(OSSL_PROV_PARAM_BUILDINFO, &OSSL_PARAM_set_utf8_ptr,
+                "asyncjob " ASYNCJOB_PROVIDER_VERSION " built with " OPENSSL_VERSION_TEXT) &&
+         answer(OSSL_PROV_PARAM_STATUS, &OSSL_PARAM_set_int, 1) &&
+         answer(kParamSubmitted, &OSSL_PARAM_set_uint64, counters.submitted) &&
+         answer(kParamPaused, &OSSL_PARAM_set_uint64, counters.paused) &&
+         answer(kParamInline, &OSSL_PARAM_set_uint64, counters.inline_runs) &&
+         answer(kParamWorkers, &OSSL_PARAM_set_int, provider->workers());
 }
 
 // ----- Algorithms -----

@@ -193,13 +193,23 @@ int DigestVerifyInit(void* vctx, const char* mdname, void* provkey, const OSSL_P
 
 // ----- Operations -----
 
+// Whether ctx was initialised for this kind of operation.
+bool Ready(const SignatureContext* ctx, bool signing) {
+  if (ctx == nullptr || ctx->operation == nullptr) {
+    ERR_raise(ERR_LIB_PROV, PROV_R_NO_KEY_SET);
+    return false;
+  }
+  if (ctx->signing != signing) {
+    ERR_raise(ERR_LIB_PROV, ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED);
+    return false;
+  }
+  return true;
+}
+
 int Sign(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsize, const unsigned char* tbs,
          size_t tbslen) {
   auto* ctx = static_cast<SignatureContext*>(vctx);
-  if (ctx == nullptr || ctx->operation == nullptr || !ctx->signing) {
-    ERR_raise(ERR_LIB_PROV, PROV_R_NO_KEY_SET);
-    return 0;
-  }
+  if (!Ready(ctx, true)) return 0;
   // A size query costs nothing: no need to leave the thread for it.
   if (sig == nullptr) return EVP_PKEY_sign(ctx->operation, nullptr, siglen, tbs, tbslen) == 1;
   size_t length = sigsize;
@@ -214,10 +224,7 @@ int Sign(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsize, const u
 int Verify(void* vctx, const unsigned char* sig, size_t siglen, const unsigned char* tbs,
            size_t tbslen) {
   auto* ctx = static_cast<SignatureContext*>(vctx);
-  if (ctx == nullptr || ctx->operation == nullptr || ctx->signing) {
-    ERR_raise(ERR_LIB_PROV, PROV_R_NO_KEY_SET);
-    return 0;
-  }
+  if (!Ready(ctx, false)) return 0;
   return EVP_PKEY_verify(ctx->operation, sig, siglen, tbs, tbslen) == 1;
 }
 
