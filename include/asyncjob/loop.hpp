@@ -319,7 +319,8 @@ class Loop {
   // loop's next iteration, with a wait context of its own. When `on_done`
   // is given it is called as on_done(JobHandle<T>&) on the loop thread as
   // soon as the job has finished, whatever the outcome (except when the
-  // loop is destroyed); exceptions it throws propagate out of run().
+  // loop is destroyed); exceptions it throws propagate out of run() (the
+  // loop stays consistent: run it again to go on).
   // May be called from inside a job or a completion callback. Loop thread
   // only (throws Error elsewhere); throws Error beyond 4,194,304 jobs alive
   // at once. If the thread's job pool is limited (ASYNC_init_thread) and

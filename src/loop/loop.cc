@@ -243,6 +243,15 @@ void LoopCore::Submit(std::shared_ptr<LoopTask> task, const SpawnOptions& option
   ++stats_.spawned;
 }
 
+namespace {
+// Puts back the entries of `batch` after `done` (a completion callback
+// threw while the batch was being worked through), ahead of newer ones.
+void Requeue(std::vector<RecordRef>& batch, std::size_t done, std::vector<RecordRef>& queue) {
+  queue.insert(queue.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done + 1), batch.end());
+  batch.clear();
+}
+}  // namespace
+
 void LoopCore::StartQueued() {
   if (start_queue_.empty()) return;
   starting_.swap(start_queue_);
@@ -251,7 +260,12 @@ void LoopCore::StartQueued() {
     if (record.generation != starting_[i].generation || record.state != RecordState::kQueued) {
       continue;
     }
-    Start(record);
+    try {
+      Start(record);
+    } catch (...) {
+      Requeue(starting_, i, start_queue_);
+      throw;
+    }
   }
   starting_.clear();
 }
@@ -369,7 +383,12 @@ void LoopCore::RunReady() {
       continue;
     }
     record.ready = false;
-    Resume(record);
+    try {
+      Resume(record);
+    } catch (...) {
+      Requeue(resuming_, i, ready_);
+      throw;
+    }
   }
   resuming_.clear();
 }

@@ -631,6 +631,30 @@ TEST(Loop, ExceptionsThrownInJobsReachTheResult) {
   EXPECT_EQ(loop.stats().failed, 1u);
 }
 
+TEST(Loop, AThrowingCompletionLeavesTheLoopUsable) {
+  Loop loop;
+  std::vector<asyncjob::JobHandle<int>> handles;
+  for (int i = 0; i < 3; ++i) {
+    handles.push_back(loop.spawn(
+        [i] {
+          asyncjob::pause();  // polled once
+          return i;
+        },
+        [i](asyncjob::JobHandle<int>&) {
+          if (i == 0) throw std::runtime_error("completion failed");
+        }));
+  }
+  handles.push_back(loop.spawn([] { return 3; }, [](asyncjob::JobHandle<int>&) {
+    throw std::logic_error("completion at start failed");
+  }));
+  handles.push_back(loop.spawn([] { return 4; }));
+  EXPECT_THROW(loop.run(), std::logic_error);   // the job that finished when started
+  EXPECT_THROW(loop.run(), std::runtime_error);  // the first job resumed
+  EXPECT_EQ(loop.run(), 2u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(handles[static_cast<std::size_t>(i)].get(), i);
+  EXPECT_EQ(loop.stats().resumes, 3u);
+}
+
 TEST(Loop, ExceptionCaughtInsideTheJobDoesNotFailIt) {
   Loop loop;
   auto handle = loop.spawn([] {
