@@ -72,10 +72,11 @@ def main():
         axis.set_xlabel("jobs paused at once (N)")
         axis.set_ylabel("time per job (µs)")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend()
         axis.margins(x=0.15, y=0.25)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     figure.suptitle("N jobs paused at once on one thread: time per job")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(args.output)
     print("wrote " + args.output)
 
