@@ -151,11 +151,12 @@ Counters ProcessCounters() {
 }
 
 // Frees a pool with no jobs left, and the thread's alternate signal stack
-// unless a newer pool still needs it.
+// once no pool of the thread (a newer one, or an older closing one whose
+// paused jobs may still overflow) needs it.
 void DeletePool(Pool* pool) {
   FlushThreadCounters();
   delete pool;
-  if (this_thread.pool == nullptr) stack::ReleaseThreadAltStack();
+  if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
 }
 
 // ----- Pool -----
@@ -176,6 +177,7 @@ Pool* Pool::ForThisThread(bool create) {
   stack::PrepareThreadForOverflow();
   pthread_setspecific(thread_exit_key, pool);
   thread.pool = pool;
+  ++thread.live_pools;
   return pool;
 }
 

@@ -113,6 +113,7 @@ struct ThreadState {
   Job* current = nullptr;
   Pool* pool = nullptr;
   bool thread_context_ready = false;
+  int live_pools = 0;  // this one and closing ones whose paused jobs remain
   Counters counters;
 };
 
