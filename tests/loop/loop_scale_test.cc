@@ -128,7 +128,9 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   const std::uint64_t callback_jobs = n - fd_jobs;
   EXPECT_EQ(stats.succeeded, n);
   EXPECT_EQ(stats.wakeups_callback, callback_jobs * kRounds);
-  EXPECT_EQ(stats.wakeups_stale, 0u);
+  // A job that sees its last round completed before pausing finishes before
+  // the callback of that round reaches the loop: that wake-up is stale.
+  EXPECT_LE(stats.wakeups_stale, callback_jobs);
   EXPECT_LE(stats.wakeups_fd, fd_jobs * kRounds);
   if (fd_jobs > 0) {
     EXPECT_GT(stats.wakeups_fd, 0u);
@@ -136,11 +138,12 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   EXPECT_LE(stats.eventfd_signals, stats.wakeups_callback);
   EXPECT_GE(stats.resumes, n);
   std::printf("%zu jobs (%zu with an eventfd): %llu resumes, %llu fd and %llu callback wake-ups "
-              "(%llu coalesced), %llu eventfd signals, %llu iterations\n",
+              "(%llu coalesced, %llu stale), %llu eventfd signals, %llu iterations\n",
               n, fd_jobs, static_cast<unsigned long long>(stats.resumes),
               static_cast<unsigned long long>(stats.wakeups_fd),
               static_cast<unsigned long long>(stats.wakeups_callback),
               static_cast<unsigned long long>(stats.wakeups_coalesced),
+              static_cast<unsigned long long>(stats.wakeups_stale),
               static_cast<unsigned long long>(stats.eventfd_signals),
               static_cast<unsigned long long>(stats.iterations));
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before + 2) << "only the loop's own two fds";
