@@ -301,9 +301,9 @@ class LoopCore;
 // The event loop. Not copyable or movable.
 class Loop {
  public:
-  // Creates the loop's epoll instance and eventfd. Throws std::system_error
-  // when they cannot be created, Error when 1024 loops already exist in the
-  // process.
+  // Creates the loop's epoll instance and eventfd; the calling thread
+  // becomes the loop's thread. Throws std::system_error when they cannot be
+  // created, Error when 1024 loops already exist in the process.
   Loop();
   // Cancels every job that has not finished (paused ones unwind their
   // stacks; completion callbacks are NOT called, handles report
@@ -354,16 +354,19 @@ class Loop {
 
   // Runs iterations until no job is left (queued or paused) and nothing
   // posted is pending, or until stop() is called. Returns the number of jobs
-  // that finished meanwhile. Loop thread, not from inside a job or
-  // reentrantly (throws Error).
+  // that finished meanwhile. A paused job nothing will wake keeps it waiting:
+  // give jobs a timeout, or stop() or cancel from elsewhere. Loop thread, not
+  // from inside a job or reentrantly (throws Error); std::system_error if
+  // epoll_wait fails.
   std::size_t run();
-  // Runs iterations until stop() is called, waiting for posted work while
-  // no job is alive (for servers fed by post()).
+  // Like run(), but keeps waiting while no job is alive, until stop() is
+  // called (for servers fed by post()).
   void run_until_stopped();
-  // Runs one iteration: starts queued jobs, waits up to max_wait for an fd,
-  // a callback wake-up, a timeout or a post (not at all when a job is ready
-  // to resume), then resumes every job that was woken. Returns whether any
-  // job is still alive.
+  // Runs one iteration: starts queued jobs, waits up to max_wait (negative:
+  // without limit) for an fd, a callback wake-up, a timeout or a post (not
+  // at all when a job is ready to resume), then resumes every job that was
+  // woken and cancels those whose timeout expired. Returns whether any job
+  // is still alive. Same rules as run().
   bool run_once(std::chrono::milliseconds max_wait = std::chrono::milliseconds::zero());
 
   // Any thread: makes run() or run_until_stopped() return once its current
@@ -379,6 +382,7 @@ class Loop {
 
   // Jobs alive: queued plus started and unfinished. Loop thread.
   std::size_t size() const noexcept;
+  // A snapshot of the counters. Loop thread.
   LoopStats stats() const noexcept;
 
  private:
