@@ -335,6 +335,9 @@ class Loop {
   auto spawn(F&& fn, Done&& on_done, SpawnOptions options = {})
       -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
     using T = std::invoke_result_t<std::decay_t<F>&>;
+    static_assert(!std::is_reference_v<T>,
+                  "a job's result is kept until get(): return a value, a pointer or a "
+                  "std::reference_wrapper, not a reference");
     static_assert(std::is_null_pointer_v<std::decay_t<Done>> ||
                       std::is_invocable_v<std::decay_t<Done>&, JobHandle<T>&>,
                   "on_done must be callable as on_done(asyncjob::JobHandle<T>&)");
