@@ -22,13 +22,7 @@ constinit thread_local ThreadState this_thread
 
 namespace {
 
-// Transfer values a job hands to the code it returns to.
-void* const kPausedToken = reinterpret_cast<void*>(std::uintptr_t{1});
-void* const kFinishedToken = reinterpret_cast<void*>(std::uintptr_t{2});
-
 constexpr std::size_t kHeaderAlignment = 64;
-
-std::atomic<const SwitchHooks*> switch_hooks{nullptr};
 
 // Totals of threads whose pools were cleaned up.
 std::mutex totals_mutex;
@@ -76,10 +70,6 @@ std::byte* AlignDown(std::byte* p, std::size_t alignment) {
   return reinterpret_cast<std::byte*>(value & ~(std::uintptr_t{alignment} - 1));
 }
 
-ExceptionState* ThreadExceptionState() {
-  return reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
-}
-
 [[noreturn]] void DieOfEscapedException(Job* job) {
   char message[160];
   int length = std::snprintf(message, sizeof message,
@@ -93,6 +83,12 @@ ExceptionState* ThreadExceptionState() {
   std::abort();
 }
 
+}  // namespace
+
+namespace internal {
+
+std::atomic<const SwitchHooks*> switch_hooks{nullptr};
+
 // The code every job's context starts in.
 [[noreturn]] void JobEntry(void* /*transfer*/, void* argument) noexcept {
   Job* job = static_cast<Job*>(argument);
@@ -104,43 +100,41 @@ ExceptionState* ThreadExceptionState() {
   } catch (...) {
     DieOfEscapedException(job);
   }
-  std::free(job->heap_arguments);
-  job->heap_arguments = nullptr;
+  if (job->heap_arguments != nullptr) {
+    std::free(job->heap_arguments);
+    job->heap_arguments = nullptr;
+  }
   stack::CheckCanary(job->stack, job);
   this_thread.current = job->parent;
   context::SwitchForGood(&job->fibre, job->resume_to, kFinishedToken);
 }
 
-Outcome Enter(Job* job) {
-  ThreadState& thread = this_thread;
-  job->parent = thread.current;
-  job->resume_to = thread.current != nullptr ? &thread.current->fibre
-                                             : &thread.thread_context;
-  job->state = JobState::kRunning;
-  thread.current = job;
-  const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
-  if (hooks != nullptr) hooks->entering(job);
-  job->fresh = false;
-  // The job gets its own exception state for as long as it runs.
-  ExceptionState* exceptions = ThreadExceptionState();
-  ExceptionState outside = *exceptions;
-  *exceptions = job->exception_state;
-  void* token = context::Switch(job->resume_to, &job->fibre, nullptr);
-  job->exception_state = *exceptions;
-  *exceptions = outside;
-  if (hooks != nullptr) hooks->left(job);
-  if (token == kFinishedToken) {
-    ++this_thread.counters.finishes;
-    return Outcome::kFinished;
+void RunCancelHooksAndThrow(Job* job) {
+  // Newest first: the last request made is the first withdrawn.
+  while (job->cancel_hook_count > 0) {
+    CancelHook hook = job->cancel_hooks[--job->cancel_hook_count];
+    hook.function(hook.argument);
   }
-  ++this_thread.counters.pauses;
-  return Outcome::kPaused;
+  throw JobCancelled{};
 }
 
-}  // namespace
+Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size) {
+  job->heap_arguments = std::malloc(size);
+  if (job->heap_arguments == nullptr) {
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+                     "out of memory copying %zu bytes of job arguments", size);
+    return Outcome::kError;
+  }
+  std::memcpy(job->heap_arguments, arguments, size);
+  job->arguments = job->heap_arguments;
+  return Outcome::kPaused;  // any value but kError
+}
+
+}  // namespace internal
+
 
 void SetSwitchHooks(const SwitchHooks* hooks) {
-  switch_hooks.store(hooks, std::memory_order_release);
+  internal::switch_hooks.store(hooks, std::memory_order_release);
 }
 
 Counters ProcessCounters() {
@@ -161,9 +155,8 @@ void DeletePool(Pool* pool) {
 
 // ----- Pool -----
 
-Pool* Pool::ForThisThread(bool create) {
+Pool* Pool::CreateForThisThread() {
   ThreadState& thread = this_thread;
-  if (thread.pool != nullptr || !create) return thread.pool;
   pthread_once(&thread_exit_key_once, &MakeThreadExitKey);
   auto* pool = new (std::nothrow) Pool(0);
   if (pool == nullptr) {
@@ -172,6 +165,7 @@ Pool* Pool::ForThisThread(bool create) {
   }
   if (!thread.thread_context_ready) {
     context::InitializeThreadContext(&thread.thread_context);
+    thread.exceptions = reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
     thread.thread_context_ready = true;
   }
   stack::PrepareThreadForOverflow();
@@ -195,7 +189,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
     return false;
   }
   if (pool == nullptr) {
-    pool = ForThisThread(true);
+    pool = CreateForThisThread();
     if (pool == nullptr) return false;
   }
   pool->FreeIdleJobs();
@@ -234,13 +228,7 @@ void Pool::CleanupThisThread() {
                    pool->total_);
 }
 
-Job* Pool::Acquire(bool* exhausted) {
-  *exhausted = false;
-  if (Job* job = idle_) {
-    idle_ = job->next_idle;
-    --idle_count_;
-    return job;
-  }
+Job* Pool::AcquireSlow(bool* exhausted) {
   if (max_size_ != 0 && total_ >= max_size_) {
     *exhausted = true;
     ++this_thread.counters.exhausted;
@@ -281,65 +269,13 @@ void Pool::FreeIdleJobs() {
   }
 }
 
-void Release(Job* job) {
+void ReleaseToClosingPool(Job* job) {
   Pool* pool = job->pool;
-  std::free(job->heap_arguments);
-  job->heap_arguments = nullptr;
-  job->state = JobState::kIdle;
-  job->owner = nullptr;
-  job->user_data = nullptr;
-  if (pool->closing_) {
-    pool->FreeJob(job);
-    if (pool->total_ == 0) DeletePool(pool);
-    return;
-  }
-  job->next_idle = pool->idle_;
-  pool->idle_ = job;
-  ++pool->idle_count_;
+  pool->FreeJob(job);
+  if (pool->total_ == 0) DeletePool(pool);
 }
 
 // ----- Running jobs -----
-
-Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-              std::size_t size, void* user_data) {
-  std::byte* top = job->header_start;
-  job->user_data = user_data;  // set first: the caller detaches it on kError
-#if ASYNCJOB_ASAN
-  // Frames abandoned by the job's previous run may still be poisoned.
-  ASAN_UNPOISON_MEMORY_REGION(job->stack.low, top - job->stack.low);
-#endif
-  job->arguments = nullptr;
-  if (arguments != nullptr) {
-    const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
-    if (size <= room / 4) {
-      top = AlignDown(top - size, 16);
-      if (size > 0) std::memcpy(top, arguments, size);
-      job->arguments = top;
-    } else {
-      job->heap_arguments = std::malloc(size);
-      if (job->heap_arguments == nullptr) {
-        base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
-                         "out of memory copying %zu bytes of job arguments", size);
-        return Outcome::kError;
-      }
-      std::memcpy(job->heap_arguments, arguments, size);
-      job->arguments = job->heap_arguments;
-    }
-  }
-  job->function = function;
-  job->block_depth = 0;
-  job->result = 0;
-  job->cancel_requested = false;
-  job->cancelled = false;
-  job->cancel_hook_count = 0;
-  job->exception_state = ExceptionState{};
-  job->owner = &this_thread;
-  context::Prepare(&job->fibre, job->stack.low,
-                   static_cast<std::size_t>(top - job->stack.low), &JobEntry, job);
-  job->fresh = true;
-  ++this_thread.counters.starts;
-  return Enter(job);
-}
 
 bool CheckResumable(const Job* job) {
   if (job->owner == nullptr) {
@@ -364,17 +300,11 @@ bool CheckResumable(const Job* job) {
   return true;
 }
 
-Outcome Resume(Job* job) {
-  if (!CheckResumable(job)) return Outcome::kError;
-  ++this_thread.counters.resumes;
-  return Enter(job);
-}
-
 Outcome Cancel(Job* job) {
   if (!CheckResumable(job)) return Outcome::kError;
   job->cancel_requested = true;
   ++this_thread.counters.cancels;
-  Outcome outcome = Enter(job);
+  Outcome outcome = internal::Enter(job);
   // Pausing is disabled while cancelling, so the job ran to its end.
   return outcome;
 }
@@ -408,25 +338,6 @@ bool RemoveCancelHook(void (*function)(void*), void* argument) {
     }
   }
   return false;
-}
-
-bool PauseCurrent() {
-  ThreadState& thread = this_thread;
-  Job* job = thread.current;
-  if (job == nullptr || job->block_depth > 0 || job->cancel_requested) return false;
-  stack::CheckCanary(job->stack, job);
-  job->state = JobState::kPaused;
-  thread.current = job->parent;
-  context::Switch(&job->fibre, job->resume_to, kPausedToken);
-  if (job->cancel_requested) [[unlikely]] {
-    // Newest first: the last request made is the first withdrawn.
-    while (job->cancel_hook_count > 0) {
-      CancelHook hook = job->cancel_hooks[--job->cancel_hook_count];
-      hook.function(hook.argument);
-    }
-    throw JobCancelled{};
-  }
-  return true;
 }
 
 }  // namespace asyncjob::job

@@ -114,6 +114,7 @@ struct ThreadState {
   Pool* pool = nullptr;
   bool thread_context_ready = false;
   int live_pools = 0;  // this one and closing ones whose paused jobs remain
+  ExceptionState* exceptions = nullptr;  // the C++ runtime's, for this thread
   Counters counters;
 };
 
@@ -126,7 +127,7 @@ class Pool {
  public:
   // The calling thread's pool; with create, makes an unlimited one if none.
   // Returns nullptr (error queued) when it cannot be made.
-  static Pool* ForThisThread(bool create);
+  inline static Pool* ForThisThread(bool create);
 
   // ASYNC_init_thread(): creates or reconfigures this thread's pool.
   static bool InitThisThread(std::size_t max_size, std::size_t init_size);
@@ -137,7 +138,7 @@ class Pool {
   // An idle job, reused or newly created. Returns nullptr either because the
   // pool is at max_size (*exhausted = true, no error) or because a job could
   // not be created (error queued).
-  Job* Acquire(bool* exhausted);
+  inline Job* Acquire(bool* exhausted);
 
   std::size_t max_size() const { return max_size_; }
   std::size_t total() const { return total_; }
@@ -149,9 +150,12 @@ class Pool {
 
  private:
   friend void Release(Job* job);
+  friend void ReleaseToClosingPool(Job* job);
   friend void DeletePool(Pool* pool);
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
+  static Pool* CreateForThisThread();
+  Job* AcquireSlow(bool* exhausted);
   Job* CreateJob();
   void FreeJob(Job* job);
   void FreeIdleJobs();
@@ -168,8 +172,8 @@ class Pool {
 // Runs a fresh job until it pauses or finishes. kError (error queued) when
 // its arguments cannot be copied; the job is then still the caller's to
 // Release().
-Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-              std::size_t size, void* user_data);
+inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
+                     std::size_t size, void* user_data);
 
 // Whether `job` is paused and belongs to this thread; queues the reason
 // when not.
@@ -177,13 +181,13 @@ bool CheckResumable(const Job* job);
 
 // Resumes a paused job. kError (error queued, job untouched) when it is not
 // paused or belongs to another thread.
-Outcome Resume(Job* job);
+inline Outcome Resume(Job* job);
 
 // Pauses the current job. Returns false without pausing when there is no
 // current job or pausing is blocked; true once the job has been resumed.
 // Throws JobCancelled (after running the job's cancel hooks, newest first)
 // when it is resumed by Cancel().
-bool PauseCurrent();
+inline bool PauseCurrent();
 
 // Cancels a paused job: resumes it with JobCancelled thrown from its pause,
 // so that its stack unwinds, until it finishes (pausing is disabled
@@ -198,8 +202,13 @@ bool AddCancelHook(void (*function)(void*), void* argument);
 bool RemoveCancelHook(void (*function)(void*), void* argument);
 
 // Returns a job that finished (or never started) to its pool.
-void Release(Job* job);
+inline void Release(Job* job);
 
 }  // namespace asyncjob::job
+
+// The hot paths are inline (job_inl.h), so that the C API's functions call
+// the context switch directly: every function returned through after a
+// switch is a return the CPU's return predictor gets wrong.
+#include "job/job_inl.h"
 
 #endif  // ASYNCJOB_SRC_JOB_JOB_H_
