@@ -286,3 +286,29 @@ TEST_F(CppApi, InteroperatesWithTheCApi) {
   ASSERT_EQ(ASYNC_start_job(&c_job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
   EXPECT_EQ(ret, 7);
 }
+
+namespace {
+int cleanups_run = 0;
+void CloseAndCount(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) {
+  close(fd);
+  ++cleanups_run;
+}
+}  // namespace
+
+TEST_F(CppApi, CancellingAJobHoldingAnFdRegistrationRunsTheCleanup) {
+  size_t fds_before = asyncjob_test::CountOpenFds();
+  cleanups_run = 0;
+  static const int key = 0;
+  asyncjob::WaitCtx ctx;
+  auto job = asyncjob::start(ctx, [] {
+    int fd = eventfd(0, EFD_CLOEXEC);
+    asyncjob::FdRegistration registration =
+        asyncjob::current_wait_ctx().register_fd(&key, fd, &CloseAndCount);
+    asyncjob::pause();
+  });
+  ASSERT_TRUE(job.paused());
+  job.cancel();
+  EXPECT_EQ(cleanups_run, 1) << "the cleanup routine closed the fd";
+  EXPECT_TRUE(ctx.fds().empty());
+  EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
+}

@@ -134,7 +134,13 @@ class FdRegistration {
     }
     return *this;
   }
-  ~FdRegistration() { clear(); }
+  // Clears the fd, except while the job is being cancelled: the wait
+  // context then runs the fd's cleanup routine itself (clearing it first
+  // would skip that routine and leak the fd).
+  ~FdRegistration() {
+    if (asyncjob_is_cancelling() != 0) release();
+    else clear();
+  }
 
   bool active() const noexcept { return ctx_ != nullptr; }
   const void* key() const noexcept { return key_; }

@@ -147,6 +147,7 @@ class Pool {
   std::size_t count_of(stack::StackKind kind) const {
     return kind_counts_[static_cast<int>(kind)];
   }
+  void FreeIdleJobs();
 
  private:
   friend void Release(Job* job);
@@ -158,7 +159,6 @@ class Pool {
   Job* AcquireSlow(bool* exhausted);
   Job* CreateJob();
   void FreeJob(Job* job);
-  void FreeIdleJobs();
 
   stack::StackSource stacks_;
   Job* idle_ = nullptr;
