@@ -47,10 +47,9 @@
 //
 // Cancellation (cancel(), a timeout, the loop's destruction) unwinds the
 // job's stack: destructors and OnCancel actions run, then the cleanup
-// routines of fds still set in its wait context. An FdRegistration clears
-// its fd as it unwinds, before that, so give an fd the job owns an RAII
-// owner declared before its registration (or release() the registration to
-// leave closing to the cleanup routine).
+// routines of fds still set in its wait context. An FdRegistration being
+// unwound by a cancellation leaves its fd set, so that this cleanup routine
+// runs (and can close it).
 //
 // Jobs come from the loop thread's asyncjob pool (ASYNC_init_thread limits
 // apply). At most 1,024 loops exist in a process at once, each with at most
