@@ -7,7 +7,11 @@
 // work completed. Two ways of being told, selected with --notify:
 //
 //   callback  SSL_CTX_set_async_callback()/SSL_set_async_callback() and their
-//             _arg setters. The callback runs on the provider's worker thread:
+//             _arg setters (a third of the connections inherit the context's
+//             callback and argument, a third set their own argument, a third
+//             their own callback too; each callback checks the argument
+//             libssl hands it). The callback runs on the provider's worker
+//             thread:
 //             it pushes the connection on a lock-free queue and writes the
 //             loop's single eventfd only when the queue was empty, so a batch
 //             of completions costs one system call. SSL_get_async_status()
@@ -70,7 +74,14 @@ struct Options {
 
 enum class Phase { kHandshake, kReading, kWriting, kShutdown };
 
+class Server;
+
+// How a connection's completion callback was set up (callback mode).
+enum class CallbackSetup { kContextOnly, kConnectionArgument, kConnectionCallback };
+
 struct Connection {
+  Server* server = nullptr;
+  CallbackSetup callback_setup = CallbackSetup::kContextOnly;
   SSL* ssl = nullptr;
   int socket = -1;
   Phase phase = Phase::kHandshake;
@@ -123,7 +134,8 @@ class Server {
   void Close(Connection* c);
   void Free(Connection* c);
   void DrainCompletions();
-  static int OnAsyncComplete(SSL* ssl, void* arg);
+  static int OnCompletionContextCallback(SSL* ssl, void* arg);
+  static int OnCompletionConnectionCallback(SSL* ssl, void* arg);
   void PushCompleted(Connection* c);
 
   Options options_;
@@ -135,6 +147,12 @@ class Server {
   std::vector<Connection*> retry_later_;  // SSL_ERROR_WANT_ASYNC_JOB / EAGAIN
   std::atomic<Connection*> completed_{nullptr};  // lock-free LIFO of completions
   std::atomic<long> callback_count_{0};
+  // Completions by which callback and argument libssl passed: the context's
+  // callback with the context's argument, the context's callback with the
+  // connection's argument, the connection's own callback.
+  std::atomic<long> context_callback_context_arg_{0};
+  std::atomic<long> context_callback_connection_arg_{0};
+  std::atomic<long> connection_callback_{0};
   Counters counters_;
   void* ctx_callback_arg_check_ = this;
   std::vector<Connection*> zombies_;  // freed; deleted once nothing refers to them
@@ -167,7 +185,7 @@ bool Server::Setup() {
   if (options_.notify == Notify::kCallback) {
     // The context-wide callback and argument; each SSL then overrides the
     // argument (and, for half of them, the callback) with its own.
-    if (SSL_CTX_set_async_callback(ctx_, &Server::OnAsyncComplete) != 1 ||
+    if (SSL_CTX_set_async_callback(ctx_, &Server::OnCompletionContextCallback) != 1 ||
         SSL_CTX_set_async_callback_arg(ctx_, ctx_callback_arg_check_) != 1) {
       return false;
     }
@@ -200,14 +218,33 @@ bool Server::Setup() {
   return true;
 }
 
-// Runs on whatever thread completed the work: must be small and must not
-// block. Pushes the connection once; one eventfd write per batch.
-int Server::OnAsyncComplete(SSL* ssl, void* arg) {
-  auto* c = static_cast<Connection*>(arg);
-  auto* server = static_cast<Server*>(SSL_get_app_data(ssl));
-  if (c == nullptr || c->ssl != ssl || server == nullptr) std::abort();  // args are per SSL
+// Run on whatever thread completed the work: small, never blocking. They
+// check that libssl passed the argument each connection was set up with,
+// then queue the connection once (one eventfd write per batch).
+int Server::OnCompletionContextCallback(SSL* ssl, void* arg) {
+  auto* c = static_cast<Connection*>(SSL_get_app_data(ssl));
+  if (c == nullptr || c->server == nullptr) std::abort();
+  Server* server = c->server;
+  if (arg == server) {
+    if (c->callback_setup != CallbackSetup::kContextOnly) std::abort();
+    server->context_callback_context_arg_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    if (arg != c || c->callback_setup != CallbackSetup::kConnectionArgument) std::abort();
+    server->context_callback_connection_arg_.fetch_add(1, std::memory_order_relaxed);
+  }
   server->callback_count_.fetch_add(1, std::memory_order_relaxed);
   server->PushCompleted(c);
+  return 1;
+}
+
+int Server::OnCompletionConnectionCallback(SSL* ssl, void* arg) {
+  auto* c = static_cast<Connection*>(arg);
+  if (c == nullptr || c->ssl != ssl || c->callback_setup != CallbackSetup::kConnectionCallback) {
+    std::abort();
+  }
+  c->server->connection_callback_.fetch_add(1, std::memory_order_relaxed);
+  c->server->callback_count_.fetch_add(1, std::memory_order_relaxed);
+  c->server->PushCompleted(c);
   return 1;
 }
 
@@ -254,13 +291,19 @@ void Server::Accept() {
     c->ssl = SSL_new(ctx_);
     SSL_set_fd(c->ssl, fd);
     SSL_set_accept_state(c->ssl);
-    SSL_set_app_data(c->ssl, this);
+    SSL_set_app_data(c->ssl, c);
+    c->server = this;
     if (options_.notify == Notify::kCallback) {
-      // Every connection gets its own argument; every other one also sets
-      // the callback on the SSL itself rather than inheriting the context's.
-      if (SSL_set_async_callback_arg(c->ssl, c) != 1) std::abort();
-      if (counters_.accepted % 2 == 1 &&
-          SSL_set_async_callback(c->ssl, &Server::OnAsyncComplete) != 1) {
+      // A third of the connections inherit the context's callback and
+      // argument, a third set their own argument, a third their own
+      // callback and argument.
+      c->callback_setup = static_cast<CallbackSetup>(counters_.accepted % 3);
+      if (c->callback_setup != CallbackSetup::kContextOnly &&
+          SSL_set_async_callback_arg(c->ssl, c) != 1) {
+        std::abort();
+      }
+      if (c->callback_setup == CallbackSetup::kConnectionCallback &&
+          SSL_set_async_callback(c->ssl, &Server::OnCompletionConnectionCallback) != 1) {
         std::abort();
       }
     }
@@ -495,13 +538,15 @@ int Server::Run() {
   close(epoll_);
   std::printf(
       "tls_server: %ld accepted, %ld handshakes, %ld bytes echoed, %ld WANT_ASYNC, %ld "
-      "WANT_ASYNC_JOB, %ld callbacks (%ld status OK, %ld EAGAIN), %ld clients left "
-      "mid-operation, %ld handshake errors, %zu still open, %zu fds open at exit (%zu at "
-      "start)\n",
+      "WANT_ASYNC_JOB, %ld callbacks (%ld status OK, %ld EAGAIN; %ld context callback with "
+      "context arg, %ld context callback with connection arg, %ld connection callback), %ld "
+      "clients left mid-operation, %ld handshake errors, %zu still open, %zu fds open at "
+      "exit (%zu at start)\n",
       counters_.accepted, counters_.handshakes, counters_.echoed_bytes, counters_.want_async,
       counters_.want_async_job, counters_.callbacks, counters_.ok_status,
-      counters_.eagain_status, counters_.left_mid_operation, counters_.errors, still_open,
-      CountOpenFds(), fds_at_start_);
+      counters_.eagain_status, context_callback_context_arg_.load(),
+      context_callback_connection_arg_.load(), connection_callback_.load(),
+      counters_.left_mid_operation, counters_.errors, still_open, CountOpenFds(), fds_at_start_);
   return 0;
 }
 

@@ -92,6 +92,12 @@ server_handshakes=$(field "handshakes")
 [ "$fds_now" -eq "$fds_start" ] || fail "fds leaked: $fds_now at exit, $fds_start at start"
 if [ "$mode" = callback ]; then
   [ "$callbacks" -ge "$want_async" ] || fail "$callbacks callbacks for $want_async pauses"
+  # Every way of setting the callback up was used and got its argument.
+  for setup in "context callback with context arg" "context callback with connection arg" \
+               "connection callback"; do
+    count=$(echo "$summary" | sed -n "s/.*[^0-9]\([0-9][0-9]*\) $setup.*/\1/p")
+    [ -n "$count" ] && [ "$count" -gt 0 ] || fail "no completion through: $setup"
+  done
   [ "$status_ok" -ge "$want_async" ] ||
     fail "SSL_get_async_status reported OK $status_ok times for $want_async completions"
 else
