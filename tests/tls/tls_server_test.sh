@@ -33,6 +33,7 @@ concurrency=100
 abort_every=20
 expected_clients=$((connections + 1))  # the load plus one s_client
 
+: >"$work/server.out"  # exists before the background shell opens it
 LD_PRELOAD=$library ASYNCJOB_STATS=1 "$server" --cert "$work/cert.pem" --key "$work/key.pem" \
   --notify "$mode" --provider-path "$providers" --provider asyncjob --provider default \
   --propquery '?provider=asyncjob' --exit-after "$expected_clients" >"$work/server.out" 2>&1 &
@@ -40,7 +41,7 @@ server_pid=$!
 
 port=
 for _ in $(seq 1 100); do
-  port=$(sed -n 's/^listening on \([0-9][0-9]*\).*/\1/p' "$work/server.out")
+  port=$(sed -n 's/^listening on \([0-9][0-9]*\).*/\1/p' "$work/server.out" || :)
   [ -n "$port" ] && break
   kill -0 "$server_pid" 2>/dev/null || fail "the server exited early"
   sleep 0.1
