@@ -33,6 +33,7 @@ concurrency=100
 abort_every=20
 expected_clients=$((connections + 1))  # the load plus one s_client
 
+: >"$work/server.out"  # polled below, possibly before the server opens it
 LD_PRELOAD=$library ASYNCJOB_STATS=1 "$server" --cert "$work/cert.pem" --key "$work/key.pem" \
   --notify "$mode" --provider-path "$providers" --provider asyncjob --provider default \
   --propquery '?provider=asyncjob' --exit-after "$expected_clients" >"$work/server.out" 2>&1 &
