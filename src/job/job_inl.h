@@ -151,6 +151,11 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
       top = internal::AlignDown16(top - size);
+#if ASYNCJOB_VALGRIND
+      // Memcheck marked the frames of the job's last run no-access as they
+      // were popped; the copy may cover them.
+      VALGRIND_MAKE_MEM_UNDEFINED(top, size);
+#endif
       if (size > 0) std::memcpy(top, arguments, size);
       job->arguments = top;
     } else if (internal::ArgumentsOnTheHeap(job, arguments, size) == Outcome::kError) {
