@@ -137,6 +137,12 @@ void RunCancelHooksAndThrow(Job* job) {
   throw JobCancelled{};
 }
 
+#if ASYNCJOB_VALGRIND
+void MakeAddressable(void* memory, std::size_t size) {
+  VALGRIND_MAKE_MEM_UNDEFINED(memory, size);
+}
+#endif
+
 Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size) {
   job->heap_arguments = std::malloc(size);
   if (job->heap_arguments == nullptr) {

@@ -38,6 +38,12 @@ extern std::atomic<const SwitchHooks*> switch_hooks;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
 [[noreturn]] void ThrowFromPause(void* job);
 Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size);
+#if ASYNCJOB_VALGRIND
+// Out of line: the client request keeps its operands in an array on the
+// stack, which would stop the C API from leaving through the switch by a
+// tail call.
+void MakeAddressable(void* memory, std::size_t size);
+#endif
 
 }  // namespace internal
 
@@ -154,7 +160,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
 #if ASYNCJOB_VALGRIND
       // Memcheck marked the frames of the job's last run no-access as they
       // were popped; the copy may cover them.
-      VALGRIND_MAKE_MEM_UNDEFINED(top, size);
+      internal::MakeAddressable(top, size);
 #endif
       if (size > 0) std::memcpy(top, arguments, size);
       job->arguments = top;
