@@ -329,24 +329,26 @@ class Report:
                 "costs {} when each side switches straight from its loop, {} when it switches "
                 "one call frame down and {} three frames down. After a switch, every return "
                 "into a frame that the other side's calls did not push is mispredicted by the "
-                "CPU's return-stack predictor. A job's full cycle makes four switches, each "
-                "returning through about three frames (`Enter` -> `Start`/`Resume` -> "
-                "`ASYNC_start_job` on the caller's side, `PauseCurrent` -> `ASYNC_pause_job` "
-                "-> the job function on the job's), so it costs about two round trips at that "
-                "depth: {} measured, against {} for two three-frame round trips. libcrypto's "
-                "switches (setjmp/longjmp) also return through frames after every switch, "
-                "and it does more work per call ({} per full cycle).".format(
+                "CPU's return-stack predictor. asyncjob's API avoids them (assembly back end, "
+                "without sanitizers): `ASYNC_start_job` and `ASYNC_pause_job` do their "
+                "bookkeeping before switching and leave through the switch by a tail call, and "
+                "a finishing job does its caller's bookkeeping itself, so the resumed side "
+                "lands directly in the code that called the API. A full cycle costs {}, "
+                "against {} for two three-frame round trips, which is what switches returning "
+                "through the API's frames would cost. libcrypto's switches (setjmp/longjmp) "
+                "return through frames after every switch, and it does more work per call "
+                "({} per full cycle).".format(
                     fmt_time(f0), fmt_time(f1), fmt_time(f3), fmt_time(full),
                     fmt_time(2 * f3), fmt_time(lc_full))]
             if experiment is not None:
                 value = real_ns(experiment)
                 out += [
                     "",
-                    "The experiment row shows the way out: when start, pause and finish do "
-                    "their bookkeeping before switching and reach the switch by a tail call, "
-                    "the resumed side lands directly in its caller and only the job "
-                    "function's own final return is mispredicted. Such a full cycle costs {} "
-                    "({} the floor, {} faster than libcrypto's full cycle).".format(
+                    "The experiment row is the same return-free cycle with no bookkeeping at "
+                    "all (no pool, counters, hooks, per-job exception state or wait context): "
+                    "only the job function's own return after its pause is mispredicted. It "
+                    "costs {} ({} the floor, {} faster than libcrypto's full cycle); the rest "
+                    "of asyncjob's full cycle is that bookkeeping.".format(
                         fmt_time(value), fmt_ratio(value / f0),
                         fmt_ratio(lc_full / value) if lc_full else "-")]
         lc_m = self.scale.get(("libcrypto", 1_000_000))
@@ -583,12 +585,13 @@ class Report:
             "leaves out. Each N runs in a fresh process.",
             "- **raw switch round trip**: asyncjob's `context::Switch()` to a fibre and back, "
             "with nothing else: the floor under every job operation. The deeper variants call "
-            "`Switch()` under 1 or 3 out-of-line frames on each side, as the API does "
-            "(`ASYNC_start_job` -> ... -> `Switch()` on one side, `ASYNC_pause_job` -> ... "
-            "-> `Switch()` on the other): after a switch every return to a frame the other "
-            "side's calls did not push is mispredicted by the return-stack predictor.",
+            "`Switch()` under 1 or 3 out-of-line frames on each side, as an API that switches "
+            "and then returns would (`ASYNC_start_job` -> ... -> `Switch()` on one side, "
+            "`ASYNC_pause_job` -> ... -> `Switch()` on the other): after a switch every return "
+            "to a frame the other side's calls did not push is mispredicted by the "
+            "return-stack predictor.",
             "- **experiment: full cycle with no return after a switch**: not asyncjob's API "
-            "but a measurement of a structure it could adopt (`BM_ReturnFreeCycle` in "
+            "but the structure it uses with none of its bookkeeping (`BM_ReturnFreeCycle` in "
             "`bench/context_floor.cc`): start, pause and finish do their bookkeeping before "
             "switching and end in a tail call to the switch, so the resumed side lands "
             "straight back in its caller; Prepare() per start as the job layer does.",

@@ -26,8 +26,10 @@ int g_depth = 0;  // frames between each side's loop and its Switch()
 
 // Switch() called `depth` out-of-line frames below the caller. After a switch
 // the resumed side returns through frames the other side's calls did not
-// push, as a job's API calls do (ASYNC_start_job -> Start -> Switch on one
-// side, ASYNC_pause_job -> PauseCurrent -> Switch on the other).
+// push, as a job's API calls would if they switched and then returned
+// (ASYNC_start_job -> Start -> Switch on one side, ASYNC_pause_job ->
+// PauseCurrent -> Switch on the other): what the API's return-free entries
+// avoid.
 [[gnu::noinline]] void* SwitchAtDepth(int depth, ctx::Context* from, ctx::Context* to) {
   if (depth == 0) return ctx::Switch(from, to, nullptr);
   void* received = SwitchAtDepth(depth - 1, from, to);
@@ -65,16 +67,15 @@ BENCHMARK(BM_SwitchRoundTrip)->Arg(0)->Arg(1)->Arg(3);
 
 // ----- A design experiment: a job cycle with no return after a switch -----
 //
-// The job layer today switches from inside Enter() and PauseCurrent(), then
-// returns through several frames (Enter -> Start -> ASYNC_start_job on one
-// side, PauseCurrent -> ASYNC_pause_job on the other); every such return is
-// mispredicted after a switch. Here start, pause and finish do their
+// A switch followed by returns through several frames (Enter -> Start ->
+// ASYNC_start_job on one side, PauseCurrent -> ASYNC_pause_job on the other)
+// has every such return mispredicted. Here start, pause and finish do their
 // bookkeeping *before* switching and end in a tail call to the switch, so
 // the resumed side lands straight back in its caller: only the job
 // function's own final return is left. One iteration is a full cycle
 // (start, pause, resume, finish: four switches), with Prepare() per start as
-// the job layer does. Not an implementation: a measurement of what that
-// structure would cost.
+// the job layer does. The API's return-free entries have this structure;
+// this measures it with none of their bookkeeping.
 
 constexpr std::uintptr_t kMiniPaused = 2;
 constexpr std::uintptr_t kMiniFinished = 3;

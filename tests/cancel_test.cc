@@ -315,3 +315,78 @@ TEST(CancelDeathTest, AnExceptionEscapingACJobFunctionIsReported) {
       },
       "asyncjob: a C\\+\\+ exception escaped job 0x[0-9a-f]+");
 }
+
+// The pause being cancelled may be the last call of its caller, which then
+// has no frame of its own left: the unwind starts in the caller's caller.
+namespace {
+__attribute__((noinline)) int PauseAsLastCall() { return ASYNC_pause_job(); }
+
+int PausesThroughATailCall(void*) {
+  Noisy guard("guard");
+  try {
+    PauseAsLastCall();
+  } catch (...) {
+    events.push_back("caught");
+    throw;
+  }
+  return 1;
+}
+
+int PausesTwice(void*) {
+  Noisy guard("guard");
+  ASYNC_pause_job();
+  events.push_back("resumed");
+  ASYNC_pause_job();
+  return 2;
+}
+}  // namespace
+
+TEST_F(Cancel, UnwindsFromAPauseThatWasATailCall) {
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesThroughATailCall, nullptr, 0),
+            ASYNC_PAUSE);
+  ASSERT_EQ(asyncjob_cancel_job(&job), 1);
+  EXPECT_EQ(events, (std::vector<std::string>{"caught", "~guard"}));
+}
+
+TEST_F(Cancel, AResumedAndPausedAgainJobUnwindsFromItsSecondPause) {
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesTwice, nullptr, 0), ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesTwice, nullptr, 0), ASYNC_PAUSE);
+  ASSERT_EQ(asyncjob_cancel_job(&job), 1);
+  EXPECT_EQ(events, (std::vector<std::string>{"resumed", "~guard"}));
+}
+
+TEST_F(Cancel, AJobPausedWhenItsPoolWasCleanedUpIsCancelledAndFreed) {
+  ASYNC_cleanup_thread();
+  std::size_t before = asyncjob_test::CountMappings();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &RaiiThenPause, nullptr, 0), ASYNC_PAUSE);
+  ASYNC_cleanup_thread();
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_R_JOBS_OUTSTANDING);
+  ASSERT_EQ(asyncjob_cancel_job(&job), 1);
+  EXPECT_EQ(events, (std::vector<std::string>{"~inner", "~outer"}));
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
+}
+
+TEST_F(Cancel, AJobThatPausedAfterItsPoolWasCleanedUpIsCancelledAndFreed) {
+  ASYNC_cleanup_thread();
+  std::size_t before = asyncjob_test::CountMappings();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesTwice, nullptr, 0), ASYNC_PAUSE);
+  ASYNC_cleanup_thread();
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_R_JOBS_OUTSTANDING);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_PAUSE);
+  ASSERT_EQ(asyncjob_cancel_job(&job), 1);
+  EXPECT_EQ(job, nullptr);
+  EXPECT_EQ(events, (std::vector<std::string>{"resumed", "~guard"}));
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
+}

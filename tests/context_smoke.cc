@@ -611,6 +611,66 @@ void TestIndirectEntryPoints() {
 #endif
 
 // ---------------------------------------------------------------------------
+// Return-free switching: each side leaves through a tail call of the switch,
+// which then returns straight into that side's caller; a suspended side can
+// be diverted into a function that throws into the code it paused in.
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+__attribute__((noinline)) int LeaveFibre(int value) {
+  return ctx::SwitchAndReturn(&g_fibre, &g_main, value);
+}
+
+__attribute__((noinline)) int EnterFibre(int value) {
+  return ctx::SwitchAndReturn(&g_main, &g_fibre, value);
+}
+
+constexpr int kReturnFreeRounds = 1000;
+constexpr int kDivertedDone = 4321;
+
+// Pauses in a try block: the diversion's exception lands in its handler.
+__attribute__((noinline)) int PauseUntilThrown(int value, int* after) {
+  try {
+    *after = LeaveFibre(value);
+  } catch (const std::runtime_error& e) {
+    return e.what()[0] == 'd' ? 1 : 2;
+  }
+  return 0;
+}
+
+void ReturnFreeEntry(void* transfer, void*) {
+  int received = static_cast<int>(FromPtr(transfer));
+  for (int i = 0; i < kReturnFreeRounds; ++i) {
+    CHECK(received == 2 * i);
+    received = LeaveFibre(2 * i + 1);
+  }
+  CHECK(received == 2 * kReturnFreeRounds);
+  int after = -1;
+  int outcome = PauseUntilThrown(7, &after);
+  CHECK(outcome == 1);
+  CHECK(after == -1);
+  ctx::SwitchForGood(&g_fibre, &g_main, ToPtr(kDivertedDone));
+}
+
+[[noreturn]] void ThrowDiverted(void* message) {
+  throw std::runtime_error(static_cast<const char*>(message));
+}
+
+void TestReturnFreeSwitchAndDivert() {
+  Stack stack(kStackSize);
+  ctx::InitializeThreadContext(&g_main);
+  ctx::Prepare(&g_fibre, stack.low(), stack.size(), &ReturnFreeEntry, nullptr);
+  for (int i = 0; i < kReturnFreeRounds; ++i) CHECK(EnterFibre(2 * i) == 2 * i + 1);
+  CHECK(EnterFibre(2 * kReturnFreeRounds) == 7);
+  char message[] = "diverted";
+  ctx::Diversion diversion{nullptr, &ThrowDiverted, message};
+  ctx::Divert(&g_fibre, &diversion);
+  CHECK(diversion.return_address != nullptr);
+  CHECK(ctx::Switch(&g_main, &g_fibre, &diversion) == ToPtr(kDivertedDone));
+  ctx::Destroy(&g_fibre);
+}
+#endif
+
+// ---------------------------------------------------------------------------
 
 struct Test {
   const char* name;
@@ -629,6 +689,9 @@ const Test kTests[] = {
     {"unwinding_in_fibre", &TestUnwindingInFibre},
 #if !ASYNCJOB_CONTEXT_UCONTEXT
     {"indirect_entry_points", &TestIndirectEntryPoints},
+#endif
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+    {"return_free_switch_and_divert", &TestReturnFreeSwitchAndDivert},
 #endif
 };
 

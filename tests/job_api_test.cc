@@ -451,6 +451,81 @@ TEST_F(JobApi, CleanupWithPausedJobsFreesThemWhenTheyFinish) {
   }
 }
 
+// A job cannot free the stack it runs on: one whose pool starts closing
+// while it runs (ASYNC_cleanup_thread() called inside it) is freed after it
+// has left, by the thread's next entry into a job, cleanup or exit.
+int CleanUpThreadThenReturnArg(void* arg) {
+  ASYNC_cleanup_thread();
+  return *static_cast<int*>(arg);
+}
+
+int CleanUpThreadThenPauseThenReturnArg(void* arg) {
+  ASYNC_cleanup_thread();
+  ASYNC_pause_job();
+  return *static_cast<int*>(arg);
+}
+
+TEST_F(JobApi, CleanupInsideARunningJobFreesItAfterItFinishes) {
+  ASYNC_cleanup_thread();
+  std::size_t before = asyncjob_test::CountMappings();
+  asyncjob_stats start;
+  ASSERT_EQ(asyncjob_get_stats(&start), 1);
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  int value = 17;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value,
+                            sizeof value),
+            ASYNC_FINISH);
+  EXPECT_EQ(ret, 17);
+  EXPECT_EQ(job, nullptr);
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_R_JOBS_OUTSTANDING);
+  // The thread carries on with a new pool; its first job frees the old one.
+  EXPECT_EQ(RunToFinish(&ReturnSeven, nullptr, 0), 7);
+  ASYNC_cleanup_thread();
+  asyncjob_stats end;
+  ASSERT_EQ(asyncjob_get_stats(&end), 1);
+  EXPECT_EQ(end.jobs_freed - start.jobs_freed, end.jobs_created - start.jobs_created);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before) << "both stacks went";
+  }
+}
+
+TEST_F(JobApi, CleanupInsideARunningJobThatThenPausesFreesItWhenItFinishes) {
+  ASYNC_cleanup_thread();
+  std::size_t before = asyncjob_test::CountMappings();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  int value = 23;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenPauseThenReturnArg,
+                            &value, sizeof value),
+            ASYNC_PAUSE);
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_R_JOBS_OUTSTANDING);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 23);
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
+}
+
+TEST_F(JobApi, CleanupInsideARunningJobThenThreadExitFreesIt) {
+  std::thread([] { std::vector<char> warm(1000); (void)warm; }).join();
+  std::size_t before = asyncjob_test::CountMappings();
+  std::thread worker([] {
+    ASYNC_JOB* job = nullptr;
+    int ret = 0;
+    int value = 5;
+    ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value,
+                              sizeof value),
+              ASYNC_FINISH);
+    EXPECT_EQ(ret, 5);
+    asyncjob_clear_errors();
+  });
+  worker.join();
+  if (asyncjob_test::MappingCountsAreExact()) {
+    EXPECT_EQ(asyncjob_test::CountMappings(), before);
+  }
+}
+
 TEST_F(JobApi, ThreadExitCleansUpItsPool) {
   // A first thread lets the C library set up what it keeps after a thread
   // (a cached thread stack, a malloc arena), so that only our mappings count.

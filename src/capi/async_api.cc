@@ -46,6 +46,40 @@ int FinishJob(Job* job) {
   return result;
 }
 
+// A fresh job from this thread's pool, attached to `wait` and ready to run;
+// nullptr with *status (error queued unless ASYNC_NO_JOBS) when there is none.
+Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t size,
+                   int* status) {
+  *status = ASYNC_ERR;
+  Pool* pool = Pool::ForThisThread(true);
+  if (pool == nullptr) return nullptr;
+  bool exhausted = false;
+  Job* job = pool->Acquire(&exhausted);
+  if (job == nullptr) {
+    if (exhausted) *status = ASYNC_NO_JOBS;
+    return nullptr;
+  }
+  if (wait != nullptr) wait->attached_job = job;
+  if (!asyncjob::job::PrepareStart(job, func, args, size, wait)) {
+    FinishJob(job);
+    return nullptr;
+  }
+  return job;
+}
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+// Return-free entries (see job.h): the job itself does, before switching
+// back, what ASYNC_start_job would do after the switch. This is its end,
+// run on its own stack: FinishJob() (the job layer then releases it) and
+// the caller's outcome.
+int FinishOnItsOwnStack(Job* job) {
+  if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
+  *job->outcome_result = job->result;
+  *static_cast<ASYNC_JOB**>(job->outcome_handle) = nullptr;
+  return ASYNC_FINISH;
+}
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -65,11 +99,11 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
                job == nullptr ? "job" : "ret");
     return ASYNC_ERR;
   }
-  Outcome outcome;
   Job* running = FromHandle(*job);
   if (running != nullptr) {
-    outcome = asyncjob::job::Resume(running);
-    if (outcome == Outcome::kError) return ASYNC_ERR;
+    if (!asyncjob::job::PrepareResume(running)) return ASYNC_ERR;
+    // Resuming: the fds changed in the previous round have been seen.
+    if (WaitContext* wait = WaitContextOf(running)) wait->StartNewRound();
   } else {
     if (func == nullptr) {
       QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_start_job: func is NULL");
@@ -83,19 +117,21 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
                  wait->attached_job);
       return ASYNC_ERR;
     }
-    Pool* pool = Pool::ForThisThread(true);
-    if (pool == nullptr) return ASYNC_ERR;
-    bool exhausted = false;
-    running = pool->Acquire(&exhausted);
-    if (running == nullptr) return exhausted ? ASYNC_NO_JOBS : ASYNC_ERR;
-    if (wait != nullptr) wait->attached_job = running;
-    outcome = asyncjob::job::Start(running, func, args, size, wait);
-    if (outcome == Outcome::kError) {
-      FinishJob(running);
-      return ASYNC_ERR;
-    }
+    int status;
+    running = PrepareNewJob(wait, func, args, size, &status);
+    if (running == nullptr) return status;
   }
-  if (outcome == Outcome::kPaused) {
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  if (asyncjob::job::CanReturnFree(running)) [[likely]] {
+    // Leave through the switch: the job's pause (ASYNC_pause_job) or end
+    // (FinishOnItsOwnStack) stores the outcome and returns to our caller.
+    running->outcome_handle = job;
+    running->outcome_result = ret;
+    running->finish = &FinishOnItsOwnStack;
+    return asyncjob::job::EnterReturnFree(running);
+  }
+#endif
+  if (asyncjob::job::Run(running) == Outcome::kPaused) {
     *job = ToHandle(running);
     return ASYNC_PAUSE;
   }
@@ -105,12 +141,18 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
 }
 
 int ASYNC_pause_job(void) {
-  if (asyncjob::job::PauseCurrent()) {
-    // Resumed: the fds changed in the previous round have been seen.
-    if (WaitContext* wait = WaitContextOf(asyncjob::job::CurrentJob())) {
-      wait->StartNewRound();
-    }
+  Job* job = asyncjob::job::CurrentJob();
+  if (!asyncjob::job::CanPause(job)) return 1;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  if (job->return_free) [[likely]] {
+    // ASYNC_start_job's part of the pause, then leave through the switch:
+    // ASYNC_PAUSE goes to the code that called ASYNC_start_job, and the
+    // resume returns 1 straight to our caller.
+    *static_cast<ASYNC_JOB**>(job->outcome_handle) = ToHandle(job);
+    return asyncjob::job::PauseReturnFree(job, ASYNC_PAUSE);
   }
+#endif
+  asyncjob::job::PauseCurrent(job);
   return 1;
 }
 

@@ -36,6 +36,15 @@
 #include <ucontext.h>
 #endif
 
+// Whether switches can be left through by a tail call (SwitchAndReturn()
+// and Divert() below): the assembly back end, without sanitizers, whose
+// fibre annotations need code to run after every switch.
+#if !ASYNCJOB_CONTEXT_UCONTEXT && !ASYNCJOB_ASAN && !ASYNCJOB_TSAN
+#define ASYNCJOB_CONTEXT_RETURN_FREE 1
+#else
+#define ASYNCJOB_CONTEXT_RETURN_FREE 0
+#endif
+
 namespace asyncjob::context {
 
 // The function a fresh context starts in. It receives the transfer value of
@@ -85,6 +94,32 @@ void* Switch(Context* from, Context* to, void* transfer);
 // Like Switch(), for a context that will never be resumed again (until it is
 // prepared anew).
 [[noreturn]] void SwitchForGood(Context* from, Context* to, void* transfer);
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+// Return-free switching. A switch returns on the resumed side through code
+// whose calls were made on another stack: every function return executed
+// there, until that side makes new calls, is one the CPU's return predictor
+// gets wrong. These let the code around a switch avoid them.
+
+// Switch() as the last step of a function returning int: written
+// `return SwitchAndReturn(from, to, value);` it compiles to a jump, so that
+// when *from is resumed the switch returns straight into that function's
+// caller, handing it the int transfer value of the switch that resumed *from.
+// Whatever the function must do after being resumed, the resuming side does.
+inline int SwitchAndReturn(Context* from, Context* to, int transfer);
+
+// Diverting a context suspended by a switch: when next switched to with
+// `&diversion` as the transfer value, it calls diversion.function(argument)
+// as if the code it was suspended in had made that call just after its
+// switch returned (so the function may throw into that code), instead of
+// returning there. Divert() fills in return_address.
+struct Diversion {
+  void* return_address;
+  void (*function)(void*);
+  void* argument;
+};
+inline void Divert(Context* paused, Diversion* diversion);
+#endif
 
 // "x86_64-sysv", "aarch64-aapcs" or "ucontext".
 const char* BackendName();

@@ -156,6 +156,46 @@ asyncjob_context_switch:
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
 
+/* void *asyncjob_context_divert(void *saved_sp)
+ *   x0 = stack pointer of a context saved by the switch
+ * Makes that context resume in asyncjob_context_diverted instead of at its
+ * return address (x30), which is returned. */
+        .globl  asyncjob_context_divert
+        .hidden asyncjob_context_divert
+        .type   asyncjob_context_divert, %function
+        .p2align 4
+asyncjob_context_divert:
+        .cfi_startproc
+        BTI_C
+        ldr     x9, [x0, #168]          /* the saved x30 */
+        adr     x10, asyncjob_context_diverted
+        str     x10, [x0, #168]
+        mov     x0, x9
+        ret
+        .cfi_endproc
+        .size   asyncjob_context_divert, .-asyncjob_context_divert
+
+/* Where a diverted context resumes, entered by the switch's `ret`: x0 holds
+ * the transfer value, a pointer to { return address, function, argument },
+ * and the callee-saved registers and sp are those of the code the context
+ * was saved in, just after its call to the switch. Loading the return
+ * address into x30 recreates that call, so that function(argument) runs as
+ * if called from that very call site: it may unwind (throw) into the code
+ * the context was paused in. */
+        .type   asyncjob_context_diverted, %function
+        .p2align 4
+asyncjob_context_diverted:
+        .cfi_startproc
+        .cfi_undefined x30              /* until x30 is reloaded below */
+        BTI_J                           /* entered by `ret` (see the header) */
+        ldr     x30, [x0]               /* the return address */
+        .cfi_same_value x30
+        ldr     x16, [x0, #8]           /* function: through x16, which a */
+        ldr     x0, [x0, #16]           /* `bti c` landing pad accepts */
+        br      x16
+        .cfi_endproc
+        .size   asyncjob_context_diverted, .-asyncjob_context_diverted
+
 /* void *asyncjob_context_make(void *stack_top, void (*shim)(void *, void *),
  *                             void *argument)
  *   x0 = top of the new stack, 16-byte aligned

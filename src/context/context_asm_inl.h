@@ -7,6 +7,8 @@
 #ifndef ASYNCJOB_SRC_CONTEXT_CONTEXT_ASM_INL_H_
 #define ASYNCJOB_SRC_CONTEXT_CONTEXT_ASM_INL_H_
 
+#include <cstdint>
+
 #include "context/annotations.h"
 
 extern "C" {
@@ -14,6 +16,18 @@ extern "C" {
 // stack, stores the stack pointer in *save_sp, loads load_sp and pops the
 // registers saved there. Returns `transfer` on the resumed side.
 void* asyncjob_context_switch(void** save_sp, void* load_sp, void* transfer);
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+// The same routine seen as returning an int, so that a function returning
+// int can leave through it by a tail call (see SwitchAndReturn()).
+int asyncjob_context_switch_int(void** save_sp, void* load_sp, std::intptr_t transfer)
+    __asm__("asyncjob_context_switch");
+
+// Makes the context saved at saved_sp resume in a stub that calls
+// function(argument), read from the Diversion its transfer value points to,
+// in place of returning; returns the return address it replaced.
+void* asyncjob_context_divert(void* saved_sp);
+#endif
 
 // Builds at stack_top (16-byte aligned, growing down) a frame that the switch
 // can load: it "returns" into a trampoline that calls shim(transfer, argument)
@@ -40,6 +54,16 @@ inline void* Switch(Context* from, Context* to, void* transfer) {
   asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
   __builtin_unreachable();
 }
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+inline int SwitchAndReturn(Context* from, Context* to, int transfer) {
+  return asyncjob_context_switch_int(&from->stack_pointer, to->stack_pointer, transfer);
+}
+
+inline void Divert(Context* paused, Diversion* diversion) {
+  diversion->return_address = asyncjob_context_divert(paused->stack_pointer);
+}
+#endif
 
 }  // namespace asyncjob::context
 

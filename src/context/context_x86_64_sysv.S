@@ -126,6 +126,46 @@ asyncjob_context_switch:
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
 
+/* void *asyncjob_context_divert(void *saved_sp)
+ *   rdi = stack pointer of a context saved by the switch
+ * Makes that context resume in asyncjob_context_diverted instead of at its
+ * return address, which is returned. */
+        .globl  asyncjob_context_divert
+        .hidden asyncjob_context_divert
+        .type   asyncjob_context_divert, @function
+        .p2align 4
+asyncjob_context_divert:
+        .cfi_startproc
+        ENDBR
+        movq    56(%rdi), %rax          /* the saved return address */
+        leaq    asyncjob_context_diverted(%rip), %rcx
+        movq    %rcx, 56(%rdi)
+        ret
+        .cfi_endproc
+        .size   asyncjob_context_divert, .-asyncjob_context_divert
+
+/* Where a diverted context resumes, entered by the switch's jump: rax holds
+ * the transfer value, a pointer to { return address, function, argument },
+ * and every other callee-saved register and rsp are those of the code the
+ * context was saved in, just after its call to the switch. Pushing the
+ * return address rebuilds that call's frame, so that function(argument)
+ * runs as if called from that very call site: it may unwind (throw) into
+ * the code the context was paused in. */
+        .type   asyncjob_context_diverted, @function
+        .p2align 4
+asyncjob_context_diverted:
+        .cfi_startproc
+        .cfi_def_cfa_offset 0
+        .cfi_undefined %rip             /* until the call frame is rebuilt */
+        ENDBR
+        pushq   (%rax)                  /* the return address */
+        .cfi_def_cfa_offset 8
+        .cfi_offset %rip, -8
+        movq    16(%rax), %rdi          /* function(argument) */
+        jmp     *8(%rax)
+        .cfi_endproc
+        .size   asyncjob_context_diverted, .-asyncjob_context_diverted
+
 /* void *asyncjob_context_make(void *stack_top, void (*shim)(void *, void *),
  *                             void *argument)
  *   rdi = top of the new stack, 16-byte aligned

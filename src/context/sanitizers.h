@@ -40,6 +40,7 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 #if ASYNCJOB_VALGRIND
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #endif
 

@@ -105,8 +105,27 @@ std::atomic<const SwitchHooks*> switch_hooks{nullptr};
     job->heap_arguments = nullptr;
   }
   stack::CheckCanary(job->stack, job);
-  this_thread.current = job->parent;
+  ThreadState& thread = this_thread;
+  thread.current = job->parent;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  if (job->return_free) {
+    // Nobody waits after a switch for this job to end: do the caller's work
+    // here, and hand the caller its return value directly.
+    EndEntry(job, thread, /*finished=*/true);
+    int value = job->finish(job);
+    context::Context* from = &job->fibre;
+    context::Context* to = job->resume_to;
+    Release(job, /*on_its_own_stack=*/true);  // nothing reuses it before we left
+    context::SwitchForGood(from, to, reinterpret_cast<void*>(static_cast<std::intptr_t>(value)));
+  }
+#endif
   context::SwitchForGood(&job->fibre, job->resume_to, kFinishedToken);
+}
+
+// The function a cancelled job paused by PauseReturnFree() calls, as if from
+// its pause: see Cancel().
+[[noreturn]] void ThrowFromPause(void* job) {
+  RunCancelHooksAndThrow(static_cast<Job*>(job));
 }
 
 void RunCancelHooksAndThrow(Job* job) {
@@ -117,6 +136,12 @@ void RunCancelHooksAndThrow(Job* job) {
   }
   throw JobCancelled{};
 }
+
+#if ASYNCJOB_VALGRIND
+void MakeAddressable(void* memory, std::size_t size) {
+  VALGRIND_MAKE_MEM_UNDEFINED(memory, size);
+}
+#endif
 
 Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size) {
   job->heap_arguments = std::malloc(size);
@@ -140,6 +165,7 @@ namespace {
 // mirrored any more, and a pool with paused jobs only loses its idle ones.
 __attribute__((destructor)) void CleanUpTheExitingThread() {
   base::SetErrorMirror(nullptr);
+  FreeFinishedUnfreedJobs();
   Pool* pool = this_thread.pool;
   if (pool == nullptr) return;
   if (pool->in_use() == 0) {
@@ -228,6 +254,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
 
 void Pool::CleanupThisThread() {
   ThreadState& thread = this_thread;
+  FreeFinishedUnfreedJobs();
   Pool* pool = thread.pool;
   if (pool == nullptr) return;
   pool->FreeIdleJobs();
@@ -292,6 +319,25 @@ void ReleaseToClosingPool(Job* job) {
   if (pool->total_ == 0) DeletePool(pool);
 }
 
+void DeferFreeToClosingPool(Job* job) {
+  ThreadState& thread = this_thread;
+  job->next_idle = thread.finished_unfreed;
+  thread.finished_unfreed = job;
+  // Should the thread exit without entering another job, free it then.
+  pthread_once(&thread_exit_key_once, &MakeThreadExitKey);
+  if (pthread_getspecific(thread_exit_key) == nullptr) {
+    pthread_setspecific(thread_exit_key, &thread);
+  }
+}
+
+void FreeFinishedUnfreedJobs() {
+  ThreadState& thread = this_thread;
+  while (Job* job = thread.finished_unfreed) {
+    thread.finished_unfreed = job->next_idle;
+    ReleaseToClosingPool(job);
+  }
+}
+
 // ----- Running jobs -----
 
 bool CheckResumable(const Job* job) {
@@ -321,7 +367,17 @@ Outcome Cancel(Job* job) {
   if (!CheckResumable(job)) return Outcome::kError;
   job->cancel_requested = true;
   ++this_thread.counters.cancels;
-  Outcome outcome = internal::Enter(job);
+  void* transfer = internal::kResumedToken;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  // A job paused by PauseReturnFree() resumes straight in the code that
+  // called the pause: make it throw from there instead.
+  context::Diversion diversion{nullptr, &internal::ThrowFromPause, job};
+  if (job->return_free) {
+    context::Divert(&job->fibre, &diversion);
+    transfer = &diversion;
+  }
+#endif
+  Outcome outcome = internal::Enter(job, transfer);
   // Pausing is disabled while cancelling, so the job ran to its end.
   return outcome;
 }

@@ -18,6 +18,13 @@
 //   while (outcome == Outcome::kPaused) { wait...; outcome = Resume(job); }
 //   int result = job->result;
 //   Release(job);
+//
+// Return-free entries (ASYNCJOB_CONTEXT_RETURN_FREE builds): instead of
+// Start()/Resume(), which switch into the job and return once it paused or
+// finished, the C API enters a job with EnterReturnFree() as its own last
+// step, so that the job's pause or end returns straight into the C API's
+// caller (see context::SwitchAndReturn()). All the work that follows a
+// switch is then done by the other side before it switches.
 #ifndef ASYNCJOB_SRC_JOB_JOB_H_
 #define ASYNCJOB_SRC_JOB_JOB_H_
 
@@ -75,14 +82,26 @@ struct Job {
   CancelHook cancel_hooks[kMaxCancelHooks] = {};
   ExceptionState exception_state;
   bool fresh = false;                     // entered for the first time next
+  // Entered by EnterReturnFree(): its pause and its end switch straight back
+  // to the code that called the C API, and do the caller's work themselves.
+  bool return_free = false;
+  ExceptionState outside_exceptions;      // the caller's, while the job runs
+  // For return-free entries, owned by the C API: where its caller wants the
+  // job's handle and result, and what finishes the job on its own stack
+  // (returns the value handed to the caller).
+  void* outcome_handle = nullptr;
+  int* outcome_result = nullptr;
+  int (*finish)(Job* job) = nullptr;
   void* hook_state[2] = {nullptr, nullptr};  // owned by the SwitchHooks
   stack::Stack stack;
 };
 
 // Code that must follow every entry into and exit from a job (for example
-// to keep libcrypto's per-thread default library context per job). Both run
-// on the caller's side: entering() just before the job runs (job->fresh
-// tells a start from a resume), left() just after it paused or finished.
+// to keep libcrypto's per-thread default library context per job).
+// entering() runs on the caller's side just before the job runs (job->fresh
+// tells a start from a resume); left() once it paused or finished, with
+// CurrentJob() its parent again: on the caller's side after the switch, or,
+// for return-free entries, on the job's stack just before the switch.
 struct SwitchHooks {
   void (*entering)(Job* job);
   void (*left)(Job* job);
@@ -115,6 +134,9 @@ struct ThreadState {
   bool thread_context_ready = false;
   int live_pools = 0;  // this one and closing ones whose paused jobs remain
   ExceptionState* exceptions = nullptr;  // the C++ runtime's, for this thread
+  // Return-free jobs of closing pools that finished on their own stacks,
+  // which they could not free: freed at the next entry or cleanup.
+  Job* finished_unfreed = nullptr;
   Counters counters;
 };
 
@@ -150,8 +172,10 @@ class Pool {
   void FreeIdleJobs();
 
  private:
-  friend void Release(Job* job);
+  friend void Release(Job* job, bool on_its_own_stack);
   friend void ReleaseToClosingPool(Job* job);
+  friend void FreeFinishedUnfreedJobs();
+  friend bool CanReturnFree(const Job* job);
   friend void DeletePool(Pool* pool);
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
@@ -169,25 +193,59 @@ class Pool {
   bool closing_ = false;  // cleaned up while jobs were still paused
 };
 
-// Runs a fresh job until it pauses or finishes. kError (error queued) when
-// its arguments cannot be copied; the job is then still the caller's to
-// Release().
-inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-                     std::size_t size, void* user_data);
+// Makes a fresh job ready to run (Run() or EnterReturnFree() then runs it).
+// false (error queued) when its arguments cannot be copied; the job is then
+// still the caller's to Release().
+inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
+                         std::size_t size, void* user_data);
 
 // Whether `job` is paused and belongs to this thread; queues the reason
 // when not.
 bool CheckResumable(const Job* job);
 
-// Resumes a paused job. kError (error queued, job untouched) when it is not
-// paused or belongs to another thread.
+// The same, inline for the common case, and counts the resume to come.
+inline bool PrepareResume(Job* job);
+
+// Runs a started or resumed job until it pauses or finishes.
+inline Outcome Run(Job* job);
+
+// Start: PrepareStart() and Run(). kError (error queued) as PrepareStart().
+inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
+                     std::size_t size, void* user_data);
+
+// Resume: PrepareResume() and Run(). kError (error queued, job untouched)
+// when it is not paused or belongs to another thread.
 inline Outcome Resume(Job* job);
 
-// Pauses the current job. Returns false without pausing when there is no
-// current job or pausing is blocked; true once the job has been resumed.
-// Throws JobCancelled (after running the job's cancel hooks, newest first)
-// when it is resumed by Cancel().
-inline bool PauseCurrent();
+// Whether the current job (may be nullptr) can pause now: not blocked, not
+// being cancelled.
+inline bool CanPause(const Job* job);
+
+// Pauses the current job, which CanPause(); returns once it has been
+// resumed. Throws JobCancelled (after running the job's cancel hooks,
+// newest first) when it is resumed by Cancel().
+inline void PauseCurrent(Job* job);
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+// Whether `job` may be entered by EnterReturnFree(): not if its pool is
+// closing, since the job must then be freed when it finishes, which it
+// cannot do on its own stack.
+inline bool CanReturnFree(const Job* job);
+
+// Runs a started or resumed job (see PrepareStart(), PrepareResume()), as
+// the caller's last step: `return EnterReturnFree(job);`. The job's next
+// PauseReturnFree(job, value) returns `value` to the caller's caller; its
+// end returns job->finish(job), which the C API sets.
+inline int EnterReturnFree(Job* job);
+
+// Pauses the current job, which CanPause() and was entered by
+// EnterReturnFree(), as the caller's last step: `return
+// PauseReturnFree(job, value);`. Returns `value` to the code that called
+// the function that entered the job; returns 1 to the caller's caller when
+// the job is resumed. Cancel() resumes it by throwing JobCancelled from
+// there instead.
+inline int PauseReturnFree(Job* job, int value);
+#endif
 
 // Cancels a paused job: resumes it with JobCancelled thrown from its pause,
 // so that its stack unwinds, until it finishes (pausing is disabled
@@ -201,8 +259,10 @@ bool AddCancelHook(void (*function)(void*), void* argument);
 // false when the current job has no such hook (nothing queued).
 bool RemoveCancelHook(void (*function)(void*), void* argument);
 
-// Returns a job that finished (or never started) to its pool.
-inline void Release(Job* job);
+// Returns a job that finished (or never started) to its pool. A job
+// releasing itself as it finishes says so: if its pool is closing, it is
+// freed later, since it cannot free the stack it runs on.
+inline void Release(Job* job, bool on_its_own_stack = false);
 
 }  // namespace asyncjob::job
 

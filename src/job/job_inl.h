@@ -6,7 +6,11 @@
 // and ASYNC_pause_job themselves, and the code that runs after a switch
 // returns through as few frames as possible (each such return is one the
 // CPU's return predictor gets wrong, since the last calls it saw were made
-// on the other stack). Slow and cold paths stay out of line in job.cc.
+// on the other stack). Where the back end allows it, the C API goes further
+// and returns through no frame at all: EnterReturnFree() and
+// PauseReturnFree() are its tail calls of the switch, and each side does,
+// before switching, the bookkeeping the other side used to do after it.
+// Slow and cold paths stay out of line in job.cc.
 #ifndef ASYNCJOB_SRC_JOB_JOB_INL_H_
 #define ASYNCJOB_SRC_JOB_JOB_INL_H_
 
@@ -23,20 +27,39 @@ namespace internal {
 inline void* const kPausedToken = reinterpret_cast<void*>(std::uintptr_t{1});
 inline void* const kFinishedToken = reinterpret_cast<void*>(std::uintptr_t{2});
 
+// What a paused job's pause returns when it is resumed (it is also
+// ASYNC_pause_job()'s value).
+inline void* const kResumedToken = reinterpret_cast<void*>(std::uintptr_t{1});
+inline constexpr int kResumedValue = 1;
+
 extern std::atomic<const SwitchHooks*> switch_hooks;
 
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
+[[noreturn]] void ThrowFromPause(void* job);
 Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size);
+#if ASYNCJOB_VALGRIND
+// Out of line: the client request keeps its operands in an array on the
+// stack, which would stop the C API from leaving through the switch by a
+// tail call.
+void MakeAddressable(void* memory, std::size_t size);
+#endif
+
+}  // namespace internal
+
+void FreeFinishedUnfreedJobs();
+void DeferFreeToClosingPool(Job* job);
+
+namespace internal {
 
 inline std::byte* AlignDown16(std::byte* p) {
   return reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) &
                                       ~std::uintptr_t{15});
 }
 
-// Runs `job` (fresh or paused) on this thread until it pauses or finishes.
-inline Outcome Enter(Job* job) {
-  ThreadState& thread = this_thread;
+// The bookkeeping of entering `job` (fresh or paused), before the switch.
+inline void BeginEntry(Job* job, ThreadState& thread) {
+  if (thread.finished_unfreed != nullptr) [[unlikely]] FreeFinishedUnfreedJobs();
   job->parent = thread.current;
   job->resume_to = thread.current != nullptr ? &thread.current->fibre : &thread.thread_context;
   job->state = JobState::kRunning;
@@ -46,18 +69,36 @@ inline Outcome Enter(Job* job) {
   job->fresh = false;
   // The job gets its own C++ exception state for as long as it runs.
   ExceptionState* exceptions = thread.exceptions;
-  ExceptionState outside = *exceptions;
+  job->outside_exceptions = *exceptions;
   *exceptions = job->exception_state;
-  void* token = context::Switch(job->resume_to, &job->fibre, nullptr);
+}
+
+// The bookkeeping of `job` having paused or finished (thread.current is
+// its parent again). Runs after the switch back from the job, or, for
+// return-free entries, in the job before it.
+inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
+  ExceptionState* exceptions = thread.exceptions;
   job->exception_state = *exceptions;
-  *exceptions = outside;
+  *exceptions = job->outside_exceptions;
+  const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
   if (hooks != nullptr) hooks->left(job);
-  if (token == kFinishedToken) {
-    ++this_thread.counters.finishes;
-    return Outcome::kFinished;
+  if (finished) {
+    ++thread.counters.finishes;
+  } else {
+    ++thread.counters.pauses;
   }
-  ++this_thread.counters.pauses;
-  return Outcome::kPaused;
+}
+
+// Runs `job` until it pauses or finishes; `transfer` is what its pause
+// returns (its entry function ignores it).
+inline Outcome Enter(Job* job, void* transfer) {
+  ThreadState& thread = this_thread;
+  BeginEntry(job, thread);
+  job->return_free = false;
+  void* token = context::Switch(job->resume_to, &job->fibre, transfer);
+  bool finished = token == kFinishedToken;
+  EndEntry(job, this_thread, finished);
+  return finished ? Outcome::kFinished : Outcome::kPaused;
 }
 
 }  // namespace internal
@@ -80,7 +121,7 @@ inline Job* Pool::Acquire(bool* exhausted) {
 
 void ReleaseToClosingPool(Job* job);
 
-inline void Release(Job* job) {
+inline void Release(Job* job, bool on_its_own_stack) {
   if (job->heap_arguments != nullptr) {
     std::free(job->heap_arguments);
     job->heap_arguments = nullptr;
@@ -90,7 +131,11 @@ inline void Release(Job* job) {
   job->user_data = nullptr;
   Pool* pool = job->pool;
   if (pool->closing_) [[unlikely]] {
-    ReleaseToClosingPool(job);
+    if (on_its_own_stack) {
+      DeferFreeToClosingPool(job);
+    } else {
+      ReleaseToClosingPool(job);
+    }
     return;
   }
   job->next_idle = pool->idle_;
@@ -98,10 +143,10 @@ inline void Release(Job* job) {
   ++pool->idle_count_;
 }
 
-inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-                     std::size_t size, void* user_data) {
+inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
+                         std::size_t size, void* user_data) {
   std::byte* top = job->header_start;
-  job->user_data = user_data;  // set first: the caller detaches it on kError
+  job->user_data = user_data;  // set first: the caller detaches it on failure
 #if ASYNCJOB_ASAN
   // Frames abandoned by the job's previous run may still be poisoned.
   ASAN_UNPOISON_MEMORY_REGION(job->stack.low, top - job->stack.low);
@@ -112,10 +157,15 @@ inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
       top = internal::AlignDown16(top - size);
+#if ASYNCJOB_VALGRIND
+      // Memcheck marked the frames of the job's last run no-access as they
+      // were popped; the copy may cover them.
+      internal::MakeAddressable(top, size);
+#endif
       if (size > 0) std::memcpy(top, arguments, size);
       job->arguments = top;
     } else if (internal::ArgumentsOnTheHeap(job, arguments, size) == Outcome::kError) {
-      return Outcome::kError;
+      return false;
     }
   }
   job->function = function;
@@ -130,29 +180,62 @@ inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
                    &internal::JobEntry, job);
   job->fresh = true;
   ++this_thread.counters.starts;
-  return internal::Enter(job);
+  return true;
+}
+
+inline bool PrepareResume(Job* job) {
+  // One comparison covers the common case: paused, and this thread's.
+  if (job->owner != &this_thread || job->state != JobState::kPaused) [[unlikely]] {
+    if (!CheckResumable(job)) return false;
+  }
+  ++this_thread.counters.resumes;
+  return true;
+}
+
+inline Outcome Run(Job* job) { return internal::Enter(job, internal::kResumedToken); }
+
+inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
+                     std::size_t size, void* user_data) {
+  if (!PrepareStart(job, function, arguments, size, user_data)) return Outcome::kError;
+  return Run(job);
 }
 
 inline Outcome Resume(Job* job) {
-  // One comparison covers the common case: paused, and this thread's.
-  if (job->owner != &this_thread || job->state != JobState::kPaused) [[unlikely]] {
-    if (!CheckResumable(job)) return Outcome::kError;
-  }
-  ++this_thread.counters.resumes;
-  return internal::Enter(job);
+  if (!PrepareResume(job)) return Outcome::kError;
+  return Run(job);
 }
 
-inline bool PauseCurrent() {
+inline bool CanPause(const Job* job) {
+  return job != nullptr && job->block_depth == 0 && !job->cancel_requested;
+}
+
+inline void PauseCurrent(Job* job) {
   ThreadState& thread = this_thread;
-  Job* job = thread.current;
-  if (job == nullptr || job->block_depth > 0 || job->cancel_requested) return false;
   stack::CheckCanary(job->stack, job);
   job->state = JobState::kPaused;
   thread.current = job->parent;
   context::Switch(&job->fibre, job->resume_to, internal::kPausedToken);
   if (job->cancel_requested) [[unlikely]] internal::RunCancelHooksAndThrow(job);
-  return true;
 }
+
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+inline bool CanReturnFree(const Job* job) { return !job->pool->closing_; }
+
+inline int EnterReturnFree(Job* job) {
+  internal::BeginEntry(job, this_thread);
+  job->return_free = true;
+  return context::SwitchAndReturn(job->resume_to, &job->fibre, internal::kResumedValue);
+}
+
+inline int PauseReturnFree(Job* job, int value) {
+  ThreadState& thread = this_thread;
+  stack::CheckCanary(job->stack, job);
+  job->state = JobState::kPaused;
+  thread.current = job->parent;
+  internal::EndEntry(job, thread, /*finished=*/false);
+  return context::SwitchAndReturn(&job->fibre, job->resume_to, value);
+}
+#endif
 
 }  // namespace asyncjob::job
 

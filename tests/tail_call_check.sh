@@ -1,0 +1,20 @@
+#!/bin/sh
+# ASYNC_start_job and ASYNC_pause_job must leave through the context switch
+# by a jump (a tail call), so that the switch returns straight into their
+# callers: a return executed after a switch is one the CPU's return
+# predictor gets wrong. Nothing fails when the compiler quietly turns the
+# jump into a call (an address-taken local is enough), so this checks the
+# optimized library's code itself.
+set -eu
+objdump=$1 library=$2
+
+for function in ASYNC_start_job ASYNC_pause_job; do
+  code=$("$objdump" -d --no-show-raw-insn "--disassemble=$function" "$library")
+  if ! printf '%s\n' "$code" |
+       grep -Eq '[[:space:]](jmp|b)[[:space:]]+[0-9a-f]+ <asyncjob_context_switch>'; then
+    printf '%s\n' "$code"
+    echo "FAIL: $function does not leave through a tail call of asyncjob_context_switch"
+    exit 1
+  fi
+  echo "ok: $function jumps to asyncjob_context_switch"
+done
