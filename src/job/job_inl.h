@@ -151,17 +151,17 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   // Frames abandoned by the job's previous run may still be poisoned.
   ASAN_UNPOISON_MEMORY_REGION(job->stack.low, top - job->stack.low);
 #endif
+#if ASYNCJOB_VALGRIND
+  // Memcheck marked the frames of the job's last run no-access as they were
+  // popped; the argument copy and the first frame may cover them.
+  internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
+#endif
   job->arguments = nullptr;
   if (arguments != nullptr) {
     // Small arguments are copied onto the job's own stack: no allocation.
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
       top = internal::AlignDown16(top - size);
-#if ASYNCJOB_VALGRIND
-      // Memcheck marked the frames of the job's last run no-access as they
-      // were popped; the copy may cover them.
-      internal::MakeAddressable(top, size);
-#endif
       if (size > 0) std::memcpy(top, arguments, size);
       job->arguments = top;
     } else if (internal::ArgumentsOnTheHeap(job, arguments, size) == Outcome::kError) {

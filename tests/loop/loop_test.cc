@@ -444,7 +444,8 @@ TEST(Loop, CountersAddUp) {
         asyncjob::prepare_wakeup();
         asyncjob::pause();
       },
-      asyncjob::SpawnOptions{.timeout = 30ms});
+      // Long enough to outlast the first iteration even under valgrind.
+      asyncjob::SpawnOptions{.timeout = 1500ms});
 
   asyncjob::LoopStats stats = loop.stats();
   EXPECT_EQ(stats.queued, 7u);
