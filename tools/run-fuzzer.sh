@@ -13,7 +13,12 @@
 #   ASYNCJOB_FUZZ_STACKS    library (default): the library's guarded and slab
 #                           stacks; custom: a custom allocator that fails on
 #                           the fuzzer's demand
-#   ASYNCJOB_FUZZ_BUILD     build directory (default build/fuzz)
+#   ASYNCJOB_FUZZ_SANITIZER address (default): ASan + UBSan; undefined: UBSan
+#                           only, which builds the job layer's return-free
+#                           switching (the default build's fast path, which
+#                           ASan's fibre annotations turn off) and runs faster
+#   ASYNCJOB_FUZZ_BUILD     build directory (default build/fuzz, or
+#                           build/fuzz-undefined for the UBSan-only build)
 #
 # New inputs that reach new code go to $ASYNCJOB_FUZZ_BUILD/corpus; the
 # committed corpus (tests/reliability/corpus) is only read. To reproduce a
@@ -27,12 +32,28 @@ if (($# > 0)) && [[ $1 =~ ^[0-9]+$ ]]; then
   seconds=$1
   shift
 fi
-build=${ASYNCJOB_FUZZ_BUILD:-build/fuzz}
+sanitizer=${ASYNCJOB_FUZZ_SANITIZER:-address}
+case $sanitizer in
+  address)
+    build=${ASYNCJOB_FUZZ_BUILD:-build/fuzz}
+    sanitizer_options=(-DASYNCJOB_SANITIZER=address)
+    ;;
+  undefined)
+    build=${ASYNCJOB_FUZZ_BUILD:-build/fuzz-undefined}
+    ubsan="-fsanitize=undefined -fno-sanitize-recover=undefined"
+    sanitizer_options=(-DASYNCJOB_SANITIZER= "-DCMAKE_C_FLAGS=$ubsan" "-DCMAKE_CXX_FLAGS=$ubsan"
+                       "-DCMAKE_EXE_LINKER_FLAGS=$ubsan" "-DCMAKE_SHARED_LINKER_FLAGS=$ubsan")
+    ;;
+  *)
+    echo "ASYNCJOB_FUZZ_SANITIZER must be address or undefined" >&2
+    exit 2
+    ;;
+esac
 
 cmake -S . -B "$build" -G Ninja \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DASYNCJOB_SANITIZER=address \
+  "${sanitizer_options[@]}" \
   -DASYNCJOB_BUILD_FUZZER=ON \
   -DASYNCJOB_BUILD_TESTS=ON -DASYNCJOB_BUILD_DEMO=OFF >/dev/null
 cmake --build "$build" --target api_fuzzer
@@ -40,7 +61,7 @@ cmake --build "$build" --target api_fuzzer
 mkdir -p "$build/corpus" "$build/artifacts"
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-echo "== fuzzing for ${seconds}s (stacks: ${ASYNCJOB_FUZZ_STACKS:-library})"
+echo "== fuzzing for ${seconds}s (stacks: ${ASYNCJOB_FUZZ_STACKS:-library}, sanitizer: $sanitizer)"
 exec "$build/tests/reliability/api_fuzzer" \
   -max_total_time="$seconds" \
   -timeout=20 \

@@ -42,7 +42,11 @@
 // The one internal the model reads is which kind of stack a job runs on (the
 // API has no way to ask which idle job a start reused); it is used to keep the
 // kind counts of asyncjob_get_pool_stats() predictable, and for a new stack
-// the model's prediction is checked against it.
+// the model's prediction is checked against it. It also knows, from the
+// build, whether jobs are entered "return-free" (the assembly back end
+// without sanitizers): such a job cannot free its own stack, so if its pool
+// was cleaned up while it ran, it is freed once it has left its stack, by the
+// thread's next job entry or ASYNC_cleanup_thread.
 #include <unistd.h>
 
 #include <algorithm>
@@ -139,6 +143,12 @@ std::size_t g_default_budget = 0;
 std::size_t g_default_stack_size = 0;
 
 enum Kind { kGuarded = 0, kSlab = 1, kCustom = 2 };
+
+#if defined(ASYNCJOB_CONTEXT_RETURN_FREE) && ASYNCJOB_CONTEXT_RETURN_FREE
+constexpr bool kReturnFreeBuild = true;
+#else
+constexpr bool kReturnFreeBuild = false;
+#endif
 
 Kind KindOf(ASYNC_JOB* handle) {
   using asyncjob::stack::StackKind;
@@ -315,6 +325,7 @@ struct MJob {
   Kind kind = kGuarded;
   bool created = false;      // acquired by making a new stack, not reused
   bool paused_last = false;  // its last segment ended in a pause
+  bool entered_return_free = false;  // its current run cannot free its own stack
   bool cancelling = false;
   int block = 0;
   int entries = 0;  // times started or resumed
@@ -395,6 +406,7 @@ struct Model {
   MCtx ctx[kMaxCtx];
   int current = -1;  // running job
   std::vector<ASYNC_JOB*> idle_handles;  // handles known to be idle jobs of the pool
+  std::vector<int> deferred;  // finished jobs of closing pools not freed yet
   std::size_t budget = 0;
   std::size_t guarded_live = 0;  // guarded stacks in the process
   std::size_t custom_live = 0;   // custom blocks the library holds
@@ -527,14 +539,29 @@ bool KnownIdle(ASYNC_JOB* handle) {
   return std::find(g->idle_handles.begin(), g->idle_handles.end(), handle) != g->idle_handles.end();
 }
 
-// A job finished (or was cancelled): its context is free, its job idle or freed.
+// Frees the jobs that finished in a closing pool on their own stacks.
+void FlushDeferred() {
+  for (int id : g->deferred) {
+    const MJob& job = *g->jobs[static_cast<std::size_t>(id)];
+    MPool* pool = g->pools[static_cast<std::size_t>(job.pool)].get();
+    --pool->total;
+    --pool->kinds[job.kind];
+    CountStack(job.kind, -1);
+  }
+  g->deferred.clear();
+}
+
+// A job finished (or was cancelled): its context is free, its job idle or
+// freed (later, if it cannot free its own stack).
 void ApplyFinish(MJob& job) {
   if (job.ctx >= 0) g->ctx[job.ctx].attached = -1;
   job.ctx = -1;
   job.state = JState::kFinished;
   job.hooks.clear();
   MPool* pool = g->pools[static_cast<std::size_t>(job.pool)].get();
-  if (pool->closing) {
+  if (pool->closing && job.entered_return_free) {
+    g->deferred.push_back(job.id);
+  } else if (pool->closing) {
     --pool->total;
     --pool->kinds[job.kind];
     CountStack(job.kind, -1);
@@ -840,6 +867,8 @@ void OpStart(Reader& r, int self) {
       CountStack(stack.kind, +1);
     }
     if (ctx.slot >= 0) g->ctx[ctx.slot].attached = job->id;
+    job->entered_return_free = kReturnFreeBuild;  // the current pool is never closing
+    FlushDeferred();  // entering a job frees them, once its stack is found
     g->current = job->id;
     g_starting_job = job->id;
   }
@@ -882,10 +911,13 @@ int ResumeVerdict(const MJob& target) {
   return -1;
 }
 
-void Enter(MJob& target, int self) {
+void Enter(MJob& target, int self, bool cancelling = false) {
   target.state = JState::kRunning;
   target.parent = self;
   ++target.entries;
+  target.entered_return_free =
+      kReturnFreeBuild && !cancelling && !g->pools[static_cast<std::size_t>(target.pool)]->closing;
+  FlushDeferred();
   g->current = target.id;
 }
 
@@ -1024,6 +1056,7 @@ void OpInitThread(std::uint8_t a, std::uint8_t b, int self) {
 void OpCleanupThread(int self) {
   Trace(self, "ASYNC_cleanup_thread");
   Expect expect;
+  FlushDeferred();
   if (MPool* pool = CurrentPool()) {
     FreeIdle(pool);
     if (pool->in_use() > 0) {
@@ -1550,7 +1583,7 @@ void OpCancel(MJob& target, int self) {
     for (const void* key : keys) c.Clear(key);
   }
   target.cancelling = true;
-  Enter(target, self);
+  Enter(target, self, /*cancelling=*/true);
   g_hook_log.clear();
   g_cleanups.clear();
   g_hook_cancelling_seen = -1;
