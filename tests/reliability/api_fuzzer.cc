@@ -281,7 +281,8 @@ struct CtxRef {
 CtxRef ResolveCtx(std::uint8_t b, int self, Expect& expect) {
   const int n = b % (kMaxCtx + 2);
   if (n < kMaxCtx) {
-    return g_model->ctx[n].handle != nullptr ? CtxRef{g_model->ctx[n].handle, n} : CtxRef{nullptr, -1};
+    return g_model->ctx[n].handle != nullptr ? CtxRef{g_model->ctx[n].handle, n}
+                                             : CtxRef{nullptr, -1};
   }
   if (n == kMaxCtx) return {nullptr, -1};
   ASYNC_WAIT_CTX* own = ASYNC_get_wait_ctx(ASYNC_get_current_job());
@@ -343,8 +344,8 @@ void CheckArgs(const MJob& job, const void* args) {
 
 // After a start or resume returned: did the job pause or finish as it did?
 void AfterEnter(MJob& job, int self, int status, ASYNC_JOB* handle, int ret) {
-  FZ_CHECK(g_model->current == self, "model: current %d after entering job %d from %d", g_model->current,
-           job.id, self);
+  FZ_CHECK(g_model->current == self, "model: current %d after entering job %d from %d",
+           g_model->current, job.id, self);
   if (job.paused_last) {
     FZ_CHECK(status == ASYNC_PAUSE, "job %d paused but ASYNC_start_job returned %d", job.id,
              status);
@@ -406,7 +407,8 @@ int JobMain(void* args) {
   Reader script = job.script;
   DoOps(script, id);
   CheckArgs(job, args);
-  FZ_CHECK(g_model->current == id, "model: job %d finishing while %d is current", id, g_model->current);
+  FZ_CHECK(g_model->current == id, "model: job %d finishing while %d is current", id,
+           g_model->current);
   job.paused_last = false;
   g_model->current = job.parent;
   return job.ret_value;
@@ -605,7 +607,8 @@ void OpPause(int self) {
     Trace(self, "pause (blocked)");
     const int entries = job.entries;
     FZ_CHECK(ASYNC_pause_job() == 1, "a blocked pause must return 1");
-    FZ_CHECK(job.entries == entries && g_model->current == self, "a blocked pause paused job %d", self);
+    FZ_CHECK(job.entries == entries && g_model->current == self, "a blocked pause paused job %d",
+             self);
     return;
   }
   Trace(self, "pause");
@@ -720,8 +723,8 @@ void OpCtxNew(int self) {
     Trace(self, "ASYNC_WAIT_CTX_new -> slot %d %p", slot, static_cast<void*>(c.handle));
     FZ_CHECK(c.handle != nullptr, "ASYNC_WAIT_CTX_new returned NULL");
     for (int other = 0; other < kMaxCtx; ++other) {
-      FZ_CHECK(other == slot || g_model->ctx[other].handle != c.handle, "two live contexts share %p",
-               static_cast<void*>(c.handle));
+      FZ_CHECK(other == slot || g_model->ctx[other].handle != c.handle,
+               "two live contexts share %p", static_cast<void*>(c.handle));
     }
     FZ_CHECK(ASYNC_WAIT_CTX_get_status(c.handle) == ASYNC_STATUS_UNSUPPORTED,
              "a new context's status is not UNSUPPORTED");
@@ -735,7 +738,8 @@ void OpCtxFree(std::uint8_t b, int self) {
   if (g_model->ctx[slot].handle == nullptr) {
     ASYNC_WAIT_CTX_free(nullptr);
   } else {
-    Trace(self, "ASYNC_WAIT_CTX_free slot %d (attached to job %d)", slot, g_model->ctx[slot].attached);
+    Trace(self, "ASYNC_WAIT_CTX_free slot %d (attached to job %d)", slot,
+          g_model->ctx[slot].attached);
     FreeCtx(slot, expect);
   }
   CheckErrors(expect, "ASYNC_WAIT_CTX_free");
@@ -1497,7 +1501,8 @@ void EndInput() {
   for (const auto& pool : g_model->pools) {
     FZ_CHECK(pool->total == 0 || pool.get() == CurrentPool(), "model: a pool kept jobs");
   }
-  FZ_CHECK(g_model->guarded_live == 0 && g_model->custom_live == 0, "model: stacks left at the end");
+  FZ_CHECK(g_model->guarded_live == 0 && g_model->custom_live == 0,
+           "model: stacks left at the end");
   FZ_CHECK(LiveBlocks() == 0, "%zu stack blocks were never freed", LiveBlocks());
   if (asyncjob_test::MappingCountsAreExact()) {
     const std::size_t mappings = asyncjob_test::CountMappings();
