@@ -12,12 +12,15 @@ measures. Python standard library only.
 import argparse
 import datetime
 import glob
-import json
 import os
 import platform
 import re
 import subprocess
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from benchlib import (cpu_model, load_best, load_scale, markdown_table, real_ns,  # noqa: E402
+                      system_name, to_ns, write_report)
 
 IMPLEMENTATIONS = ("libcrypto", "asyncjob")
 
@@ -69,58 +72,6 @@ SERIALIZING = {"ldmxcsr", "fldcw", "fldenv", "frstor", "fxrstor", "fxrstor64", "
 NOISE = 1.05  # "not slower" allows 5 % of run-to-run noise
 
 
-def to_ns(value, unit):
-    return value * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
-
-
-def real_ns(bench):
-    return to_ns(bench["real_time"], bench["time_unit"])
-
-
-def load_best(paths):
-    """Reads Google Benchmark JSON files. Returns their contexts and, per run
-    name, the fastest of all its runs in those files (a run on a shared
-    machine can only be slowed down by other work)."""
-    contexts, runs = [], {}
-    load_best.counts = {}
-    for path in sorted(paths):
-        with open(path) as file:
-            data = json.load(file)
-        contexts.append(data["context"])
-        for bench in data["benchmarks"]:
-            if bench.get("run_type") == "aggregate" or bench.get("error_occurred"):
-                continue
-            name = bench.get("run_name", bench["name"])
-            load_best.counts[name] = load_best.counts.get(name, 0) + 1
-            if name not in runs or real_ns(bench) < real_ns(runs[name]):
-                runs[name] = bench
-    return contexts, runs
-
-
-SCALE_FILE = re.compile(r"scale-(\w+)-(\d+)-\d+\.json")
-
-
-def load_scale(results):
-    """(implementation, N) -> counters of the scale case, each time the best
-    of the runs, the memory figures the largest."""
-    scale = {}
-    for path in sorted(glob.glob(os.path.join(results, "scale-*.json"))):
-        match = SCALE_FILE.fullmatch(os.path.basename(path))
-        if not match:
-            continue
-        key = (match.group(1), int(match.group(2)))
-        _, runs = load_best([path])
-        for run in runs.values():
-            best = scale.setdefault(key, dict(run))
-            for counter in ("create_pause_ns_per_job", "resume_finish_ns_per_job"):
-                best[counter] = min(best[counter], run[counter])
-            for counter in ("rss_kib_per_paused_job", "maps_peak", "rss_peak_mib",
-                            "page_tables_kib_per_paused_job"):
-                if counter in run:
-                    best[counter] = max(best.get(counter, 0), run[counter])
-    return scale
-
-
 def load_averages(contexts):
     return [c["load_avg"][0] for c in contexts if c.get("load_avg")]
 
@@ -141,17 +92,6 @@ def fmt_ratio(ratio):
     if ratio is None:
         return "-"
     return "{:.2f}x".format(ratio) if ratio < 10 else "{:.1f}x".format(ratio)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith(("model name", "Model", "CPU part")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def switch_path_check(binary, objdump):
@@ -523,17 +463,16 @@ class Report:
             "benchmark programs in `bench/`, runs them and rewrites this page and",
             "`{}`. Do not edit by hand: edit `bench/compare.py`.".format(plot_name),
             "",
-            "| | |",
-            "|---|---|",
-            "| date | {} |".format(date),
-            "| CPU | {} ({} logical CPUs, {} MHz) |".format(
-                cpu_model(), context.get("num_cpus", "?"), context.get("mhz_per_cpu", "?")),
-            "| system | {} {} |".format(platform.system(),
-                                        ".".join(platform.release().split(".")[:2])),
-            "| compared | {} and {} |".format(lc_name, aj_name),
-            "| load average (1 min) as the programs started | {} |".format(
-                "{:.2f} to {:.2f}".format(min(self.loads), max(self.loads))
-                if self.loads else "unknown"),
+            *markdown_table(("", ""), [
+                ("date", date),
+                ("CPU", "{} ({} logical CPUs, {} MHz)".format(
+                    cpu_model(), context.get("num_cpus", "?"), context.get("mhz_per_cpu", "?"))),
+                ("system", system_name()),
+                ("compared", "{} and {}".format(lc_name, aj_name)),
+                ("load average (1 min) as the programs started",
+                 "{:.2f} to {:.2f}".format(min(self.loads), max(self.loads))
+                 if self.loads else "unknown"),
+            ]),
             "",
             "Every case is written once against `<openssl/async.h>` and built twice, once",
             "against libcrypto's header and library and once against asyncjob's, so both",
@@ -548,23 +487,18 @@ class Report:
             "",
             "## Targets",
             "",
-            "| | target | measured |",
-            "|---|---|---|",
         ]
-        for met, text, evidence in self.targets():
-            mark = {True: "met", False: "**missed**", None: "n/a"}[met]
-            lines.append("| {} | {} | {} |".format(mark, text, evidence))
+        lines += markdown_table(("", "target", "measured"), [
+            ({True: "met", False: "**missed**", None: "n/a"}[met], text, evidence)
+            for met, text, evidence in self.targets()])
         for title, header, rows in self.tables():
             heading, _, note = title.partition(" (")
             note = note.rstrip(")")
             lines += ["", "## " + heading, ""]
             if note:
                 lines += [note[0].upper() + note[1:] + ".", ""]
-            lines += ["| " + " | ".join(header) + " |",
-                      "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header)))
-                      + "|"]
-            for row in rows:
-                lines.append("| " + " | ".join(str(c).strip() or " " for c in row) + " |")
+            lines += markdown_table(header, [[str(c).strip() or " " for c in row] for row in rows],
+                                    "l" + "r" * (len(header) - 1))
             if title.startswith("N jobs"):
                 lines += ["", "![time per job against N]({})".format(plot_name)]
         lines += ["", "## Where the time goes", ""] + self.analysis()
@@ -598,15 +532,15 @@ class Report:
             "",
             "Heap allocations per iteration (malloc interposed in both programs):",
             "",
-            "| case | libcrypto | asyncjob |",
-            "|---|---:|---:|",
         ]
+        allocations = []
         for key, label, run_name, _, _ in CASES:
             lc = self.counter("libcrypto", run_name, "allocs_per_iteration")
             aj = self.counter("asyncjob", run_name, "allocs_per_iteration")
             if lc is not None or aj is not None:
                 fmt = lambda v: "-" if v is None else "{:g}".format(round(v, 3))
-                lines.append("| {} | {} | {} |".format(label.strip(" ."), fmt(lc), fmt(aj)))
+                allocations.append((label.strip(" ."), fmt(lc), fmt(aj)))
+        lines += markdown_table(("case", "libcrypto", "asyncjob"), allocations, "lrr")
         lines += [
             "",
             "Run it again with `cmake --workflow --preset bench`; a quick check that",
@@ -629,9 +563,8 @@ def main():
     report = Report(args.results, args.floor_binary, args.objdump)
     report.print_text()
     if args.markdown:
-        with open(args.markdown, "w") as file:
-            file.write(report.markdown(args.plot_name))
-        print("\nwrote " + args.markdown)
+        print()
+        write_report(args.markdown, report.markdown(args.plot_name))
 
 
 if __name__ == "__main__":

@@ -16,20 +16,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
-
-def run(args, **kwargs):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          **kwargs)
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from benchlib import cpu_model, run_captured, write_report  # noqa: E402
 
 
 def tls_round(server, loadgen, library, providers, cert, key, preload, connections, concurrency):
@@ -51,7 +40,7 @@ def tls_round(server, loadgen, library, providers, cert, key, preload, connectio
         proc.kill()
         sys.exit("tls_server did not start: " + first + proc.stdout.read())
     port = match.group(1)
-    result = run([loadgen, "--port", port, "--connections", str(connections), "--concurrency",
+    result = run_captured([loadgen, "--port", port, "--connections", str(connections), "--concurrency",
                   str(concurrency), "--timeout", "300"])
     rest, _ = proc.communicate(timeout=120)
     if result.returncode != 0:
@@ -75,7 +64,7 @@ def main():
 
     load = os.getloadavg()[0]
     print("+ signatures through the provider (64 jobs, one loop thread) vs direct", flush=True)
-    sign = run([args.sign_bench, args.providers, args.seconds, "64"])
+    sign = run_captured([args.sign_bench, args.providers, args.seconds, "64"])
     print(sign.stdout, end="", flush=True)
     if sign.returncode != 0:
         sys.exit("bench_provider_sign failed")
@@ -87,7 +76,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         cert = os.path.join(work, "cert.pem")
         key = os.path.join(work, "key.pem")
-        made = run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+        made = run_captured(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
                     "-out", cert, "-days", "1", "-subj", "/CN=localhost"])
         if made.returncode != 0:
             sys.exit(made.stdout)
@@ -140,10 +129,7 @@ def main():
         "```",
         "",
     ]
-    path = os.path.join(args.docs, "benchmarks-openssl.md")
-    with open(path, "w") as out:
-        out.write("\n".join(lines))
-    print("wrote " + path)
+    write_report(os.path.join(args.docs, "benchmarks-openssl.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ matplotlib (Debian: python3-matplotlib); without it, says so and leaves the
 existing plot alone.
 """
 import argparse
-import os
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from benchlib import load_scale  # noqa: E402
 
 PHASES = (("create_pause_ns_per_job", "create + pause"),
           ("resume_finish_ns_per_job", "resume + finish"))
@@ -19,9 +21,6 @@ STYLE = {"libcrypto": dict(color="#c0392b", marker="s"),
 
 def load(results):
     """implementation -> {N: counters}"""
-    sys.dont_write_bytecode = True
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from compare import load_scale
     series = {}
     for (implementation, jobs), counters in load_scale(results).items():
         series.setdefault(implementation, {})[jobs] = counters

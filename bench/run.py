@@ -18,6 +18,9 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
+from benchlib import run_captured  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE_JOBS = (10_000, 100_000, 1_000_000)
 
@@ -28,7 +31,7 @@ def run(command, out_json, extra=()):
     print("+ " + " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(args)),
           flush=True)
     started = time.monotonic()
-    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = run_captured(args)
     # Keep the console output of each program next to its JSON, and show
     # only the result lines here (the full context is in the JSON).
     with open(out_json[:-len(".json")] + ".txt", "w") as log:

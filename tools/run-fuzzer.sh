@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds asyncjob's API-sequence fuzzer (tests/reliability/api_fuzzer.cc) with
-# clang, libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer in its own
-# build directory, then runs it for a given time from the committed seed
-# corpus. Any crash, leak, timeout or model mismatch (an abort with a message
+# Builds asyncjob's API-sequence fuzzer with clang, libFuzzer,
+# AddressSanitizer and UndefinedBehaviorSanitizer in its own build directory,
+# then runs it for a given time from the committed seed corpus. Its sources
+# are in tests/reliability: api_fuzzer.cc (decodes inputs into API calls and
+# checks each result), api_model.h/.cc (the reference model of the documented
+# semantics) and fuzz_support.h/.cc (reporting, input reader, stack sources). Any crash, leak, timeout or model mismatch (an abort with a message
 # saying what differed) makes it exit non-zero; the input that caused it is
 # left in build/fuzz/artifacts/.
 #

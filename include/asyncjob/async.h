@@ -12,7 +12,8 @@
  * OpenSSL's.
  *
  * Beyond OpenSSL's functions it declares a few asyncjob_* extensions: reading
- * asyncjob's thread-local error queue, tuning stacks, and introspection.
+ * asyncjob's thread-local error queue (declared in <asyncjob/errors.h>, which
+ * this header includes), cancelling jobs, tuning stacks, and introspection.
  *
  * Thread rules: a job belongs to the thread that started it and may only be
  * resumed there; each thread has its own job pool. An ASYNC_WAIT_CTX may be
@@ -24,11 +25,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#if defined(ASYNCJOB_STATIC_DEFINE) || !defined(__GNUC__)
-#define ASYNCJOB_EXPORT
-#else
-#define ASYNCJOB_EXPORT __attribute__((visibility("default")))
-#endif
+/* The error queue (asyncjob_get_error() and friends), its reason codes
+ * (ASYNC_R_*, ASYNCJOB_R_*) and ASYNCJOB_EXPORT. */
+#include "asyncjob/errors.h"
 
 /* ----- Types and constants shared with OpenSSL's <openssl/async.h> ----- */
 
@@ -48,12 +47,6 @@
 #define ASYNC_STATUS_ERR 1
 #define ASYNC_STATUS_OK 2
 #define ASYNC_STATUS_EAGAIN 3
-
-/* Reason codes of the ASYNC library (same numbers as OpenSSL's asyncerr.h). */
-#define ASYNC_R_FAILED_TO_SET_POOL 101
-#define ASYNC_R_FAILED_TO_SWAP_CONTEXT 102
-#define ASYNC_R_INVALID_POOL_SIZE 103
-#define ASYNC_R_INIT_FAILED 105
 
 #ifdef __cplusplus
 extern "C" {
@@ -171,42 +164,8 @@ ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx,
 
 /* ----- asyncjob extensions ----- */
 
-/* The error queue. Every call that fails (ASYNC_ERR, a 0 that means failure)
- * queues an entry on the calling thread: a packed code in OpenSSL's layout
- * (library in bits 23..30, reason in bits 0..22) and a message. Lookups that
- * merely find nothing (ASYNC_WAIT_CTX_get_fd or _clear_fd of an unknown key,
- * _get_callback with none set) return 0 without queueing, as OpenSSL does,
- * so that they never leave stale errors behind for libssl to trip over.
- * The queue keeps the newest 16 entries. */
-#define ASYNCJOB_ERR_LIB_ASYNC 51
-#define ASYNCJOB_ERR_GET_LIB(code) ((int)(((code) >> 23) & 0xFFL))
-#define ASYNCJOB_ERR_GET_REASON(code) ((int)((code) & 0x7FFFFFL))
-
-/* Reasons beyond ASYNC_R_*: OpenSSL's common reasons (same values) ... */
-#define ASYNCJOB_R_MALLOC_FAILURE (256 | (3 << 18))
-#define ASYNCJOB_R_PASSED_NULL_PARAMETER (258 | (3 << 18))
-#define ASYNCJOB_R_INTERNAL_ERROR (259 | (3 << 18))
-#define ASYNCJOB_R_PASSED_INVALID_ARGUMENT (262 | (2 << 18))
-/* ... and asyncjob's own, in the ASYNC library's range. */
-#define ASYNCJOB_R_WRONG_THREAD 120
-#define ASYNCJOB_R_JOB_NOT_PAUSED 121
-#define ASYNCJOB_R_STACK_ALLOCATION_FAILED 122
-#define ASYNCJOB_R_DUPLICATE_KEY 123
-#define ASYNCJOB_R_MEM_FUNCTIONS_LOCKED 124
-#define ASYNCJOB_R_JOBS_OUTSTANDING 125
-#define ASYNCJOB_R_WAIT_CTX_IN_USE 126
-#define ASYNCJOB_R_NOT_IN_JOB 127
-#define ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS 128
-
-/* Removes and returns the oldest entry (0 when the queue is empty). When
- * message is not NULL it receives the entry's text, valid until the next
- * call of these functions on this thread. */
-ASYNCJOB_EXPORT unsigned long asyncjob_get_error(const char **message);
-/* Like asyncjob_get_error() but leaves the entry queued. */
-ASYNCJOB_EXPORT unsigned long asyncjob_peek_error(const char **message);
-/* The newest entry, left queued. */
-ASYNCJOB_EXPORT unsigned long asyncjob_peek_last_error(const char **message);
-ASYNCJOB_EXPORT void asyncjob_clear_errors(void);
+/* The error queue, read with asyncjob_get_error() and friends: see
+ * <asyncjob/errors.h>, included above. */
 
 /* ----- Cancellation (OpenSSL has none) ----- */
 

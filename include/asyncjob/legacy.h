@@ -48,7 +48,9 @@
  * the call (it is running, or paused and not being resumed).
  *
  * Errors are queued on asyncjob's thread-local error queue; read them with
- * asyncjob_get_error() and friends, declared below as in <asyncjob/async.h>.
+ * asyncjob_get_error() and friends, declared with the reason codes in
+ * <asyncjob/errors.h>, which this header includes (as <asyncjob/async.h>
+ * does).
  */
 #ifndef ASYNCJOB_LEGACY_H
 #define ASYNCJOB_LEGACY_H
@@ -80,13 +82,10 @@
 
 #include <stddef.h>
 
-#ifndef ASYNCJOB_EXPORT
-#if defined(ASYNCJOB_STATIC_DEFINE) || !defined(__GNUC__)
-#define ASYNCJOB_EXPORT
-#else
-#define ASYNCJOB_EXPORT __attribute__((visibility("default")))
-#endif
-#endif
+/* The error queue (asyncjob_get_error() and friends), its reason codes
+ * (ASYNC_R_*, ASYNCJOB_R_*) and ASYNCJOB_EXPORT: shared with
+ * <asyncjob/async.h>, and no cause of conflict with it. */
+#include "asyncjob/errors.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -116,7 +115,8 @@ ASYNCJOB_EXPORT int asyncjob_legacy_start_job(ASYNC_JOB **job, int *ret,
 ASYNCJOB_EXPORT int asyncjob_legacy_in_job(void);
 /* ASYNC_get_wait_fd: the job's wait fd (created now if need be), or -1 with
  * an error queued when job is NULL, is not a running or paused job started by
- * this API's ASYNC_start_job, or the eventfd cannot be created. */
+ * this API's ASYNC_start_job, or the eventfd cannot be created (reason
+ * ASYNC_R_INIT_FAILED). */
 ASYNCJOB_EXPORT int asyncjob_legacy_get_wait_fd(ASYNC_JOB *job);
 /* ASYNC_wake: makes the job's wait fd readable (creating it if need be).
  * Errors as for ASYNC_get_wait_fd. */
@@ -159,35 +159,6 @@ ASYNCJOB_EXPORT ASYNC_JOB *ASYNC_get_current_job(void);
 /* Nestable; the count belongs to the current job and dies with it. */
 ASYNCJOB_EXPORT void ASYNC_block_pause(void);
 ASYNCJOB_EXPORT void ASYNC_unblock_pause(void);
-
-/* ----- asyncjob's error queue (as in <asyncjob/async.h>) ----- */
-
-#define ASYNCJOB_ERR_LIB_ASYNC 51
-#define ASYNCJOB_ERR_GET_LIB(code) ((int)(((code) >> 23) & 0xFFL))
-#define ASYNCJOB_ERR_GET_REASON(code) ((int)((code) & 0x7FFFFFL))
-
-/* The reasons the functions of this header report. */
-#define ASYNC_R_FAILED_TO_SET_POOL 101
-#define ASYNC_R_INVALID_POOL_SIZE 103
-#define ASYNC_R_INIT_FAILED 105 /* also: the wait fd cannot be created */
-#define ASYNCJOB_R_MALLOC_FAILURE (256 | (3 << 18))
-#define ASYNCJOB_R_PASSED_NULL_PARAMETER (258 | (3 << 18))
-#define ASYNCJOB_R_INTERNAL_ERROR (259 | (3 << 18))
-#define ASYNCJOB_R_PASSED_INVALID_ARGUMENT (262 | (2 << 18))
-#define ASYNCJOB_R_WRONG_THREAD 120
-#define ASYNCJOB_R_JOB_NOT_PAUSED 121
-#define ASYNCJOB_R_STACK_ALLOCATION_FAILED 122
-#define ASYNCJOB_R_JOBS_OUTSTANDING 125
-
-/* Removes and returns the oldest entry (0 when the queue is empty); *message,
- * when message is not NULL, is its text, valid until the next call of these
- * functions on this thread. */
-ASYNCJOB_EXPORT unsigned long asyncjob_get_error(const char **message);
-/* Like asyncjob_get_error() but leaves the entry queued. */
-ASYNCJOB_EXPORT unsigned long asyncjob_peek_error(const char **message);
-/* The newest entry, left queued. */
-ASYNCJOB_EXPORT unsigned long asyncjob_peek_last_error(const char **message);
-ASYNCJOB_EXPORT void asyncjob_clear_errors(void);
 
 #endif /* !ASYNCJOB_LEGACY_IMPLEMENTATION */
 

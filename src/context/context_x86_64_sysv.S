@@ -38,6 +38,26 @@
 #define ENDBR
 #endif
 
+/* Offsets in the saved frame (the layout above), from the saved stack
+ * pointer. */
+#define FRAME_MXCSR      0      /* SSE control and status word, 4 bytes */
+#define FRAME_X87CW      4      /* x87 control word, 2 bytes */
+#define FRAME_FP_CONTROL 8      /* size of the FP control slot, pushed last */
+#define FRAME_R15        8
+#define FRAME_R14       16
+#define FRAME_R13       24      /* fresh context: argument for the shim */
+#define FRAME_R12       32      /* fresh context: address of the shim */
+#define FRAME_RBX       40
+#define FRAME_RBP       48
+#define FRAME_RETURN    56      /* return address; fresh context: trampoline */
+#define FRAME_SIZE      64
+
+/* Offsets in the record a diverted context receives as its transfer value
+ * (see asyncjob_context_diverted). */
+#define DIVERT_RETURN    0      /* return address of the switch's call */
+#define DIVERT_FUNCTION  8      /* function to run there */
+#define DIVERT_ARGUMENT 16      /* its argument */
+
         .text
 
 /* void *asyncjob_context_switch(void **save_sp, void *load_sp, void *transfer)
@@ -69,29 +89,29 @@ asyncjob_context_switch:
         pushq   %r15                    /* callee-saved */
         .cfi_adjust_cfa_offset 8
         .cfi_rel_offset %r15, 0
-        leaq    -8(%rsp), %rsp          /* room for the FP control state */
-        .cfi_adjust_cfa_offset 8
-        stmxcsr (%rsp)                  /* SSE control/status word */
-        fnstcw  4(%rsp)                 /* x87 control word */
-        movl    (%rsp), %r8d            /* keep ours to compare after the switch */
-        movzwl  4(%rsp), %r9d
+        leaq    -FRAME_FP_CONTROL(%rsp), %rsp /* room for the FP control state */
+        .cfi_adjust_cfa_offset FRAME_FP_CONTROL
+        stmxcsr FRAME_MXCSR(%rsp)       /* SSE control/status word */
+        fnstcw  FRAME_X87CW(%rsp)       /* x87 control word */
+        movl    FRAME_MXCSR(%rsp), %r8d /* keep ours to compare after the switch */
+        movzwl  FRAME_X87CW(%rsp), %r9d
 
         movq    %rsp, (%rdi)            /* publish where this context is saved */
         movq    %rsi, %rsp              /* ---- now on the resumed context's stack;
                                            its frame has the same layout, so the
                                            CFI above describes it too ---- */
 
-        movl    (%rsp), %r10d           /* resumed context's MXCSR */
+        movl    FRAME_MXCSR(%rsp), %r10d /* resumed context's MXCSR */
         xorl    %r10d, %r8d
         testl   $0xffc0, %r8d           /* control bits (not sticky flags) differ? */
         jnz     .Lreload_mxcsr
 .Lmxcsr_done:
-        cmpw    4(%rsp), %r9w           /* x87 control word differs? */
+        cmpw    FRAME_X87CW(%rsp), %r9w /* x87 control word differs? */
         jne     .Lreload_x87cw
 .Lx87cw_done:
         .cfi_remember_state
-        leaq    8(%rsp), %rsp
-        .cfi_adjust_cfa_offset -8
+        leaq    FRAME_FP_CONTROL(%rsp), %rsp
+        .cfi_adjust_cfa_offset -FRAME_FP_CONTROL
         popq    %r15
         .cfi_adjust_cfa_offset -8
         .cfi_restore %r15
@@ -118,10 +138,10 @@ asyncjob_context_switch:
         .cfi_restore_state
 
 .Lreload_mxcsr:
-        ldmxcsr (%rsp)
+        ldmxcsr FRAME_MXCSR(%rsp)
         jmp     .Lmxcsr_done
 .Lreload_x87cw:
-        fldcw   4(%rsp)
+        fldcw   FRAME_X87CW(%rsp)
         jmp     .Lx87cw_done
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
@@ -137,9 +157,9 @@ asyncjob_context_switch:
 asyncjob_context_divert:
         .cfi_startproc
         ENDBR
-        movq    56(%rdi), %rax          /* the saved return address */
+        movq    FRAME_RETURN(%rdi), %rax /* the saved return address */
         leaq    asyncjob_context_diverted(%rip), %rcx
-        movq    %rcx, 56(%rdi)
+        movq    %rcx, FRAME_RETURN(%rdi)
         ret
         .cfi_endproc
         .size   asyncjob_context_divert, .-asyncjob_context_divert
@@ -158,11 +178,11 @@ asyncjob_context_diverted:
         .cfi_def_cfa_offset 0
         .cfi_undefined %rip             /* until the call frame is rebuilt */
         ENDBR
-        pushq   (%rax)                  /* the return address */
+        pushq   DIVERT_RETURN(%rax)     /* the return address */
         .cfi_def_cfa_offset 8
         .cfi_offset %rip, -8
-        movq    16(%rax), %rdi          /* function(argument) */
-        jmp     *8(%rax)
+        movq    DIVERT_ARGUMENT(%rax), %rdi /* function(argument) */
+        jmp     *DIVERT_FUNCTION(%rax)
         .cfi_endproc
         .size   asyncjob_context_diverted, .-asyncjob_context_diverted
 
@@ -179,19 +199,19 @@ asyncjob_context_diverted:
 asyncjob_context_make:
         .cfi_startproc
         ENDBR
-        leaq    -64(%rdi), %rax         /* the frame; popping it leaves rsp = top,
+        leaq    -FRAME_SIZE(%rdi), %rax /* the frame; popping it leaves rsp = top,
                                            16-byte aligned at the trampoline's call */
-        stmxcsr (%rax)                  /* the new context inherits the creator's */
-        fnstcw  4(%rax)                 /* FP control state */
+        stmxcsr FRAME_MXCSR(%rax)       /* the new context inherits the creator's */
+        fnstcw  FRAME_X87CW(%rax)       /* FP control state */
         xorl    %ecx, %ecx
-        movq    %rcx, 8(%rax)           /* r15 */
-        movq    %rcx, 16(%rax)          /* r14 */
-        movq    %rdx, 24(%rax)          /* r13 = argument */
-        movq    %rsi, 32(%rax)          /* r12 = shim */
-        movq    %rcx, 40(%rax)          /* rbx */
-        movq    %rcx, 48(%rax)          /* rbp = 0: outermost frame */
+        movq    %rcx, FRAME_R15(%rax)
+        movq    %rcx, FRAME_R14(%rax)
+        movq    %rdx, FRAME_R13(%rax)   /* argument */
+        movq    %rsi, FRAME_R12(%rax)   /* shim */
+        movq    %rcx, FRAME_RBX(%rax)
+        movq    %rcx, FRAME_RBP(%rax)   /* 0: outermost frame */
         leaq    asyncjob_context_trampoline(%rip), %rcx
-        movq    %rcx, 56(%rax)          /* where the first switch "returns" */
+        movq    %rcx, FRAME_RETURN(%rax) /* where the first switch "returns" */
         ret
         .cfi_endproc
         .size   asyncjob_context_make, .-asyncjob_context_make

@@ -2,20 +2,21 @@
 // on the current C API (<asyncjob/async.h>) and nothing below it.
 //
 // A legacy job is an ordinary job started with a wait context that this file
-// creates for it and frees when it finishes. Next to the context lives a
-// Record holding the job's wait fd. The context's callback is set, before the
-// job first runs, to WakeFromCallback with the Record as its argument; that
-// pair is never written again, so any thread can go from a job to its Record
-// (ASYNC_get_wait_ctx, then ASYNC_WAIT_CTX_get_callback) without a lock, and a
-// job whose context has some other callback (or none) was not started here.
+// creates for it and frees when it finishes. Next to the context lives the
+// job's LegacyJobState, which holds its wait fd. The context's callback is set,
+// before the job first runs, to WakeFromCallback with the LegacyJobState as its
+// argument; that pair is never written again, so any thread can go from a job
+// to its LegacyJobState (ASYNC_get_wait_ctx, then ASYNC_WAIT_CTX_get_callback)
+// without a lock, and a job whose context has some other callback (or none)
+// was not started here.
 //
 // The wait fd is an eventfd (close-on-exec, non-blocking) created on first
 // use and published with a compare-and-swap, so two threads asking at once
 // agree on one. Its counter is non-zero, i.e. the fd readable, from a wake
 // until the next clear, which reads it back to zero. It is closed with the
-// Record: when the job finishes, or when starting it fails. A job left paused
-// when its thread's pool is cleaned up keeps its Record until it finishes,
-// exactly as the core keeps the job itself.
+// LegacyJobState: when the job finishes, or when starting it fails. A job left
+// paused when its thread's pool is cleaned up keeps its LegacyJobState until
+// it finishes, exactly as the core keeps the job itself.
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -34,49 +35,51 @@ using asyncjob::base::QueueError;
 
 namespace {
 
-struct Record {
+// What this API adds to a job of the current API: the wait context it was
+// started with (owned here) and its wait fd (-1 until first needed).
+struct LegacyJobState {
   ASYNC_WAIT_CTX* wait_ctx = nullptr;
   std::atomic<int> wait_fd{-1};
 };
 
 // Writes to the job's eventfd; returns 1, or 0 with an error queued.
-int Wake(Record* record, const char* function);
+int Wake(LegacyJobState* state, const char* function);
 
 // The callback of every legacy job's wait context: code written for the
 // current API calls it to say the job may resume.
 int WakeFromCallback(void* argument) {
-  return Wake(static_cast<Record*>(argument), "the wait context's callback");
+  return Wake(static_cast<LegacyJobState*>(argument), "the wait context's callback");
 }
 
-Record* NewRecord() {
-  auto* record = new (std::nothrow) Record;
-  if (record == nullptr) {
+LegacyJobState* NewLegacyJobState() {
+  auto* state = new (std::nothrow) LegacyJobState;
+  if (state == nullptr) {
     QueueError(ASYNCJOB_R_MALLOC_FAILURE, "ASYNC_start_job: out of memory for a new job");
     return nullptr;
   }
-  record->wait_ctx = ASYNC_WAIT_CTX_new();  // queues its own error
-  if (record->wait_ctx == nullptr ||
-      ASYNC_WAIT_CTX_set_callback(record->wait_ctx, &WakeFromCallback, record) != 1) {
-    ASYNC_WAIT_CTX_free(record->wait_ctx);
-    delete record;
+  state->wait_ctx = ASYNC_WAIT_CTX_new();  // queues its own error
+  if (state->wait_ctx == nullptr ||
+      ASYNC_WAIT_CTX_set_callback(state->wait_ctx, &WakeFromCallback, state) != 1) {
+    ASYNC_WAIT_CTX_free(state->wait_ctx);
+    delete state;
     return nullptr;
   }
-  return record;
+  return state;
 }
 
 // Once the job has finished (or never started): frees its wait context, which
 // runs the cleanup of any fd code in the job left set there, and closes the
 // wait fd.
-void FreeRecord(Record* record) {
-  ASYNC_WAIT_CTX_free(record->wait_ctx);
-  int fd = record->wait_fd.load(std::memory_order_acquire);
+void FreeLegacyJobState(LegacyJobState* state) {
+  ASYNC_WAIT_CTX_free(state->wait_ctx);
+  int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) close(fd);
-  delete record;
+  delete state;
 }
 
-// The Record of a running or paused job started by asyncjob_legacy_start_job,
-// or nullptr (nothing queued). job is not NULL.
-Record* RecordOf(ASYNC_JOB* job) {
+// The LegacyJobState of a running or paused job started by
+// asyncjob_legacy_start_job, or nullptr (nothing queued). job is not NULL.
+LegacyJobState* LegacyJobStateOf(ASYNC_JOB* job) {
   ASYNC_WAIT_CTX* wait_ctx = ASYNC_get_wait_ctx(job);
   if (wait_ctx == nullptr) return nullptr;
   ASYNC_callback_fn callback = nullptr;
@@ -85,28 +88,28 @@ Record* RecordOf(ASYNC_JOB* job) {
       callback != &WakeFromCallback) {
     return nullptr;
   }
-  return static_cast<Record*>(argument);
+  return static_cast<LegacyJobState*>(argument);
 }
 
-// RecordOf, queueing an error (and returning nullptr) for a bad job.
-Record* CheckedRecordOf(ASYNC_JOB* job, const char* function) {
+// LegacyJobStateOf, queueing an error (and returning nullptr) for a bad job.
+LegacyJobState* CheckedLegacyJobStateOf(ASYNC_JOB* job, const char* function) {
   if (job == nullptr) {
     QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "%s: job is NULL", function);
     return nullptr;
   }
-  Record* record = RecordOf(job);
-  if (record == nullptr) {
+  LegacyJobState* state = LegacyJobStateOf(job);
+  if (state == nullptr) {
     QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
                "%s: job %p is not a running or paused job started with the 1.1.0 "
                "API's ASYNC_start_job",
                function, static_cast<void*>(job));
   }
-  return record;
+  return state;
 }
 
 // The job's wait fd, created on first use; -1 (error queued) when it cannot be.
-int WaitFd(Record* record, const char* function) {
-  int fd = record->wait_fd.load(std::memory_order_acquire);
+int WaitFd(LegacyJobState* state, const char* function) {
+  int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
   int created = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (created < 0) {
@@ -114,7 +117,7 @@ int WaitFd(Record* record, const char* function) {
                function, std::strerror(errno));
     return -1;
   }
-  if (record->wait_fd.compare_exchange_strong(fd, created, std::memory_order_acq_rel,
+  if (state->wait_fd.compare_exchange_strong(fd, created, std::memory_order_acq_rel,
                                               std::memory_order_acquire)) {
     return created;
   }
@@ -122,8 +125,8 @@ int WaitFd(Record* record, const char* function) {
   return fd;
 }
 
-int Wake(Record* record, const char* function) {
-  int fd = WaitFd(record, function);
+int Wake(LegacyJobState* state, const char* function) {
+  int fd = WaitFd(state, function);
   if (fd < 0) return 0;
   const std::uint64_t one = 1;
   if (write(fd, &one, sizeof one) != static_cast<ssize_t>(sizeof one) && errno != EAGAIN) {
@@ -154,35 +157,37 @@ int asyncjob_legacy_start_job(ASYNC_JOB** job, int* ret, int (*func)(void*), voi
     return ASYNC_start_job(job, nullptr, ret, func, args, size);
   }
   if (*job != nullptr) {
-    // Resuming. A job not started here (its Record is nullptr) is simply
+    // Resuming. A job not started here (it has no LegacyJobState) is simply
     // resumed; the current API rejects one that is not paused on this thread.
-    Record* record = RecordOf(*job);
+    LegacyJobState* state = LegacyJobStateOf(*job);
     int status = ASYNC_start_job(job, nullptr, ret, func, args, size);
-    if (status == ASYNC_FINISH && record != nullptr) FreeRecord(record);
+    if (status == ASYNC_FINISH && state != nullptr) FreeLegacyJobState(state);
     return status;
   }
-  Record* record = NewRecord();
-  if (record == nullptr) return ASYNC_ERR;
-  int status = ASYNC_start_job(job, record->wait_ctx, ret, func, args, size);
-  if (status != ASYNC_PAUSE) FreeRecord(record);  // finished, or never started
+  LegacyJobState* state = NewLegacyJobState();
+  if (state == nullptr) return ASYNC_ERR;
+  int status = ASYNC_start_job(job, state->wait_ctx, ret, func, args, size);
+  if (status != ASYNC_PAUSE) FreeLegacyJobState(state);  // finished, or never started
   return status;
 }
 
 int asyncjob_legacy_in_job(void) { return ASYNC_get_current_job() != nullptr ? 1 : 0; }
 
 int asyncjob_legacy_get_wait_fd(ASYNC_JOB* job) {
-  Record* record = CheckedRecordOf(job, "ASYNC_get_wait_fd");
-  return record != nullptr ? WaitFd(record, "ASYNC_get_wait_fd") : -1;
+  LegacyJobState* state = CheckedLegacyJobStateOf(job, "ASYNC_get_wait_fd");
+  return state != nullptr ? WaitFd(state, "ASYNC_get_wait_fd") : -1;
 }
 
 void asyncjob_legacy_wake(ASYNC_JOB* job) {
-  if (Record* record = CheckedRecordOf(job, "ASYNC_wake")) Wake(record, "ASYNC_wake");
+  if (LegacyJobState* state = CheckedLegacyJobStateOf(job, "ASYNC_wake")) {
+    Wake(state, "ASYNC_wake");
+  }
 }
 
 void asyncjob_legacy_clear_wake(ASYNC_JOB* job) {
-  Record* record = CheckedRecordOf(job, "ASYNC_clear_wake");
-  if (record == nullptr) return;
-  int fd = record->wait_fd.load(std::memory_order_acquire);
+  LegacyJobState* state = CheckedLegacyJobStateOf(job, "ASYNC_clear_wake");
+  if (state == nullptr) return;
+  int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd < 0) return;  // never woken: nothing to clear
   std::uint64_t count = 0;
   if (read(fd, &count, sizeof count) < 0 && errno != EAGAIN) {

@@ -15,6 +15,8 @@ for f in \
     "$LIBDIR/libasyncjob.so.$ASYNCJOB_VERSION" \
     "$LIBDIR/libasyncjob.a" \
     "$INCLUDEDIR/asyncjob/async.h" \
+    "$INCLUDEDIR/asyncjob/errors.h" \
+    "$INCLUDEDIR/asyncjob/legacy.h" \
     "$INCLUDEDIR/asyncjob/openssl-compat/openssl/async.h" \
     "$LIBDIR/cmake/asyncjob/asyncjobConfig.cmake" \
     "$LIBDIR/cmake/asyncjob/asyncjobConfigVersion.cmake" \

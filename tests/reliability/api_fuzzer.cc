@@ -1,5 +1,5 @@
-// api_fuzzer.cc - an API-sequence fuzzer for asyncjob, checked against a
-// reference model of the documented semantics.
+// api_fuzzer.cc - an API-sequence fuzzer for asyncjob: the operation
+// interpreter, checked against the reference model of api_model.h.
 //
 // The input is a program. Each op is a byte (modulo the number of ops)
 // followed by its operands; ops run at the top level or inside jobs, and a job
@@ -9,10 +9,13 @@
 //   START ctx args argbyte len <len bytes: the new job's script>
 //   RESUME target flavour       PAUSE   BLOCK   UNBLOCK   ...
 //
-// Every call's result is compared with a small model of the semantics in
-// README.md ("Behaviour", the table of errors) and the research notes (wait-fd
-// change tracking): the pool's counts and ASYNC_NO_JOBS, *ret written only at
-// ASYNC_FINISH, who a pause returns to, fd change tracking and cleanup calls,
+// This file decodes each op, predicts with the model what the call should do,
+// makes the call and compares. The semantics are those of README.md
+// ("Behaviour": the pool, wait-fd change tracking, the table of errors) and
+// of <asyncjob/async.h>: the pool's counts and ASYNC_NO_JOBS, *ret written
+// only at ASYNC_FINISH, who a pause returns to, fd change tracking (an fd
+// added and cleared in one round is reported neither as added nor deleted;
+// a round ends only when a paused job is resumed) and cleanup calls,
 // callbacks and status, and the exact error-queue entries (reason, library,
 // non-empty message) every call leaves. A mismatch prints what differed and
 // aborts, which libFuzzer reports as a crash. Set ASYNCJOB_FUZZ_TRACE=1 to
@@ -25,9 +28,10 @@
 //     the guarded-stack budget so that both kinds are used; the model predicts
 //     the kind of every new stack.
 //   - "custom": an ASYNC_set_mem_functions() allocator installed before the
-//     first stack. An op plans its next outcomes: NULL, too small, a bigger or
-//     misaligned block, so allocation failure is covered in ASYNC_start_job
-//     and ASYNC_init_thread, and every block handed out must come back.
+//     first stack (fuzz_support.h). An op plans its next outcomes: NULL, too
+//     small, a bigger or misaligned block, so allocation failure is covered in
+//     ASYNC_start_job and ASYNC_init_thread, and every block handed out must
+//     come back.
 //
 // A helper thread makes the calls that must come from another thread:
 // resuming or cancelling a job of this thread (ASYNCJOB_R_WRONG_THREAD, the
@@ -39,7 +43,7 @@
 // may be left (custom mode: every block freed; where mapping counts are exact,
 // /proc/self/maps and /proc/self/fd are as they were).
 //
-// The one internal the model reads is which kind of stack a job runs on (the
+// The one internal the fuzzer reads is which kind of stack a job runs on (the
 // API has no way to ask which idle job a start reused); it is used to keep the
 // kind counts of asyncjob_get_pool_stats() predictable, and for a new stack
 // the model's prediction is checked against it. It also knows, from the
@@ -51,7 +55,6 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -65,91 +68,34 @@
 #include <string>
 #include <thread>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
+#include "api_model.h"
 #include "asyncjob/async.h"
+#include "fuzz_support.h"
 #include "job/job.h"
 #include "support/test_support.h"
 
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv);
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size);
 
+namespace api_fuzzer {
 namespace {
 
 // ----- Limits that keep one input cheap -----
 
 constexpr std::size_t kMaxJobs = 48;   // jobs started per input
-constexpr int kMaxCtx = 4;             // wait-context slots
 constexpr int kRetSentinel = 0x5eed5eed;
 constexpr std::size_t kMaxCancelHooks = 8;
 
-// ----- Failure reporting -----
-
-bool g_trace = false;
-std::size_t g_op_count = 0;  // ops run in this input
-
-[[noreturn]] __attribute__((format(printf, 3, 4))) void Fail(int line, const char* what,
-                                                              const char* format, ...) {
-  std::fprintf(stderr, "api_fuzzer: model mismatch at line %d after op #%zu: %s\n  ", line,
-               g_op_count, what);
-  va_list args;
-  va_start(args, format);
-  std::vfprintf(stderr, format, args);
-  va_end(args);
-  std::fprintf(stderr, "\n  (rerun with ASYNCJOB_FUZZ_TRACE=1 to see every op)\n");
-  std::abort();
-}
-
-#define FZ_CHECK(cond, ...)                              \
-  do {                                                   \
-    if (!(cond)) Fail(__LINE__, #cond, __VA_ARGS__);     \
-  } while (false)
-
-void Trace(int self, const char* format, ...) __attribute__((format(printf, 2, 3)));
-void Trace(int self, const char* format, ...) {
-  if (!g_trace) return;
-  std::fprintf(stderr, "#%zu %s%d: ", g_op_count, self < 0 ? "top" : "job ", self < 0 ? 0 : self);
-  va_list args;
-  va_start(args, format);
-  std::vfprintf(stderr, format, args);
-  va_end(args);
-  std::fputc('\n', stderr);
-}
-
-// ----- Input -----
-
-struct Reader {
-  const std::uint8_t* data = nullptr;
-  std::size_t size = 0;
-  std::size_t pos = 0;
-  bool empty() const { return pos >= size; }
-  std::uint8_t Byte() { return pos < size ? data[pos++] : 0; }
-  Reader Sub(std::size_t n) {
-    n = std::min(n, size - std::min(pos, size));
-    Reader sub{data + pos, n, 0};
-    pos += n;
-    return sub;
-  }
-};
-
 // ----- Stack sources -----
 
-enum class Mode { kLibrary, kCustom };
-Mode g_mode = Mode::kLibrary;
 ASYNC_stack_alloc_fn g_library_alloc = nullptr;
 ASYNC_stack_free_fn g_library_free = nullptr;
 std::size_t g_default_budget = 0;
 std::size_t g_default_stack_size = 0;
 
-enum Kind { kGuarded = 0, kSlab = 1, kCustom = 2 };
-
-#if defined(ASYNCJOB_CONTEXT_RETURN_FREE) && ASYNCJOB_CONTEXT_RETURN_FREE
-constexpr bool kReturnFreeBuild = true;
-#else
-constexpr bool kReturnFreeBuild = false;
-#endif
-
+// The kind of stack a job runs on: the one internal the fuzzer reads.
 Kind KindOf(ASYNC_JOB* handle) {
   using asyncjob::stack::StackKind;
   switch (reinterpret_cast<const asyncjob::job::Job*>(handle)->stack.kind) {
@@ -158,61 +104,6 @@ Kind KindOf(ASYNC_JOB* handle) {
     case StackKind::kCustom: return kCustom;
   }
   return kCustom;
-}
-
-// Custom mode: the allocator and its plan of outcomes.
-enum class AllocOutcome : std::uint8_t { kOk, kNull, kTooSmall, kBigger, kMisaligned };
-
-std::mutex g_alloc_mutex;
-std::vector<AllocOutcome> g_plan;  // consumed from the front
-std::unordered_map<void*, void*> g_blocks;  // pointer handed out -> malloc'd block
-std::size_t g_alloc_calls = 0;
-
-void* FuzzAlloc(std::size_t* num) {
-  std::lock_guard lock(g_alloc_mutex);
-  FZ_CHECK(num != nullptr && *num == asyncjob_get_stack_size(),
-           "the allocator must be asked for the default stack size");
-  ++g_alloc_calls;
-  AllocOutcome outcome = AllocOutcome::kOk;
-  if (!g_plan.empty()) {
-    outcome = g_plan.front();
-    g_plan.erase(g_plan.begin());
-  }
-  std::size_t skew = 0;
-  switch (outcome) {
-    case AllocOutcome::kNull: return nullptr;
-    case AllocOutcome::kTooSmall: *num = 4096; break;
-    case AllocOutcome::kBigger: *num += 8192; break;
-    case AllocOutcome::kMisaligned: skew = 8; break;
-    case AllocOutcome::kOk: break;
-  }
-  auto* block = static_cast<char*>(std::malloc(*num + skew));
-  FZ_CHECK(block != nullptr, "malloc of a %zu-byte stack failed", *num);
-  g_blocks[block + skew] = block;
-  return block + skew;
-}
-
-void FuzzFree(void* address) {
-  std::lock_guard lock(g_alloc_mutex);
-  auto it = g_blocks.find(address);
-  FZ_CHECK(it != g_blocks.end(), "free of %p, which the allocator never handed out", address);
-  std::free(it->second);
-  g_blocks.erase(it);
-}
-
-std::size_t LiveBlocks() {
-  std::lock_guard lock(g_alloc_mutex);
-  return g_blocks.size();
-}
-
-std::size_t AllocCalls() {
-  std::lock_guard lock(g_alloc_mutex);
-  return g_alloc_calls;
-}
-
-AllocOutcome PlanAt(std::size_t index) {
-  std::lock_guard lock(g_alloc_mutex);
-  return index < g_plan.size() ? g_plan[index] : AllocOutcome::kOk;
 }
 
 // ----- The helper thread -----
@@ -270,154 +161,15 @@ std::string ReasonList(const std::vector<int>& reasons) {
   return text + " ]";
 }
 
-// ----- The model -----
+// ----- Starting a job -----
 
-struct MPool {
-  std::size_t max = 0;
-  std::size_t total = 0;
-  std::size_t idle = 0;
-  std::size_t kinds[3] = {0, 0, 0};       // every job of the pool
-  std::size_t idle_kinds[3] = {0, 0, 0};  // the idle ones
-  bool closing = false;
-  std::size_t in_use() const { return total - idle; }
-};
-
-enum class JState { kRunning, kPaused, kFinished };
-
-// Job arguments are a window of a fixed pseudo-random pattern, filled and
-// checked with memcpy/memcmp (byte loops would cost the fuzzer more than the
-// library does).
-constexpr std::size_t kPatternWindows = 4096;
-std::vector<std::uint8_t>& Pattern() {
-  static std::vector<std::uint8_t>* pattern = [] {
-    auto* bytes = new std::vector<std::uint8_t>(1 << 20);
-    std::uint32_t x = 0x9e3779b9u;
-    for (std::uint8_t& b : *bytes) {
-      x ^= x << 13;
-      x ^= x >> 17;
-      x ^= x << 5;
-      b = static_cast<std::uint8_t>(x);
-    }
-    return bytes;
-  }();
-  return *pattern;
-}
-
-struct ArgsSpec {
-  int mode = 0;  // 0 NULL, 1 NULL with a size, 2 size 0, 3 small, 4 quarter stack, 5 heap
-  std::size_t size = 0;
-  unsigned seed = 0;
-  const std::uint8_t* Bytes() const { return Pattern().data() + (seed * 97u) % kPatternWindows; }
-};
-
-struct Hook {
-  int which;
-  void* arg;
-};
-
-struct MJob {
-  int id = 0;
-  ASYNC_JOB* handle = nullptr;
-  JState state = JState::kRunning;
-  int parent = -1;  // job running when it was last entered; -1: the top level
-  int ctx = -1;     // wait-context slot it is attached to
-  int pool = -1;
-  Kind kind = kGuarded;
-  bool created = false;      // acquired by making a new stack, not reused
-  bool paused_last = false;  // its last segment ended in a pause
-  bool entered_return_free = false;  // its current run cannot free its own stack
-  bool cancelling = false;
-  int block = 0;
-  int entries = 0;  // times started or resumed
-  int ret_value = 0;
-  Reader script;
-  ArgsSpec args;
-  std::vector<Hook> hooks;
-};
-
-struct MEntry {
-  const void* key;
-  int fd;
-  void* data;
-  bool cleanup;
-  bool added;
-  bool deleted;
-};
-
-struct MCtx {
-  ASYNC_WAIT_CTX* handle = nullptr;  // nullptr: slot empty
-  std::vector<MEntry> entries;
-  ASYNC_callback_fn callback = nullptr;
-  void* callback_arg = nullptr;
-  int status = ASYNC_STATUS_UNSUPPORTED;
-  int attached = -1;  // job id
-
-  MEntry* Live(const void* key) {
-    for (MEntry& e : entries) {
-      if (e.key == key && !e.deleted) return &e;
-    }
-    return nullptr;
-  }
-  void NewRound() {
-    std::vector<MEntry> kept;
-    for (MEntry e : entries) {
-      if (e.deleted) continue;
-      e.added = false;
-      kept.push_back(e);
-    }
-    entries = kept;
-  }
-  bool Clear(const void* key) {
-    for (auto it = entries.begin(); it != entries.end(); ++it) {
-      if (it->key != key || it->deleted) continue;
-      if (it->added) entries.erase(it);
-      else it->deleted = true;
-      return true;
-    }
-    return false;
-  }
-  std::vector<int> AllFds() const {
-    std::vector<int> fds;
-    for (const MEntry& e : entries) {
-      if (!e.deleted) fds.push_back(e.fd);
-    }
-    return fds;
-  }
-  std::vector<int> AddedFds() const {
-    std::vector<int> fds;
-    for (const MEntry& e : entries) {
-      if (e.added && !e.deleted) fds.push_back(e.fd);
-    }
-    return fds;
-  }
-  std::vector<int> DeletedFds() const {
-    std::vector<int> fds;
-    for (const MEntry& e : entries) {
-      if (e.deleted && !e.added) fds.push_back(e.fd);
-    }
-    return fds;
-  }
-};
-
-struct Model {
-  std::vector<std::unique_ptr<MPool>> pools;
-  int pool = -1;  // this thread's pool; -1: none
-  std::vector<std::unique_ptr<MJob>> jobs;
-  MCtx ctx[kMaxCtx];
-  int current = -1;  // running job
-  std::vector<ASYNC_JOB*> idle_handles;  // handles known to be idle jobs of the pool
-  std::vector<int> deferred;  // finished jobs of closing pools not freed yet
-  std::size_t budget = 0;
-  std::size_t guarded_live = 0;  // guarded stacks in the process
-  std::size_t custom_live = 0;   // custom blocks the library holds
-};
-
-Model* g = nullptr;
 int g_starting_job = -1;  // the job the next ASYNC_start_job call runs
 // Allocator calls before that start, and how many it should make: checked
 // when the job begins, before its script can allocate more.
 std::size_t g_start_calls_before = 0;
 std::size_t g_start_calls_expected = 0;
+
+// ----- What the library calls back -----
 
 struct CleanupCall {
   ASYNC_WAIT_CTX* ctx;
@@ -482,100 +234,10 @@ void CheckErrors(Expect& expect, const char* where) {
   expect.reasons.clear();
 }
 
-// ----- Pool bookkeeping -----
-
-MPool* CurrentPool() { return g->pool >= 0 ? g->pools[static_cast<std::size_t>(g->pool)].get() : nullptr; }
-
-MPool* EnsurePool() {
-  if (g->pool < 0) {
-    g->pools.push_back(std::make_unique<MPool>());
-    g->pool = static_cast<int>(g->pools.size()) - 1;
-  }
-  return CurrentPool();
-}
-
-void CountStack(Kind kind, int delta) {
-  std::size_t* counter = kind == kGuarded ? &g->guarded_live : kind == kCustom ? &g->custom_live : nullptr;
-  if (counter == nullptr) return;
-  if (delta > 0) ++*counter;
-  else --*counter;
-}
-
-struct NewStack {
-  bool ok;
-  Kind kind;
-};
-
-// What the next stack allocation gives; `plan_index` counts the custom
-// allocator's planned outcomes this call will already have used.
-NewStack PredictNewStack(std::size_t plan_index, std::size_t guarded_extra) {
-  if (g_mode == Mode::kCustom) {
-    AllocOutcome outcome = PlanAt(plan_index);
-    bool ok = outcome != AllocOutcome::kNull && outcome != AllocOutcome::kTooSmall;
-    return {ok, kCustom};
-  }
-  return {true, g->guarded_live + guarded_extra < g->budget ? kGuarded : kSlab};
-}
-
-void FreeIdle(MPool* pool) {
-  FZ_CHECK(pool->idle_kinds[0] + pool->idle_kinds[1] + pool->idle_kinds[2] == pool->idle,
-           "model: idle kinds do not add up");
-  for (int k = 0; k < 3; ++k) {
-    pool->kinds[k] -= pool->idle_kinds[k];
-    pool->total -= pool->idle_kinds[k];
-    for (std::size_t i = 0; i < pool->idle_kinds[k]; ++i) CountStack(static_cast<Kind>(k), -1);
-    pool->idle_kinds[k] = 0;
-  }
-  pool->idle = 0;
-  g->idle_handles.clear();
-}
-
-void RemoveIdleHandle(ASYNC_JOB* handle) {
-  auto it = std::find(g->idle_handles.begin(), g->idle_handles.end(), handle);
-  if (it != g->idle_handles.end()) g->idle_handles.erase(it);
-}
-
-bool KnownIdle(ASYNC_JOB* handle) {
-  return std::find(g->idle_handles.begin(), g->idle_handles.end(), handle) != g->idle_handles.end();
-}
-
-// Frees the jobs that finished in a closing pool on their own stacks.
-void FlushDeferred() {
-  for (int id : g->deferred) {
-    const MJob& job = *g->jobs[static_cast<std::size_t>(id)];
-    MPool* pool = g->pools[static_cast<std::size_t>(job.pool)].get();
-    --pool->total;
-    --pool->kinds[job.kind];
-    CountStack(job.kind, -1);
-  }
-  g->deferred.clear();
-}
-
-// A job finished (or was cancelled): its context is free, its job idle or
-// freed (later, if it cannot free its own stack).
-void ApplyFinish(MJob& job) {
-  if (job.ctx >= 0) g->ctx[job.ctx].attached = -1;
-  job.ctx = -1;
-  job.state = JState::kFinished;
-  job.hooks.clear();
-  MPool* pool = g->pools[static_cast<std::size_t>(job.pool)].get();
-  if (pool->closing && job.entered_return_free) {
-    g->deferred.push_back(job.id);
-  } else if (pool->closing) {
-    --pool->total;
-    --pool->kinds[job.kind];
-    CountStack(job.kind, -1);
-  } else {
-    ++pool->idle;
-    ++pool->idle_kinds[job.kind];
-    g->idle_handles.push_back(job.handle);
-  }
-}
-
 // ----- Checks after every op -----
 
 void CheckState(int self, const char* where) {
-  ASYNC_JOB* expected = self >= 0 ? g->jobs[static_cast<std::size_t>(self)]->handle : nullptr;
+  ASYNC_JOB* expected = self >= 0 ? g_model->jobs[static_cast<std::size_t>(self)]->handle : nullptr;
   FZ_CHECK(ASYNC_get_current_job() == expected, "%s: current job %p, expected %p", where,
            static_cast<void*>(ASYNC_get_current_job()), static_cast<void*>(expected));
   asyncjob_pool_stats stats;
@@ -598,8 +260,8 @@ void CheckState(int self, const char* where) {
              pool->kinds[kCustom]);
   }
   if (g_mode == Mode::kCustom) {
-    FZ_CHECK(LiveBlocks() == g->custom_live, "%s: %zu stack blocks live, model %zu", where,
-             LiveBlocks(), g->custom_live);
+    FZ_CHECK(LiveBlocks() == g_model->custom_live, "%s: %zu stack blocks live, model %zu", where,
+             LiveBlocks(), g_model->custom_live);
   }
   Expect none;
   CheckErrors(none, where);
@@ -619,7 +281,8 @@ struct CtxRef {
 CtxRef ResolveCtx(std::uint8_t b, int self, Expect& expect) {
   const int n = b % (kMaxCtx + 2);
   if (n < kMaxCtx) {
-    return g->ctx[n].handle != nullptr ? CtxRef{g->ctx[n].handle, n} : CtxRef{nullptr, -1};
+    return g_model->ctx[n].handle != nullptr ? CtxRef{g_model->ctx[n].handle, n}
+                                             : CtxRef{nullptr, -1};
   }
   if (n == kMaxCtx) return {nullptr, -1};
   ASYNC_WAIT_CTX* own = ASYNC_get_wait_ctx(ASYNC_get_current_job());
@@ -628,8 +291,8 @@ CtxRef ResolveCtx(std::uint8_t b, int self, Expect& expect) {
     FZ_CHECK(own == nullptr, "ASYNC_get_wait_ctx(NULL) returned %p", static_cast<void*>(own));
     return {nullptr, -1};
   }
-  const int slot = g->jobs[static_cast<std::size_t>(self)]->ctx;
-  ASYNC_WAIT_CTX* want = slot >= 0 ? g->ctx[slot].handle : nullptr;
+  const int slot = g_model->jobs[static_cast<std::size_t>(self)]->ctx;
+  ASYNC_WAIT_CTX* want = slot >= 0 ? g_model->ctx[slot].handle : nullptr;
   FZ_CHECK(own == want, "the job's wait context is %p, expected %p", static_cast<void*>(own),
            static_cast<void*>(want));
   return {own, slot};
@@ -641,14 +304,14 @@ std::vector<int> Sorted(std::vector<int> v) {
 }
 
 void FreeCtx(int slot, Expect& expect) {
-  MCtx& c = g->ctx[slot];
+  MCtx& c = g_model->ctx[slot];
   std::vector<CleanupCall> want;
   for (const MEntry& e : c.entries) {
     if (!e.deleted && e.cleanup) want.push_back(CleanupCall{c.handle, e.key, e.fd, e.data});
   }
   if (c.attached >= 0) {
     expect.Add(ASYNCJOB_R_WAIT_CTX_IN_USE);
-    g->jobs[static_cast<std::size_t>(c.attached)]->ctx = -1;
+    g_model->jobs[static_cast<std::size_t>(c.attached)]->ctx = -1;
   }
   g_cleanups.clear();
   ASYNC_WAIT_CTX_free(c.handle);
@@ -681,8 +344,8 @@ void CheckArgs(const MJob& job, const void* args) {
 
 // After a start or resume returned: did the job pause or finish as it did?
 void AfterEnter(MJob& job, int self, int status, ASYNC_JOB* handle, int ret) {
-  FZ_CHECK(g->current == self, "model: current %d after entering job %d from %d", g->current,
-           job.id, self);
+  FZ_CHECK(g_model->current == self, "model: current %d after entering job %d from %d",
+           g_model->current, job.id, self);
   if (job.paused_last) {
     FZ_CHECK(status == ASYNC_PAUSE, "job %d paused but ASYNC_start_job returned %d", job.id,
              status);
@@ -702,7 +365,7 @@ void AfterEnter(MJob& job, int self, int status, ASYNC_JOB* handle, int ret) {
 
 // The model's side of a job being entered at its start.
 void OnJobEntry(MJob& job, ASYNC_JOB* handle) {
-  for (const auto& other : g->jobs) {
+  for (const auto& other : g_model->jobs) {
     if (other->id != job.id && other->state != JState::kFinished) {
       FZ_CHECK(other->handle != handle, "job %d got handle %p, which job %d still uses",
                job.id, static_cast<void*>(handle), other->id);
@@ -710,7 +373,7 @@ void OnJobEntry(MJob& job, ASYNC_JOB* handle) {
   }
   job.handle = handle;
   const Kind kind = KindOf(handle);
-  MPool* pool = g->pools[static_cast<std::size_t>(job.pool)].get();
+  MPool* pool = g_model->pools[static_cast<std::size_t>(job.pool)].get();
   if (job.created) {
     FZ_CHECK(kind == job.kind, "job %d: new stack of kind %d, model predicted %d", job.id,
              static_cast<int>(kind), static_cast<int>(job.kind));
@@ -730,7 +393,7 @@ int JobMain(void* args) {
   const int id = g_starting_job;
   g_starting_job = -1;
   FZ_CHECK(id >= 0, "a job function ran where the model expected no job to start (%d)", id);
-  MJob& job = *g->jobs[static_cast<std::size_t>(id)];
+  MJob& job = *g_model->jobs[static_cast<std::size_t>(id)];
   ASYNC_JOB* handle = ASYNC_get_current_job();
   FZ_CHECK(handle != nullptr, "job %d: ASYNC_get_current_job() is NULL inside it", id);
   FZ_CHECK(AllocCalls() - g_start_calls_before == g_start_calls_expected,
@@ -738,15 +401,16 @@ int JobMain(void* args) {
            AllocCalls() - g_start_calls_before, g_start_calls_expected);
   OnJobEntry(job, handle);
   CheckArgs(job, args);
-  ASYNC_WAIT_CTX* want = job.ctx >= 0 ? g->ctx[job.ctx].handle : nullptr;
+  ASYNC_WAIT_CTX* want = job.ctx >= 0 ? g_model->ctx[job.ctx].handle : nullptr;
   FZ_CHECK(ASYNC_get_wait_ctx(handle) == want, "job %d: wait context %p, expected %p", id,
            static_cast<void*>(ASYNC_get_wait_ctx(handle)), static_cast<void*>(want));
   Reader script = job.script;
   DoOps(script, id);
   CheckArgs(job, args);
-  FZ_CHECK(g->current == id, "model: job %d finishing while %d is current", id, g->current);
+  FZ_CHECK(g_model->current == id, "model: job %d finishing while %d is current", id,
+           g_model->current);
   job.paused_last = false;
-  g->current = job.parent;
+  g_model->current = job.parent;
   return job.ret_value;
 }
 
@@ -795,14 +459,14 @@ void OpStart(Reader& r, int self) {
   const std::uint8_t args_n = r.Byte();
   const std::uint8_t length = r.Byte();
   Reader script = r.Sub(length);
-  if (g->jobs.size() >= kMaxJobs) return;
+  if (g_model->jobs.size() >= kMaxJobs) return;
   Expect expect;
   CtxRef ctx = ResolveCtx(ctx_byte, self, expect);
   CheckErrors(expect, "resolving the context of a start");
 
   ArgsSpec spec;
   spec.mode = args_byte % 6;
-  spec.seed = static_cast<unsigned>(g->jobs.size());
+  spec.seed = static_cast<unsigned>(g_model->jobs.size());
   const std::size_t quarter = asyncjob_get_stack_size() / 4;
   switch (spec.mode) {
     case 0: spec.size = 0; break;
@@ -820,7 +484,7 @@ void OpStart(Reader& r, int self) {
   NewStack stack{true, kGuarded};
   bool reuse = false;
   std::size_t plan_used = 0;
-  if (ctx.slot >= 0 && g->ctx[ctx.slot].attached >= 0) {
+  if (ctx.slot >= 0 && g_model->ctx[ctx.slot].attached >= 0) {
     predicted = kError;
     expect.Add(ASYNCJOB_R_WAIT_CTX_IN_USE);
   } else {
@@ -847,17 +511,17 @@ void OpStart(Reader& r, int self) {
   if (predicted == kRuns) {
     auto fresh = std::make_unique<MJob>();
     job = fresh.get();
-    job->id = static_cast<int>(g->jobs.size());
+    job->id = static_cast<int>(g_model->jobs.size());
     job->parent = self;
     job->ctx = ctx.slot;
-    job->pool = g->pool;
+    job->pool = g_model->pool;
     job->created = !reuse;
     job->kind = stack.kind;
     job->entries = 1;
     job->ret_value = 1000 + job->id * 7 + (args_n & 3);
     job->script = script;
     job->args = spec;
-    g->jobs.push_back(std::move(fresh));
+    g_model->jobs.push_back(std::move(fresh));
     MPool* pool = CurrentPool();
     if (reuse) {
       --pool->idle;
@@ -866,10 +530,10 @@ void OpStart(Reader& r, int self) {
       ++pool->kinds[stack.kind];
       CountStack(stack.kind, +1);
     }
-    if (ctx.slot >= 0) g->ctx[ctx.slot].attached = job->id;
+    if (ctx.slot >= 0) g_model->ctx[ctx.slot].attached = job->id;
     job->entered_return_free = kReturnFreeBuild;  // the current pool is never closing
     FlushDeferred();  // entering a job frees them, once its stack is found
-    g->current = job->id;
+    g_model->current = job->id;
     g_starting_job = job->id;
   }
   const std::size_t calls_before = AllocCalls();
@@ -895,45 +559,25 @@ void OpStart(Reader& r, int self) {
 
 // A job of the table chosen by b; nullptr when there is none.
 MJob* Target(std::uint8_t b) {
-  if (g->jobs.empty()) return nullptr;
-  return g->jobs[b % g->jobs.size()].get();
+  if (g_model->jobs.empty()) return nullptr;
+  return g_model->jobs[b % g_model->jobs.size()].get();
 }
 
 // How a call on `target` from this thread fails, or 0 if it resumes it; -1
-// when it must not be made at all (a finished job whose handle may now
-// belong to another job or to nothing).
-int ResumeVerdict(const MJob& target) {
-  switch (target.state) {
-    case JState::kPaused: return 0;
-    case JState::kRunning: return ASYNCJOB_R_JOB_NOT_PAUSED;
-    case JState::kFinished: return KnownIdle(target.handle) ? ASYNCJOB_R_JOB_NOT_PAUSED : -1;
-  }
-  return -1;
-}
-
-void Enter(MJob& target, int self, bool cancelling = false) {
-  target.state = JState::kRunning;
-  target.parent = self;
-  ++target.entries;
-  target.entered_return_free =
-      kReturnFreeBuild && !cancelling && !g->pools[static_cast<std::size_t>(target.pool)]->closing;
-  FlushDeferred();
-  g->current = target.id;
-}
 
 void ResumeJob(MJob& target, int self, std::uint8_t flavour) {
   const int verdict = ResumeVerdict(target);
   if (verdict < 0) return;
   Trace(self, "resume job %d (%s)", target.id, verdict == 0 ? "paused" : "not paused");
   // Whatever else is passed is ignored on resume.
-  ASYNC_WAIT_CTX* other_ctx = g->ctx[flavour % kMaxCtx].handle;
+  ASYNC_WAIT_CTX* other_ctx = g_model->ctx[flavour % kMaxCtx].handle;
   int (*func)(void*) = (flavour & 4) != 0 ? &JobMain : nullptr;
   char garbage[8] = {};
   ASYNC_JOB* handle = target.handle;
   int ret = kRetSentinel;
   if (verdict == 0) {
     // A paused job's context, seen from outside it.
-    ASYNC_WAIT_CTX* want = target.ctx >= 0 ? g->ctx[target.ctx].handle : nullptr;
+    ASYNC_WAIT_CTX* want = target.ctx >= 0 ? g_model->ctx[target.ctx].handle : nullptr;
     FZ_CHECK(ASYNC_get_wait_ctx(handle) == want, "paused job %d's wait context is not the model's",
              target.id);
     Enter(target, self);
@@ -958,28 +602,29 @@ void OpPause(int self) {
     FZ_CHECK(ASYNC_pause_job() == 1, "ASYNC_pause_job outside a job must return 1");
     return;
   }
-  MJob& job = *g->jobs[static_cast<std::size_t>(self)];
+  MJob& job = *g_model->jobs[static_cast<std::size_t>(self)];
   if (job.block > 0) {
     Trace(self, "pause (blocked)");
     const int entries = job.entries;
     FZ_CHECK(ASYNC_pause_job() == 1, "a blocked pause must return 1");
-    FZ_CHECK(job.entries == entries && g->current == self, "a blocked pause paused job %d", self);
+    FZ_CHECK(job.entries == entries && g_model->current == self, "a blocked pause paused job %d",
+             self);
     return;
   }
   Trace(self, "pause");
   CheckErrors(none, "before a pause");
   job.state = JState::kPaused;
   job.paused_last = true;
-  g->current = job.parent;
+  g_model->current = job.parent;
   const int entries = job.entries;
   const int result = ASYNC_pause_job();
   // Resumed.
   FZ_CHECK(result == 1, "ASYNC_pause_job returned %d", result);
-  FZ_CHECK(job.entries == entries + 1 && job.state == JState::kRunning && g->current == self,
+  FZ_CHECK(job.entries == entries + 1 && job.state == JState::kRunning && g_model->current == self,
            "job %d came back from a pause without being resumed (entries %d -> %d)", self,
            entries, job.entries);
   job.paused_last = false;
-  if (job.ctx >= 0) g->ctx[job.ctx].NewRound();
+  if (job.ctx >= 0) g_model->ctx[job.ctx].NewRound();
 }
 
 void OpHelperResume(std::uint8_t b, bool cancel) {
@@ -1063,7 +708,7 @@ void OpCleanupThread(int self) {
       pool->closing = true;
       expect.Add(ASYNCJOB_R_JOBS_OUTSTANDING);
     }
-    g->pool = -1;
+    g_model->pool = -1;
   }
   ASYNC_cleanup_thread();
   CheckErrors(expect, "ASYNC_cleanup_thread");
@@ -1071,15 +716,15 @@ void OpCleanupThread(int self) {
 
 void OpCtxNew(int self) {
   for (int slot = 0; slot < kMaxCtx; ++slot) {
-    MCtx& c = g->ctx[slot];
+    MCtx& c = g_model->ctx[slot];
     if (c.handle != nullptr) continue;
     c = MCtx{};
     c.handle = ASYNC_WAIT_CTX_new();
     Trace(self, "ASYNC_WAIT_CTX_new -> slot %d %p", slot, static_cast<void*>(c.handle));
     FZ_CHECK(c.handle != nullptr, "ASYNC_WAIT_CTX_new returned NULL");
     for (int other = 0; other < kMaxCtx; ++other) {
-      FZ_CHECK(other == slot || g->ctx[other].handle != c.handle, "two live contexts share %p",
-               static_cast<void*>(c.handle));
+      FZ_CHECK(other == slot || g_model->ctx[other].handle != c.handle,
+               "two live contexts share %p", static_cast<void*>(c.handle));
     }
     FZ_CHECK(ASYNC_WAIT_CTX_get_status(c.handle) == ASYNC_STATUS_UNSUPPORTED,
              "a new context's status is not UNSUPPORTED");
@@ -1090,10 +735,11 @@ void OpCtxNew(int self) {
 void OpCtxFree(std::uint8_t b, int self) {
   const int slot = SlotOf(b);
   Expect expect;
-  if (g->ctx[slot].handle == nullptr) {
+  if (g_model->ctx[slot].handle == nullptr) {
     ASYNC_WAIT_CTX_free(nullptr);
   } else {
-    Trace(self, "ASYNC_WAIT_CTX_free slot %d (attached to job %d)", slot, g->ctx[slot].attached);
+    Trace(self, "ASYNC_WAIT_CTX_free slot %d (attached to job %d)", slot,
+          g_model->ctx[slot].attached);
     FreeCtx(slot, expect);
   }
   CheckErrors(expect, "ASYNC_WAIT_CTX_free");
@@ -1116,11 +762,11 @@ void OpSetFd(Reader& r, int self) {
   } else if (fd < 0) {
     want = 0;
     expect.Add(ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
-  } else if (g->ctx[ctx.slot].Live(key) != nullptr) {
+  } else if (g_model->ctx[ctx.slot].Live(key) != nullptr) {
     want = 0;
     expect.Add(ASYNCJOB_R_DUPLICATE_KEY);
   } else {
-    g->ctx[ctx.slot].entries.push_back(MEntry{key, fd, data, cleanup, true, false});
+    g_model->ctx[ctx.slot].entries.push_back(MEntry{key, fd, data, cleanup, true, false});
   }
   Trace(self, "set_wait_fd(%p, key %p, fd %d) -> %d", static_cast<void*>(ctx.handle), key, fd,
         want);
@@ -1136,7 +782,7 @@ void OpClearFd(Reader& r, int self) {
   const void* key = KeyOf(r.Byte());
   int want = 0;
   if (ctx.handle == nullptr) expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
-  else want = g->ctx[ctx.slot].Clear(key) ? 1 : 0;
+  else want = g_model->ctx[ctx.slot].Clear(key) ? 1 : 0;
   Trace(self, "clear_fd(%p, key %p) -> %d", static_cast<void*>(ctx.handle), key, want);
   g_cleanups.clear();
   const int got = ASYNC_WAIT_CTX_clear_fd(ctx.handle, key);
@@ -1158,7 +804,7 @@ void OpGetFd(Reader& r, int self) {
   if (ctx.handle == nullptr) {
     expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
     FZ_CHECK(got == 0, "get_fd(NULL) returned %d", got);
-  } else if (const MEntry* e = g->ctx[ctx.slot].Live(key)) {
+  } else if (const MEntry* e = g_model->ctx[ctx.slot].Live(key)) {
     FZ_CHECK(got == 1, "get_fd of a live key returned %d", got);
     if (!null_outputs) {
       FZ_CHECK(fd == e->fd && data == e->data, "get_fd gave fd %d data %p, expected %d %p", fd,
@@ -1182,7 +828,7 @@ void OpGetAllFds(Reader& r, int self) {
     expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
     FZ_CHECK(got == 0, "get_all_fds(NULL) returned %d", got);
   } else {
-    std::vector<int> want = Sorted(g->ctx[ctx.slot].AllFds());
+    std::vector<int> want = Sorted(g_model->ctx[ctx.slot].AllFds());
     FZ_CHECK(got == 1 && n == want.size(), "get_all_fds: %d, %zu fds; expected %zu", got, n,
              want.size());
     if (!count_only) {
@@ -1211,7 +857,7 @@ void OpGetChangedFds(Reader& r, int self) {
     expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
     FZ_CHECK(got == 0, "get_changed_fds with a NULL argument returned %d", got);
   } else {
-    const MCtx& c = g->ctx[ctx.slot];
+    const MCtx& c = g_model->ctx[ctx.slot];
     std::vector<int> want_added = Sorted(c.AddedFds());
     std::vector<int> want_deleted = Sorted(c.DeletedFds());
     Trace(self, "get_changed_fds: %zu added, %zu deleted (model %zu, %zu)", n_added, n_deleted,
@@ -1251,8 +897,8 @@ void OpSetCallback(Reader& r, int self) {
     FZ_CHECK(got == 0, "set_callback(NULL) returned %d", got);
   } else {
     FZ_CHECK(got == 1, "set_callback returned %d", got);
-    g->ctx[ctx.slot].callback = callback;
-    g->ctx[ctx.slot].callback_arg = arg;
+    g_model->ctx[ctx.slot].callback = callback;
+    g_model->ctx[ctx.slot].callback_arg = arg;
   }
   CheckErrors(expect, "set_callback");
 }
@@ -1267,11 +913,11 @@ void OpCallCallback(Reader& r, int self) {
   if (ctx.handle == nullptr) {
     expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
     FZ_CHECK(got == 0, "get_callback(NULL) returned %d", got);
-  } else if (g->ctx[ctx.slot].callback == nullptr) {
+  } else if (g_model->ctx[ctx.slot].callback == nullptr) {
     FZ_CHECK(got == 0, "get_callback with none set returned %d", got);
     FZ_CHECK(callback == &CallbackB && arg == &callback, "get_callback with none set wrote its outputs");
   } else {
-    const MCtx& c = g->ctx[ctx.slot];
+    const MCtx& c = g_model->ctx[ctx.slot];
     FZ_CHECK(got == 1 && callback == c.callback && arg == c.callback_arg,
              "get_callback returned %d with another callback or argument", got);
     g_callback_log.clear();
@@ -1293,7 +939,7 @@ void OpSetStatus(Reader& r, int self) {
     FZ_CHECK(got == 0, "set_status(NULL) returned %d", got);
   } else {
     FZ_CHECK(got == 1, "set_status returned %d", got);
-    g->ctx[ctx.slot].status = status;
+    g_model->ctx[ctx.slot].status = status;
   }
   CheckErrors(expect, "set_status");
 }
@@ -1306,8 +952,8 @@ void OpGetStatus(Reader& r, int self) {
     expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
     FZ_CHECK(got == ASYNC_STATUS_ERR, "get_status(NULL) returned %d", got);
   } else {
-    FZ_CHECK(got == g->ctx[ctx.slot].status, "get_status returned %d, expected %d", got,
-             g->ctx[ctx.slot].status);
+    FZ_CHECK(got == g_model->ctx[ctx.slot].status, "get_status returned %d, expected %d", got,
+             g_model->ctx[ctx.slot].status);
   }
   CheckErrors(expect, "get_status");
 }
@@ -1318,10 +964,10 @@ void OpCheckSelf(int self) {
     FZ_CHECK(current == nullptr, "a current job at the top level");
     return;
   }
-  const MJob& job = *g->jobs[static_cast<std::size_t>(self)];
+  const MJob& job = *g_model->jobs[static_cast<std::size_t>(self)];
   FZ_CHECK(current == job.handle, "current job %p, expected %p", static_cast<void*>(current),
            static_cast<void*>(job.handle));
-  ASYNC_WAIT_CTX* want = job.ctx >= 0 ? g->ctx[job.ctx].handle : nullptr;
+  ASYNC_WAIT_CTX* want = job.ctx >= 0 ? g_model->ctx[job.ctx].handle : nullptr;
   FZ_CHECK(ASYNC_get_wait_ctx(current) == want, "job %d's wait context is not the model's", self);
   FZ_CHECK(asyncjob_is_cancelling() == (job.cancelling ? 1 : 0), "asyncjob_is_cancelling is wrong");
 }
@@ -1331,7 +977,7 @@ void OpNullArgs(Reader& r, int self) {
   const std::uint8_t operand = r.Byte();
   Expect expect;
   expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
-  ASYNC_WAIT_CTX* some_ctx = g->ctx[SlotOf(operand)].handle;
+  ASYNC_WAIT_CTX* some_ctx = g_model->ctx[SlotOf(operand)].handle;
   int ret = kRetSentinel;
   ASYNC_JOB* job = nullptr;
   std::size_t n = 0;
@@ -1399,10 +1045,10 @@ void OpNullArgs(Reader& r, int self) {
 
 void OpSetBudget(std::uint8_t b, int self) {
   static constexpr std::size_t kChoices[] = {0, 1, 3};
-  g->budget = b % 4 == 3 ? g_default_budget : kChoices[b % 4];
-  Trace(self, "guarded budget %zu", g->budget);
-  asyncjob_set_guarded_stack_budget(g->budget);
-  FZ_CHECK(asyncjob_get_guarded_stack_budget() == g->budget, "the budget did not stick");
+  g_model->budget = b % 4 == 3 ? g_default_budget : kChoices[b % 4];
+  Trace(self, "guarded budget %zu", g_model->budget);
+  asyncjob_set_guarded_stack_budget(g_model->budget);
+  FZ_CHECK(asyncjob_get_guarded_stack_budget() == g_model->budget, "the budget did not stick");
 }
 
 void OpSetStackSize(std::uint8_t b, int self) {
@@ -1417,11 +1063,12 @@ void OpSetStackSize(std::uint8_t b, int self) {
 
 void OpAllocPlan(std::uint8_t b, int self) {
   if (g_mode != Mode::kCustom) return;
-  std::lock_guard lock(g_alloc_mutex);
+  std::vector<AllocOutcome> outcomes;
   for (int i = 0; i < 1 + (b >> 6); ++i) {
-    g_plan.push_back(static_cast<AllocOutcome>((b >> (2 * i)) % 5));
+    outcomes.push_back(static_cast<AllocOutcome>((b >> (2 * i)) % 5));
   }
-  Trace(self, "allocator plan now %zu outcomes", g_plan.size());
+  const std::size_t planned = ExtendAllocPlan(outcomes);
+  Trace(self, "allocator plan now %zu outcomes", planned);
 }
 
 int HelperJobFunction(void*) {
@@ -1495,7 +1142,7 @@ void OpHelperJob(std::uint8_t b, int self) {
 // reads it, and sets or clears an fd in it.
 void OpHelperCtx(std::uint8_t b, std::uint8_t fd_byte, int self) {
   const int slot = SlotOf(b);
-  MCtx& c = g->ctx[slot];
+  MCtx& c = g_model->ctx[slot];
   if (c.handle == nullptr) return;
   const void* key = KeyOf(static_cast<std::uint8_t>(b >> 2));
   const int fd = FdOf(fd_byte);
@@ -1573,7 +1220,7 @@ void OpCancel(MJob& target, int self) {
   std::vector<Hook> want_hooks(target.hooks.rbegin(), target.hooks.rend());
   std::vector<CleanupCall> want_cleanups;
   if (target.ctx >= 0) {
-    MCtx& c = g->ctx[target.ctx];
+    MCtx& c = g_model->ctx[target.ctx];
     c.NewRound();
     for (const MEntry& e : c.entries) {
       if (e.cleanup) want_cleanups.push_back(CleanupCall{c.handle, e.key, e.fd, e.data});
@@ -1589,7 +1236,7 @@ void OpCancel(MJob& target, int self) {
   g_hook_cancelling_seen = -1;
   const int result = asyncjob_cancel_job(&handle);
   // The job's frames unwound: it never got back to the model's code.
-  g->current = self;
+  g_model->current = self;
   target.cancelling = false;
   FZ_CHECK(result == 1 && handle == nullptr, "cancel of paused job %d returned %d", target.id,
            result);
@@ -1621,7 +1268,7 @@ void OpAddHook(std::uint8_t b, int self) {
     want = 0;
     expect.Add(ASYNCJOB_R_NOT_IN_JOB);
   } else {
-    MJob& job = *g->jobs[static_cast<std::size_t>(self)];
+    MJob& job = *g_model->jobs[static_cast<std::size_t>(self)];
     if (job.hooks.size() == kMaxCancelHooks) {
       want = 0;
       expect.Add(ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS);
@@ -1639,7 +1286,7 @@ void OpRemoveHook(std::uint8_t b, int self) {
   void* arg = DataOf(static_cast<std::uint8_t>(b >> 1));
   int want = 0;
   if (self >= 0) {
-    MJob& job = *g->jobs[static_cast<std::size_t>(self)];
+    MJob& job = *g_model->jobs[static_cast<std::size_t>(self)];
     for (auto it = job.hooks.rbegin(); it != job.hooks.rend(); ++it) {
       if (it->which == ((b & 1) != 0 ? 1 : 0) && it->arg == arg) {
         job.hooks.erase(std::next(it).base());
@@ -1701,7 +1348,7 @@ void CheckHandling(const std::string& what, const char* where) {
     FZ_CHECK(what == again.what(), "%s: handling \"%s\", expected \"%s\"", where, again.what(),
              what.c_str());
   } catch (...) {
-    Fail(__LINE__, "rethrow", "%s: another kind of exception is being handled", where);
+    Fail(__FILE__, __LINE__, "rethrow", "%s: another kind of exception is being handled", where);
   }
   FZ_CHECK(std::uncaught_exceptions() == 0, "%s: %d uncaught exceptions", where,
            std::uncaught_exceptions());
@@ -1745,13 +1392,13 @@ void DoOp(Reader& r, int self) {
     case kPause: OpPause(self); break;
     case kBlock:
       Trace(self, "block");
-      if (self >= 0) ++g->jobs[static_cast<std::size_t>(self)]->block;
+      if (self >= 0) ++g_model->jobs[static_cast<std::size_t>(self)]->block;
       ASYNC_block_pause();
       break;
     case kUnblock: {
       Trace(self, "unblock");
       if (self >= 0) {
-        int& block = g->jobs[static_cast<std::size_t>(self)]->block;
+        int& block = g_model->jobs[static_cast<std::size_t>(self)]->block;
         if (block > 0) --block;
       }
       ASYNC_unblock_pause();
@@ -1817,14 +1464,11 @@ std::size_t g_fds_before = 0;
 
 void BeginInput() {
   g_op_count = 0;
-  g = new Model;
-  g->budget = g_default_budget;
+  g_model = new Model;
+  g_model->budget = g_default_budget;
   asyncjob_set_guarded_stack_budget(g_default_budget);
   FZ_CHECK(asyncjob_set_stack_size(g_default_stack_size) == 1, "default stack size refused");
-  {
-    std::lock_guard lock(g_alloc_mutex);
-    g_plan.clear();
-  }
+  ClearAllocPlan();
   CheckState(-1, "start of input");
   if (asyncjob_test::MappingCountsAreExact()) {
     g_mappings_before = asyncjob_test::CountMappings();
@@ -1836,7 +1480,7 @@ void EndInput() {
   // Finish every paused job, oldest first; their scripts may start more.
   for (;;) {
     MJob* paused = nullptr;
-    for (const auto& job : g->jobs) {
+    for (const auto& job : g_model->jobs) {
       if (job->state == JState::kPaused) {
         paused = job.get();
         break;
@@ -1849,15 +1493,16 @@ void EndInput() {
   }
   Expect expect;
   for (int slot = 0; slot < kMaxCtx; ++slot) {
-    if (g->ctx[slot].handle != nullptr) FreeCtx(slot, expect);
+    if (g_model->ctx[slot].handle != nullptr) FreeCtx(slot, expect);
   }
   CheckErrors(expect, "freeing the contexts at the end");
   OpCleanupThread(-1);
   CheckState(-1, "end of input");
-  for (const auto& pool : g->pools) {
+  for (const auto& pool : g_model->pools) {
     FZ_CHECK(pool->total == 0 || pool.get() == CurrentPool(), "model: a pool kept jobs");
   }
-  FZ_CHECK(g->guarded_live == 0 && g->custom_live == 0, "model: stacks left at the end");
+  FZ_CHECK(g_model->guarded_live == 0 && g_model->custom_live == 0,
+           "model: stacks left at the end");
   FZ_CHECK(LiveBlocks() == 0, "%zu stack blocks were never freed", LiveBlocks());
   if (asyncjob_test::MappingCountsAreExact()) {
     const std::size_t mappings = asyncjob_test::CountMappings();
@@ -1866,24 +1511,25 @@ void EndInput() {
              g_mappings_before, mappings);
     FZ_CHECK(fds == g_fds_before, "%zu fds before the input, %zu after", g_fds_before, fds);
   }
-  delete g;
-  g = nullptr;
+  delete g_model;
+  g_model = nullptr;
   asyncjob_set_guarded_stack_budget(g_default_budget);
   asyncjob_set_stack_size(g_default_stack_size);
 }
 
 int LockAllocators(void*) { return 1; }
 
-}  // namespace
+// ----- The process -----
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
+int Initialize() {
   const char* trace = std::getenv("ASYNCJOB_FUZZ_TRACE");
   g_trace = trace != nullptr && *trace != '\0' && *trace != '0';
   const char* stacks = std::getenv("ASYNCJOB_FUZZ_STACKS");
   g_mode = stacks != nullptr && std::strcmp(stacks, "custom") == 0 ? Mode::kCustom : Mode::kLibrary;
   ASYNC_get_mem_functions(&g_library_alloc, &g_library_free);
   if (g_mode == Mode::kCustom && ASYNC_set_mem_functions(&FuzzAlloc, &FuzzFree) != 1) {
-    std::fprintf(stderr, "api_fuzzer: a stack was allocated before the custom allocator could be set\n");
+    std::fprintf(stderr,
+                 "api_fuzzer: a stack was allocated before the custom allocator could be set\n");
     std::abort();
   }
   // One job locks the allocators for good, so that the fuzzer's
@@ -1913,10 +1559,19 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   return 0;
 }
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+int RunOneInput(const std::uint8_t* data, std::size_t size) {
   BeginInput();
   Reader reader{data, size, 0};
   DoOps(reader, -1);
   EndInput();
   return 0;
+}
+
+}  // namespace
+}  // namespace api_fuzzer
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) { return api_fuzzer::Initialize(); }
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  return api_fuzzer::RunOneInput(data, size);
 }
