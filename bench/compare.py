@@ -238,7 +238,7 @@ class Report:
         out.append((met if known else None,
                     "no heap allocation on the steady-state path",
                     "asyncjob allocations per iteration: {} (malloc interposed here; "
-                    "tests/alloc_count_test.cc checks it too)".format(
+                    "tests/job/alloc_count_test.cc checks it too)".format(
                         ", ".join("{} {:g}".format(k, v) for k, v in allocations.items()
                                   if v is not None))))
 

@@ -3,7 +3,7 @@
 # the same smoke test natively on x86-64.
 #
 # Builds the context unit (src/context/context.cc + the back end's .S) with
-# tests/context_smoke.cc and runs it:
+# tests/context/context_smoke.cc and runs it:
 #   1. aarch64, -O2                          under qemu-aarch64
 #   2. aarch64, -O0 -g                       under qemu-aarch64
 #   3. aarch64, -O2 -mbranch-protection=standard, built as a shared library
@@ -65,7 +65,7 @@ CXXFLAGS_COMMON=(-std=c++20 -Wall -Wextra -Wshadow -Wconversion
                  -Wno-sign-conversion -Werror
                  -Isrc -Iinclude -DASYNCJOB_CONTEXT_UCONTEXT=0)
 UNIT=(src/context/context.cc)
-TEST=tests/context_smoke.cc
+TEST=tests/context/context_smoke.cc
 
 failures=0
 run_step() {  # run_step NAME COMMAND...: runs the smoke test, expects "0 failed"

@@ -1,7 +1,7 @@
 // Deep stacks: with asyncjob_set_stack_size(8 MiB), a job recursing through
 // about 6 MiB of frames works, pauses at the bottom, resumes and unwinds
 // intact, several at once, on guarded and on slab stacks. (What an overflow
-// prints is covered by the death tests in stack_test.cc.)
+// prints is covered by the death tests in tests/stack/stack_test.cc.)
 #include <gtest/gtest.h>
 
 #include <cstdint>

@@ -1,8 +1,10 @@
 // wait_ctx_test.cc - the wait context (ASYNC_WAIT_CTX) against its
 // specification: ASYNC_WAIT_CTX_new(3), ASYNC_start_job(3), libcrypto's exact
-// fd change tracking (docs: research notes) and asyncjob's documented safety
-// behaviour (argument checks with error-queue entries, detaching a job from a
-// context freed under it).
+// fd change tracking (README.md, "Wait-fd change tracking": an fd added and
+// cleared in the same round is reported neither as added nor as deleted, an
+// older fd cleared is reported deleted, and a round ends only when a paused
+// job is resumed) and asyncjob's documented safety behaviour (argument checks
+// with error-queue entries, detaching a job from a context freed under it).
 //
 // Change tracking is driven through real jobs: a Script is a list of segments
 // run by one job, with an ASYNC_pause_job() between consecutive segments, so
@@ -784,7 +786,11 @@ TEST_F(WaitCtx, NullNumDelFdsIsRejected) {
 
 // ===== Change tracking through real jobs =====
 
-// The worked example of the research notes, exactly.
+// One job over three rounds, covering every rule of the change tracking:
+// fds added in the first round; in the second, an older fd cleared (deleted),
+// an fd added and cleared within the round (not reported) and a new one
+// added; in the job's last segment an fd set again under a cleared key,
+// still reported after ASYNC_FINISH.
 TEST_F(WaitCtxJob, WorkedExample) {
   CtxPtr ctx = NewCtx();
   Script script;
