@@ -12,7 +12,7 @@
 #include <new>
 
 #include "base/error_queue.h"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 #include "stack/overflow_guard.h"
 
 namespace asyncjob::job {

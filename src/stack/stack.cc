@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "base/error_queue.h"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 
 namespace asyncjob::stack {
 
