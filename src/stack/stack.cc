@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/error_queue.h"
+#include "base/fatal.h"
 #include "base/sanitizers.h"
 
 namespace asyncjob::stack {
@@ -140,16 +141,6 @@ std::uint64_t CanaryWord(const Stack& stack, std::size_t index) {
   return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.canary) + index * 0x100000001b3ULL);
 }
 
-void WriteAll(const char* text) {
-  std::size_t length = std::strlen(text);
-  while (length > 0) {
-    ssize_t written = write(STDERR_FILENO, text, length);
-    if (written <= 0) return;
-    text += written;
-    length -= static_cast<std::size_t>(written);
-  }
-}
-
 }  // namespace
 
 // ----- Settings -----
@@ -238,14 +229,19 @@ bool CanaryIntact(const Stack& stack) {
 }
 
 void CheckCanaryFailed(const Stack& stack, const void* owner) {
-  char message[256];
-  std::snprintf(message, sizeof message,
-                "asyncjob: stack overflow detected in job %p: the canary at %p, "
-                "below its stack %p-%p (%zu bytes), was overwritten\n",
-                owner, static_cast<void*>(stack.canary), static_cast<void*>(stack.low),
-                static_cast<void*>(stack.high()), stack.size);
-  WriteAll(message);
-  std::abort();
+  base::FatalMessage message;
+  message.Add("asyncjob: stack overflow detected in job ")
+      .AddPointer(owner)
+      .Add(": the canary at ")
+      .AddPointer(stack.canary)
+      .Add(", below its stack ")
+      .AddPointer(stack.low)
+      .Add("-")
+      .AddPointer(stack.high())
+      .Add(" (")
+      .AddDecimal(stack.size)
+      .Add(" bytes), was overwritten\n");
+  message.WriteAndAbort();
 }
 
 // ----- StackSource -----
