@@ -16,12 +16,10 @@
 // Record: when the job finishes, or when starting it fails. A job left paused
 // when its thread's pool is cleaned up keeps its Record until it finishes,
 // exactly as the core keeps the job itself.
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
 #include <new>
 
@@ -29,6 +27,7 @@
 #define ASYNCJOB_LEGACY_IMPLEMENTATION
 #include "asyncjob/legacy.h"
 #include "base/error_queue.h"
+#include "base/eventfd.h"
 
 using asyncjob::base::QueueError;
 
@@ -108,7 +107,7 @@ Record* CheckedRecordOf(ASYNC_JOB* job, const char* function) {
 int WaitFd(Record* record, const char* function) {
   int fd = record->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
-  int created = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int created = asyncjob::base::CreateEventFd();
   if (created < 0) {
     QueueError(ASYNC_R_INIT_FAILED, "%s: cannot create the job's wait fd: eventfd: %s",
                function, std::strerror(errno));
@@ -125,9 +124,7 @@ int WaitFd(Record* record, const char* function) {
 int Wake(Record* record, const char* function) {
   int fd = WaitFd(record, function);
   if (fd < 0) return 0;
-  const std::uint64_t one = 1;
-  if (write(fd, &one, sizeof one) != static_cast<ssize_t>(sizeof one) && errno != EAGAIN) {
-    // EAGAIN: the counter is at its maximum, so the fd is readable already.
+  if (!asyncjob::base::SignalEventFd(fd)) {
     QueueError(ASYNCJOB_R_INTERNAL_ERROR, "%s: cannot signal the job's wait fd %d: %s",
                function, fd, std::strerror(errno));
     return 0;
@@ -184,9 +181,7 @@ void asyncjob_legacy_clear_wake(ASYNC_JOB* job) {
   if (record == nullptr) return;
   int fd = record->wait_fd.load(std::memory_order_acquire);
   if (fd < 0) return;  // never woken: nothing to clear
-  std::uint64_t count = 0;
-  if (read(fd, &count, sizeof count) < 0 && errno != EAGAIN) {
-    // EAGAIN: not woken, which is what was asked for.
+  if (!asyncjob::base::DrainEventFd(fd)) {
     QueueError(ASYNCJOB_R_INTERNAL_ERROR, "ASYNC_clear_wake: cannot read the job's wait fd %d: %s",
                fd, std::strerror(errno));
   }
