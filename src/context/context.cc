@@ -1,9 +1,9 @@
 // context.cc - the parts of the context unit shared by both back ends.
 #include "context/context.h"
 
-#include <cstdint>
 #include <cstdlib>
 
+#include "base/align.h"
 #include "context/annotations.h"
 
 namespace asyncjob::context {
@@ -64,10 +64,9 @@ void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
 void Prepare(Context* context, void* stack_low, std::size_t stack_size,
              EntryFunction entry, void* argument) {
   internal::PrepareCommon(context, stack_low, stack_size, entry, argument);
-  auto top = reinterpret_cast<std::uintptr_t>(stack_low) + stack_size;
-  top &= ~std::uintptr_t{15};
-  context->stack_pointer = asyncjob_context_make(
-      reinterpret_cast<void*>(top), &internal::EntryShim, context);
+  // The ABIs want the stack 16-byte aligned at a call.
+  std::byte* top = base::AlignDown(static_cast<std::byte*>(stack_low) + stack_size, 16);
+  context->stack_pointer = asyncjob_context_make(top, &internal::EntryShim, context);
 }
 
 const char* BackendName() {

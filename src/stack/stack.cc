@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/align.h"
 #include "base/error_queue.h"
 #include "base/fatal.h"
 #include "base/sanitizers.h"
@@ -51,10 +52,6 @@ std::atomic<std::size_t> default_stack_size{kBuiltInStackSize};
 std::atomic<std::size_t> guarded_budget{kBudgetNotComputed};
 std::atomic<std::size_t> guarded_in_use{0};
 std::atomic<bool> any_stack_allocated{false};
-
-std::size_t RoundUp(std::size_t value, std::size_t unit) {
-  return (value + unit - 1) / unit * unit;
-}
 
 // ----- Guarded mappings -----
 
@@ -98,7 +95,7 @@ std::unordered_map<void*, std::pair<void*, std::size_t>>& DefaultRegistry() {
 
 extern "C" void* DefaultStackAlloc(size_t* num) {
   if (num == nullptr) return nullptr;
-  std::size_t usable = RoundUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
+  std::size_t usable = base::AlignUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
   void* mapping = nullptr;
   std::byte* low = MapGuarded(usable, &mapping);
   if (low == nullptr) return nullptr;
@@ -153,10 +150,10 @@ std::size_t PageSize() {
   return page;
 }
 
-std::size_t GuardSize() { return RoundUp(kMinimumGuard, PageSize()); }
+std::size_t GuardSize() { return base::AlignUp(kMinimumGuard, PageSize()); }
 
 std::size_t DefaultStackSize() {
-  return RoundUp(default_stack_size.load(std::memory_order_relaxed), PageSize());
+  return base::AlignUp(default_stack_size.load(std::memory_order_relaxed), PageSize());
 }
 
 bool SetDefaultStackSize(std::size_t bytes) {
@@ -166,7 +163,7 @@ bool SetDefaultStackSize(std::size_t bytes) {
                      kMinimumStackSize);
     return false;
   }
-  default_stack_size.store(RoundUp(bytes, PageSize()), std::memory_order_relaxed);
+  default_stack_size.store(base::AlignUp(bytes, PageSize()), std::memory_order_relaxed);
   return true;
 }
 
@@ -269,8 +266,8 @@ bool StackSource::Allocate(Stack* stack) {
                        "the custom stack allocator returned NULL");
       return false;
     }
-    auto address = reinterpret_cast<std::uintptr_t>(memory);
-    std::size_t skew = (16 - address % 16) % 16;
+    auto* start = static_cast<std::byte*>(memory);
+    std::size_t skew = static_cast<std::size_t>(base::AlignUp(start, 16) - start);
     if (num < skew + kMinimumStackSize) {
       stack_free_fn.load(std::memory_order_acquire)(memory);
       base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
@@ -280,7 +277,7 @@ bool StackSource::Allocate(Stack* stack) {
     }
     stack->canary = static_cast<std::byte*>(memory) + skew;
     stack->low = stack->canary + kCanaryBytes;
-    stack->size = (num - skew - kCanaryBytes) & ~std::size_t{15};
+    stack->size = base::AlignDown(num - skew - kCanaryBytes, 16);
     stack->kind = StackKind::kCustom;
     stack->mapping = memory;
   } else {
