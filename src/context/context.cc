@@ -4,11 +4,13 @@
 #include <cstdlib>
 
 #include "base/align.h"
+#include "base/dcheck.h"
 #include "context/annotations.h"
 
 namespace asyncjob::context {
 
 void InitializeThreadContext(Context* context) {
+  ASYNCJOB_DCHECK(context != nullptr);
   *context = Context{};
 #if ASYNCJOB_TSAN
   context->tsan_fiber = __tsan_get_current_fiber();
@@ -39,6 +41,8 @@ void EntryShim(void* transfer, void* argument) {
 // Records what every back end's Prepare() needs before it builds its frame.
 void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
                    EntryFunction entry, void* argument) {
+  ASYNCJOB_DCHECK(context != nullptr && entry != nullptr);
+  ASYNCJOB_DCHECK(stack_low != nullptr && stack_size > 0);
   context->entry = entry;
   context->entry_argument = argument;
   context->stack_bottom = stack_low;

@@ -26,6 +26,7 @@
 #include "asyncjob/async.h"
 #define ASYNCJOB_LEGACY_IMPLEMENTATION
 #include "asyncjob/legacy.h"
+#include "base/dcheck.h"
 #include "base/error_queue.h"
 #include "base/eventfd.h"
 
@@ -67,6 +68,7 @@ Record* NewRecord() {
 // runs the cleanup of any fd code in the job left set there, and closes the
 // wait fd.
 void FreeRecord(Record* record) {
+  ASYNCJOB_DCHECK(record != nullptr);
   ASYNC_WAIT_CTX_free(record->wait_ctx);
   int fd = record->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) close(fd);
@@ -76,6 +78,7 @@ void FreeRecord(Record* record) {
 // The Record of a running or paused job started by asyncjob_legacy_start_job,
 // or nullptr (nothing queued). job is not NULL.
 Record* RecordOf(ASYNC_JOB* job) {
+  ASYNCJOB_DCHECK(job != nullptr);
   ASYNC_WAIT_CTX* wait_ctx = ASYNC_get_wait_ctx(job);
   if (wait_ctx == nullptr) return nullptr;
   ASYNC_callback_fn callback = nullptr;
@@ -84,7 +87,11 @@ Record* RecordOf(ASYNC_JOB* job) {
       callback != &WakeFromCallback) {
     return nullptr;
   }
-  return static_cast<Record*>(argument);
+  auto* record = static_cast<Record*>(argument);
+  // The callback pair is set once, before the job first runs: its Record
+  // names this very context.
+  ASYNCJOB_DCHECK(record->wait_ctx == wait_ctx);
+  return record;
 }
 
 // RecordOf, queueing an error (and returning nullptr) for a bad job.
@@ -105,6 +112,7 @@ Record* CheckedRecordOf(ASYNC_JOB* job, const char* function) {
 
 // The job's wait fd, created on first use; -1 (error queued) when it cannot be.
 int WaitFd(Record* record, const char* function) {
+  ASYNCJOB_DCHECK(record != nullptr);
   int fd = record->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
   int created = asyncjob::base::CreateEventFd();

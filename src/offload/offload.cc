@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "base/dcheck.h"
 #include "base/eventfd.h"
 
 #ifdef ASYNCJOB_OFFLOAD_WEAK_EXTENSIONS
@@ -130,7 +131,10 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     spurious_resumes_.fetch_add(1, std::memory_order_relaxed);
   }
   // The worker may still be leaving the request's critical section.
-  { std::lock_guard lock(mutex_); }
+  {
+    std::lock_guard lock(mutex_);
+    ASYNCJOB_DCHECK(request.state == Request::State::kFinished);
+  }
   RemoveCancelHook(&Withdraw, &request);
 }
 
@@ -138,6 +142,8 @@ bool Engine::Submit(Request* request) {
   {
     std::lock_guard lock(mutex_);
     if (queue_.size() >= options_.queue_capacity) return false;
+    // New, or refused earlier by a full queue.
+    ASYNCJOB_DCHECK(request->state == Request::State::kNew);
     request->state = Request::State::kQueued;
     queue_.push_back(request);
   }
@@ -169,6 +175,7 @@ void Engine::WorkerLoop() {
     if (queue_.empty()) return;  // stopping, and nothing left to do
     Request* request = queue_.front();
     queue_.pop_front();
+    ASYNCJOB_DCHECK(request->state == Request::State::kQueued);
     request->state = Request::State::kRunning;
     lock.unlock();
     request->invoke(request->callable);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "base/dcheck.h"
 #include "base/fatal.h"
 
 namespace asyncjob::stack {
@@ -84,6 +85,7 @@ void InstallHandler() {
 }  // namespace
 
 void SetFaultLocator(FaultLocator locator) {
+  ASYNCJOB_DCHECK(locator != nullptr);
   fault_locator.store(locator, std::memory_order_release);
 }
 

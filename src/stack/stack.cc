@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/align.h"
+#include "base/dcheck.h"
 #include "base/error_queue.h"
 #include "base/fatal.h"
 #include "base/sanitizers.h"
@@ -56,6 +57,7 @@ std::atomic<bool> any_stack_allocated{false};
 // ----- Guarded mappings -----
 
 std::byte* MapGuarded(std::size_t usable, void** mapping) {
+  ASYNCJOB_DCHECK(base::IsAligned(usable, PageSize()));  // mprotect works in pages
   const std::size_t guard = GuardSize();
   void* base = mmap(nullptr, guard + usable, PROT_NONE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -210,6 +212,7 @@ void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_f
 
 void ArmCanary(const Stack& stack) {
   if (stack.canary == nullptr) return;
+  ASYNCJOB_DCHECK(base::IsAligned(stack.canary, alignof(std::uint64_t)));
   auto* words = reinterpret_cast<std::uint64_t*>(stack.canary);
   for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
     words[i] = CanaryWord(stack, i);
@@ -247,6 +250,7 @@ StackSource::~StackSource() {
   while (slabs_with_room_ != nullptr) {
     Slab* slab = slabs_with_room_;
     slabs_with_room_ = slab->next;
+    ASYNCJOB_DCHECK(slab->in_use == 0);  // every stack was released
     if (slab->in_use == 0) {
       munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
       delete slab;
@@ -307,6 +311,8 @@ bool StackSource::Allocate(Stack* stack) {
       return false;
     }
   }
+  // The context layer needs both ends of the stack 16-byte aligned.
+  ASYNCJOB_DCHECK(base::IsAligned(stack->low, 16) && base::IsAligned(stack->size, 16));
   ArmCanary(*stack);
 #if ASYNCJOB_VALGRIND
   stack->valgrind_id = VALGRIND_STACK_REGISTER(stack->low, stack->high());
@@ -315,6 +321,8 @@ bool StackSource::Allocate(Stack* stack) {
 }
 
 bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
+  // Slots are whole pages, each with room for the next slot's canary.
+  ASYNCJOB_DCHECK(base::IsAligned(size, PageSize()) && size > kCanaryBytes);
   Slab* slab = slabs_with_room_;
   while (slab != nullptr && slab->slot_size != size) slab = slab->next;
   if (slab == nullptr) {
@@ -389,6 +397,7 @@ void StackSource::Release(Stack* stack) {
       break;
     case StackKind::kSlab: {
       Slab* slab = stack->slab;
+      ASYNCJOB_DCHECK(slab != nullptr && slab->in_use > 0);
       --slab->in_use;
       if (slab->in_use == 0) {
         if (slab->listed) {
