@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "asyncjob/async.h"
+#include "base/dcheck.h"
 
 namespace asyncjob::base {
 namespace {
@@ -35,7 +36,9 @@ unsigned long PackErrorCode(int reason) {
 }
 
 void QueueError(int reason, const char* format, ...) {
+  ASYNCJOB_DCHECK(format != nullptr);
   Queue& q = queue;
+  ASYNCJOB_DCHECK(q.count <= kErrorQueueDepth && q.first < kErrorQueueDepth);
   if (q.count == kErrorQueueDepth) {
     q.first = (q.first + 1) % kErrorQueueDepth;
     --q.count;
@@ -56,6 +59,7 @@ void SetErrorMirror(ErrorMirror mirror) { error_mirror.store(mirror, std::memory
 
 unsigned long ReadError(bool pop, bool newest, const char** message) {
   Queue& q = queue;
+  ASYNCJOB_DCHECK(q.count <= kErrorQueueDepth && q.first < kErrorQueueDepth);
   if (q.count == 0) {
     if (message != nullptr) *message = "";
     return 0;

@@ -1,14 +1,16 @@
 // context.cc - the parts of the context unit shared by both back ends.
 #include "context/context.h"
 
-#include <cstdint>
 #include <cstdlib>
 
+#include "base/align.h"
+#include "base/dcheck.h"
 #include "context/annotations.h"
 
 namespace asyncjob::context {
 
 void InitializeThreadContext(Context* context) {
+  ASYNCJOB_DCHECK(context != nullptr);
   *context = Context{};
 #if ASYNCJOB_TSAN
   context->tsan_fiber = __tsan_get_current_fiber();
@@ -39,6 +41,8 @@ void EntryShim(void* transfer, void* argument) {
 // Records what every back end's Prepare() needs before it builds its frame.
 void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
                    EntryFunction entry, void* argument) {
+  ASYNCJOB_DCHECK(context != nullptr && entry != nullptr);
+  ASYNCJOB_DCHECK(stack_low != nullptr && stack_size > 0);
   context->entry = entry;
   context->entry_argument = argument;
   context->stack_bottom = stack_low;
@@ -64,10 +68,9 @@ void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
 void Prepare(Context* context, void* stack_low, std::size_t stack_size,
              EntryFunction entry, void* argument) {
   internal::PrepareCommon(context, stack_low, stack_size, entry, argument);
-  auto top = reinterpret_cast<std::uintptr_t>(stack_low) + stack_size;
-  top &= ~std::uintptr_t{15};
-  context->stack_pointer = asyncjob_context_make(
-      reinterpret_cast<void*>(top), &internal::EntryShim, context);
+  // The ABIs want the stack 16-byte aligned at a call.
+  std::byte* top = base::AlignDown(static_cast<std::byte*>(stack_low) + stack_size, 16);
+  context->stack_pointer = asyncjob_context_make(top, &internal::EntryShim, context);
 }
 
 const char* BackendName() {

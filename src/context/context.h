@@ -30,7 +30,7 @@
 
 #include <cstddef>
 
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 
 #if ASYNCJOB_CONTEXT_UCONTEXT
 #include <ucontext.h>

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "base/dcheck.h"
 #include "context/annotations.h"
 
 extern "C" {
@@ -39,6 +40,8 @@ void* asyncjob_context_make(void* stack_top, void (*shim)(void*, void*),
 namespace asyncjob::context {
 
 inline void* Switch(Context* from, Context* to, void* transfer) {
+  // *to was prepared, or suspended by a switch away from it.
+  ASYNCJOB_DCHECK(from != to && to->stack_pointer != nullptr);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
   ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   void* received =
@@ -49,6 +52,7 @@ inline void* Switch(Context* from, Context* to, void* transfer) {
 
 [[noreturn]] inline void SwitchForGood(Context* from, Context* to,
                                        void* transfer) {
+  ASYNCJOB_DCHECK(from != to && to->stack_pointer != nullptr);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
   ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
   asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);

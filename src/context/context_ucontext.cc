@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 
+#include "base/dcheck.h"
 #include "context/annotations.h"
 
 namespace asyncjob::context {
@@ -38,6 +39,7 @@ void Prepare(Context* context, void* stack_low, std::size_t stack_size,
 }
 
 void* Switch(Context* from, Context* to, void* transfer) {
+  ASYNCJOB_DCHECK(from != to);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
   pending_transfer = transfer;
   entering = to;
@@ -48,6 +50,7 @@ void* Switch(Context* from, Context* to, void* transfer) {
 }
 
 void SwitchForGood(Context* from, Context* to, void* transfer) {
+  ASYNCJOB_DCHECK(from != to);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
   pending_transfer = transfer;
   entering = to;

@@ -2,17 +2,16 @@
 
 #include <cxxabi.h>
 #include <pthread.h>
-#include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
 
 #include "base/error_queue.h"
-#include "context/sanitizers.h"
+#include "base/fatal.h"
+#include "base/sanitizers.h"
 #include "stack/overflow_guard.h"
 
 namespace asyncjob::job {
@@ -71,16 +70,11 @@ std::byte* AlignDown(std::byte* p, std::size_t alignment) {
 }
 
 [[noreturn]] void DieOfEscapedException(Job* job) {
-  char message[160];
-  int length = std::snprintf(message, sizeof message,
-                             "asyncjob: a C++ exception escaped job %p; it cannot cross "
-                             "ASYNC_start_job (catch it inside the job)\n",
-                             static_cast<void*>(job));
-  if (length > 0) {
-    ssize_t ignored = write(STDERR_FILENO, message, static_cast<std::size_t>(length));
-    (void)ignored;
-  }
-  std::abort();
+  base::FatalMessage message;
+  message.Add("asyncjob: a C++ exception escaped job ")
+      .AddPointer(job)
+      .Add("; it cannot cross ASYNC_start_job (catch it inside the job)\n");
+  message.WriteAndAbort();
 }
 
 }  // namespace

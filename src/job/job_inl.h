@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 
 namespace asyncjob::job {
 namespace internal {

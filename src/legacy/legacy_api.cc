@@ -17,19 +17,19 @@
 // LegacyJobState: when the job finishes, or when starting it fails. A job left
 // paused when its thread's pool is cleaned up keeps its LegacyJobState until
 // it finishes, exactly as the core keeps the job itself.
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
 #include <new>
 
 #include "asyncjob/async.h"
 #define ASYNCJOB_LEGACY_IMPLEMENTATION
 #include "asyncjob/legacy.h"
+#include "base/dcheck.h"
 #include "base/error_queue.h"
+#include "base/eventfd.h"
 
 using asyncjob::base::QueueError;
 
@@ -71,6 +71,7 @@ LegacyJobState* NewLegacyJobState() {
 // runs the cleanup of any fd code in the job left set there, and closes the
 // wait fd.
 void FreeLegacyJobState(LegacyJobState* state) {
+  ASYNCJOB_DCHECK(state != nullptr);
   ASYNC_WAIT_CTX_free(state->wait_ctx);
   int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) close(fd);
@@ -80,6 +81,7 @@ void FreeLegacyJobState(LegacyJobState* state) {
 // The LegacyJobState of a running or paused job started by
 // asyncjob_legacy_start_job, or nullptr (nothing queued). job is not NULL.
 LegacyJobState* LegacyJobStateOf(ASYNC_JOB* job) {
+  ASYNCJOB_DCHECK(job != nullptr);
   ASYNC_WAIT_CTX* wait_ctx = ASYNC_get_wait_ctx(job);
   if (wait_ctx == nullptr) return nullptr;
   ASYNC_callback_fn callback = nullptr;
@@ -88,7 +90,11 @@ LegacyJobState* LegacyJobStateOf(ASYNC_JOB* job) {
       callback != &WakeFromCallback) {
     return nullptr;
   }
-  return static_cast<LegacyJobState*>(argument);
+  auto* state = static_cast<LegacyJobState*>(argument);
+  // The callback pair is set once, before the job first runs: its
+  // LegacyJobState names this very context.
+  ASYNCJOB_DCHECK(state->wait_ctx == wait_ctx);
+  return state;
 }
 
 // LegacyJobStateOf, queueing an error (and returning nullptr) for a bad job.
@@ -109,9 +115,10 @@ LegacyJobState* CheckedLegacyJobStateOf(ASYNC_JOB* job, const char* function) {
 
 // The job's wait fd, created on first use; -1 (error queued) when it cannot be.
 int WaitFd(LegacyJobState* state, const char* function) {
+  ASYNCJOB_DCHECK(state != nullptr);
   int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
-  int created = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int created = asyncjob::base::CreateEventFd();
   if (created < 0) {
     QueueError(ASYNC_R_INIT_FAILED, "%s: cannot create the job's wait fd: eventfd: %s",
                function, std::strerror(errno));
@@ -128,9 +135,7 @@ int WaitFd(LegacyJobState* state, const char* function) {
 int Wake(LegacyJobState* state, const char* function) {
   int fd = WaitFd(state, function);
   if (fd < 0) return 0;
-  const std::uint64_t one = 1;
-  if (write(fd, &one, sizeof one) != static_cast<ssize_t>(sizeof one) && errno != EAGAIN) {
-    // EAGAIN: the counter is at its maximum, so the fd is readable already.
+  if (!asyncjob::base::SignalEventFd(fd)) {
     QueueError(ASYNCJOB_R_INTERNAL_ERROR, "%s: cannot signal the job's wait fd %d: %s",
                function, fd, std::strerror(errno));
     return 0;
@@ -189,9 +194,7 @@ void asyncjob_legacy_clear_wake(ASYNC_JOB* job) {
   if (state == nullptr) return;
   int fd = state->wait_fd.load(std::memory_order_acquire);
   if (fd < 0) return;  // never woken: nothing to clear
-  std::uint64_t count = 0;
-  if (read(fd, &count, sizeof count) < 0 && errno != EAGAIN) {
-    // EAGAIN: not woken, which is what was asked for.
+  if (!asyncjob::base::DrainEventFd(fd)) {
     QueueError(ASYNCJOB_R_INTERNAL_ERROR, "ASYNC_clear_wake: cannot read the job's wait fd %d: %s",
                fd, std::strerror(errno));
   }

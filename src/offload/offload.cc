@@ -1,10 +1,11 @@
 #include "asyncjob/offload.hpp"
 
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
+
+#include "base/dcheck.h"
+#include "base/eventfd.h"
 
 #ifdef ASYNCJOB_OFFLOAD_WEAK_EXTENSIONS
 // Built into a module that must also load where libasyncjob is absent (an
@@ -54,18 +55,6 @@ void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hoo
 
 void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
 
-void Signal(int fd) {
-  std::uint64_t one = 1;
-  while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
-
-void Drain(int fd) {
-  std::uint64_t count = 0;
-  while (read(fd, &count, sizeof count) < 0 && errno == EINTR) {
-  }
-}
-
 }  // namespace
 
 Engine::Engine(Options options) : options_(options) {
@@ -109,7 +98,7 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     OSSL_ASYNC_FD fd = OSSL_BAD_ASYNC_FD;
     void* custom_data = nullptr;  // libcrypto stores through it unchecked
     if (ASYNC_WAIT_CTX_get_fd(ctx, key(), &fd, &custom_data) != 1) {
-      fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      fd = base::CreateEventFd();
       if (fd < 0 || ASYNC_WAIT_CTX_set_wait_fd(ctx, key(), fd, nullptr, &CloseEventFd) != 1) {
         if (fd >= 0) close(fd);
         // No way to be woken: do the work here rather than never finish.
@@ -129,20 +118,23 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
       ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
       request.callback(request.callback_argument);
     } else if (request.eventfd >= 0) {
-      Signal(request.eventfd);
+      base::SignalEventFd(request.eventfd);
     }
     ASYNC_pause_job();
-    if (request.eventfd >= 0) Drain(request.eventfd);
+    if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
   }
   if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_OK);
   for (;;) {
     ASYNC_pause_job();
-    if (request.eventfd >= 0) Drain(request.eventfd);
+    if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
     if (request.done.load(std::memory_order_acquire)) break;
     spurious_resumes_.fetch_add(1, std::memory_order_relaxed);
   }
   // The worker may still be leaving the request's critical section.
-  { std::lock_guard lock(mutex_); }
+  {
+    std::lock_guard lock(mutex_);
+    ASYNCJOB_DCHECK(request.state == Request::State::kFinished);
+  }
   RemoveCancelHook(&Withdraw, &request);
 }
 
@@ -150,6 +142,8 @@ bool Engine::Submit(Request* request) {
   {
     std::lock_guard lock(mutex_);
     if (queue_.size() >= options_.queue_capacity) return false;
+    // New, or refused earlier by a full queue.
+    ASYNCJOB_DCHECK(request->state == Request::State::kNew);
     request->state = Request::State::kQueued;
     queue_.push_back(request);
   }
@@ -181,6 +175,7 @@ void Engine::WorkerLoop() {
     if (queue_.empty()) return;  // stopping, and nothing left to do
     Request* request = queue_.front();
     queue_.pop_front();
+    ASYNCJOB_DCHECK(request->state == Request::State::kQueued);
     request->state = Request::State::kRunning;
     lock.unlock();
     request->invoke(request->callable);
@@ -192,7 +187,7 @@ void Engine::WorkerLoop() {
     if (request->callback != nullptr) {
       request->callback(request->callback_argument);
     } else if (request->eventfd >= 0) {
-      Signal(request->eventfd);
+      base::SignalEventFd(request->eventfd);
     }
     request->state = Request::State::kFinished;
     completed_.fetch_add(1, std::memory_order_relaxed);

@@ -2,13 +2,13 @@
 
 #include <signal.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <atomic>
-#include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
+
+#include "base/dcheck.h"
+#include "base/fatal.h"
 
 namespace asyncjob::stack {
 namespace {
@@ -20,43 +20,6 @@ std::once_flag install_once;
 
 constexpr std::size_t kAltStackSize = 64 * 1024;
 thread_local void* own_alt_stack = nullptr;
-
-// Async-signal-safe formatting into a fixed buffer.
-struct Line {
-  char text[512];
-  std::size_t length = 0;
-  void Add(const char* s) {
-    while (*s != '\0' && length + 1 < sizeof text) text[length++] = *s++;
-  }
-  void AddHex(const void* pointer) {
-    auto value = reinterpret_cast<std::uintptr_t>(pointer);
-    char digits[2 + 16];
-    int n = 0;
-    do {
-      digits[n++] = "0123456789abcdef"[value & 0xF];
-      value >>= 4;
-    } while (value != 0);
-    Add("0x");
-    while (n > 0 && length + 1 < sizeof text) text[length++] = digits[--n];
-  }
-  void AddDecimal(std::size_t value) {
-    char digits[24];
-    int n = 0;
-    do {
-      digits[n++] = static_cast<char>('0' + value % 10);
-      value /= 10;
-    } while (value != 0);
-    while (n > 0 && length + 1 < sizeof text) text[length++] = digits[--n];
-  }
-  void Emit() {
-    std::size_t done = 0;
-    while (done < length) {
-      ssize_t n = write(STDERR_FILENO, text + done, length - done);
-      if (n <= 0) return;
-      done += static_cast<std::size_t>(n);
-    }
-  }
-};
 
 void ChainToPrevious(const struct sigaction& previous, int signal_number,
                      siginfo_t* info, void* ucontext) {
@@ -83,26 +46,26 @@ void OnFault(int signal_number, siginfo_t* info, void* ucontext) {
     auto* fault = static_cast<std::byte*>(info->si_addr);
     std::byte* guard_low = stack->low - GuardSize();
     if (fault >= guard_low && fault < stack->low) {
-      Line line;
-      line.Add("asyncjob: stack overflow in job ");
-      line.AddHex(owner);
-      line.Add(": fault at ");
-      line.AddHex(fault);
-      line.Add(" in the guard ");
-      line.AddHex(guard_low);
-      line.Add("-");
-      line.AddHex(stack->low);
-      line.Add(" below its stack ");
-      line.AddHex(stack->low);
-      line.Add("-");
-      line.AddHex(stack->high());
-      line.Add(" (");
-      line.AddDecimal(stack->size);
-      line.Add(" bytes)\n");
-      line.Emit();
+      // Formatted in a fixed buffer and written with write(2): safe here.
+      base::FatalMessage message;
+      message.Add("asyncjob: stack overflow in job ")
+          .AddPointer(owner)
+          .Add(": fault at ")
+          .AddPointer(fault)
+          .Add(" in the guard ")
+          .AddPointer(guard_low)
+          .Add("-")
+          .AddPointer(stack->low)
+          .Add(" below its stack ")
+          .AddPointer(stack->low)
+          .Add("-")
+          .AddPointer(stack->high())
+          .Add(" (")
+          .AddDecimal(stack->size)
+          .Add(" bytes)\n");
       // abort() raises SIGABRT, which needs no stack of the job.
       signal(SIGABRT, SIG_DFL);
-      abort();
+      message.WriteAndAbort();
     }
   }
   ChainToPrevious(signal_number == SIGBUS ? previous_bus : previous_segv,
@@ -122,6 +85,7 @@ void InstallHandler() {
 }  // namespace
 
 void SetFaultLocator(FaultLocator locator) {
+  ASYNCJOB_DCHECK(locator != nullptr);
   fault_locator.store(locator, std::memory_order_release);
 }
 

@@ -14,8 +14,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/align.h"
+#include "base/dcheck.h"
 #include "base/error_queue.h"
-#include "context/sanitizers.h"
+#include "base/fatal.h"
+#include "base/sanitizers.h"
 
 namespace asyncjob::stack {
 
@@ -51,13 +54,10 @@ std::atomic<std::size_t> guarded_budget{kBudgetNotComputed};
 std::atomic<std::size_t> guarded_in_use{0};
 std::atomic<bool> any_stack_allocated{false};
 
-std::size_t RoundUp(std::size_t value, std::size_t unit) {
-  return (value + unit - 1) / unit * unit;
-}
-
 // ----- Guarded mappings -----
 
 std::byte* MapGuarded(std::size_t usable, void** mapping) {
+  ASYNCJOB_DCHECK(base::IsAligned(usable, PageSize()));  // mprotect works in pages
   const std::size_t guard = GuardSize();
   void* base = mmap(nullptr, guard + usable, PROT_NONE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -97,7 +97,7 @@ std::unordered_map<void*, std::pair<void*, std::size_t>>& DefaultRegistry() {
 
 extern "C" void* DefaultStackAlloc(size_t* num) {
   if (num == nullptr) return nullptr;
-  std::size_t usable = RoundUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
+  std::size_t usable = base::AlignUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
   void* mapping = nullptr;
   std::byte* low = MapGuarded(usable, &mapping);
   if (low == nullptr) return nullptr;
@@ -140,16 +140,6 @@ std::uint64_t CanaryWord(const Stack& stack, std::size_t index) {
   return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.canary) + index * 0x100000001b3ULL);
 }
 
-void WriteAll(const char* text) {
-  std::size_t length = std::strlen(text);
-  while (length > 0) {
-    ssize_t written = write(STDERR_FILENO, text, length);
-    if (written <= 0) return;
-    text += written;
-    length -= static_cast<std::size_t>(written);
-  }
-}
-
 }  // namespace
 
 // ----- Settings -----
@@ -162,10 +152,10 @@ std::size_t PageSize() {
   return page;
 }
 
-std::size_t GuardSize() { return RoundUp(kMinimumGuard, PageSize()); }
+std::size_t GuardSize() { return base::AlignUp(kMinimumGuard, PageSize()); }
 
 std::size_t DefaultStackSize() {
-  return RoundUp(default_stack_size.load(std::memory_order_relaxed), PageSize());
+  return base::AlignUp(default_stack_size.load(std::memory_order_relaxed), PageSize());
 }
 
 bool SetDefaultStackSize(std::size_t bytes) {
@@ -175,7 +165,7 @@ bool SetDefaultStackSize(std::size_t bytes) {
                      kMinimumStackSize);
     return false;
   }
-  default_stack_size.store(RoundUp(bytes, PageSize()), std::memory_order_relaxed);
+  default_stack_size.store(base::AlignUp(bytes, PageSize()), std::memory_order_relaxed);
   return true;
 }
 
@@ -222,6 +212,7 @@ void GetMemFunctions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn* free_f
 
 void ArmCanary(const Stack& stack) {
   if (stack.canary == nullptr) return;
+  ASYNCJOB_DCHECK(base::IsAligned(stack.canary, alignof(std::uint64_t)));
   auto* words = reinterpret_cast<std::uint64_t*>(stack.canary);
   for (std::size_t i = 0; i < kCanaryBytes / sizeof(std::uint64_t); ++i) {
     words[i] = CanaryWord(stack, i);
@@ -238,14 +229,19 @@ bool CanaryIntact(const Stack& stack) {
 }
 
 void CheckCanaryFailed(const Stack& stack, const void* owner) {
-  char message[256];
-  std::snprintf(message, sizeof message,
-                "asyncjob: stack overflow detected in job %p: the canary at %p, "
-                "below its stack %p-%p (%zu bytes), was overwritten\n",
-                owner, static_cast<void*>(stack.canary), static_cast<void*>(stack.low),
-                static_cast<void*>(stack.high()), stack.size);
-  WriteAll(message);
-  std::abort();
+  base::FatalMessage message;
+  message.Add("asyncjob: stack overflow detected in job ")
+      .AddPointer(owner)
+      .Add(": the canary at ")
+      .AddPointer(stack.canary)
+      .Add(", below its stack ")
+      .AddPointer(stack.low)
+      .Add("-")
+      .AddPointer(stack.high())
+      .Add(" (")
+      .AddDecimal(stack.size)
+      .Add(" bytes), was overwritten\n");
+  message.WriteAndAbort();
 }
 
 // ----- StackSource -----
@@ -254,6 +250,7 @@ StackSource::~StackSource() {
   while (slabs_with_room_ != nullptr) {
     Slab* slab = slabs_with_room_;
     slabs_with_room_ = slab->next;
+    ASYNCJOB_DCHECK(slab->in_use == 0);  // every stack was released
     if (slab->in_use == 0) {
       munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
       delete slab;
@@ -273,8 +270,8 @@ bool StackSource::Allocate(Stack* stack) {
                        "the custom stack allocator returned NULL");
       return false;
     }
-    auto address = reinterpret_cast<std::uintptr_t>(memory);
-    std::size_t skew = (16 - address % 16) % 16;
+    auto* start = static_cast<std::byte*>(memory);
+    std::size_t skew = static_cast<std::size_t>(base::AlignUp(start, 16) - start);
     if (num < skew + kMinimumStackSize) {
       stack_free_fn.load(std::memory_order_acquire)(memory);
       base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
@@ -284,7 +281,7 @@ bool StackSource::Allocate(Stack* stack) {
     }
     stack->canary = static_cast<std::byte*>(memory) + skew;
     stack->low = stack->canary + kCanaryBytes;
-    stack->size = (num - skew - kCanaryBytes) & ~std::size_t{15};
+    stack->size = base::AlignDown(num - skew - kCanaryBytes, 16);
     stack->kind = StackKind::kCustom;
     stack->mapping = memory;
   } else {
@@ -314,6 +311,8 @@ bool StackSource::Allocate(Stack* stack) {
       return false;
     }
   }
+  // The context layer needs both ends of the stack 16-byte aligned.
+  ASYNCJOB_DCHECK(base::IsAligned(stack->low, 16) && base::IsAligned(stack->size, 16));
   ArmCanary(*stack);
 #if ASYNCJOB_VALGRIND
   stack->valgrind_id = VALGRIND_STACK_REGISTER(stack->low, stack->high());
@@ -322,6 +321,8 @@ bool StackSource::Allocate(Stack* stack) {
 }
 
 bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
+  // Slots are whole pages, each with room for the next slot's canary.
+  ASYNCJOB_DCHECK(base::IsAligned(size, PageSize()) && size > kCanaryBytes);
   Slab* slab = slabs_with_room_;
   while (slab != nullptr && slab->slot_size != size) slab = slab->next;
   if (slab == nullptr) {
@@ -396,6 +397,7 @@ void StackSource::Release(Stack* stack) {
       break;
     case StackKind::kSlab: {
       Slab* slab = stack->slab;
+      ASYNCJOB_DCHECK(slab != nullptr && slab->in_use > 0);
       --slab->in_use;
       if (slab->in_use == 0) {
         if (slab->listed) {

@@ -2,6 +2,7 @@
 
 #include <new>
 
+#include "base/dcheck.h"
 #include "base/error_queue.h"
 
 namespace asyncjob::wait {
@@ -66,6 +67,7 @@ bool WaitContext::ClearFd(const void* key) {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (it->key != key || it->deleted) continue;
     if (it->added_this_round) {
+      ASYNCJOB_DCHECK(added_count_ > 0);
       entries_.erase(it);
       --added_count_;
     } else {
@@ -103,6 +105,8 @@ void WaitContext::GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
       ++a;
     }
   }
+  // An entry added and cleared in the same round was removed outright.
+  ASYNCJOB_DCHECK(a == added_count_ && d == deleted_count_);
 }
 
 void WaitContext::StartNewRound() {

@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include "asyncjob/async.h"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 #include "support/test_support.h"
 
 #if !ASYNCJOB_ASAN && !ASYNCJOB_TSAN && defined(__GLIBC__)

@@ -19,7 +19,7 @@
 
 #include "asyncjob/asyncjob.hpp"
 #include "asyncjob/loop.hpp"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 #include "loop/loop_test_support.h"
 #include "support/test_support.h"
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "asyncjob/async.h"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 #include "support/test_support.h"
 
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "asyncjob/async.h"
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>

@@ -29,7 +29,7 @@
 
 #include "asyncjob/async.h"
 
-#include "context/sanitizers.h"
+#include "base/sanitizers.h"
 
 // WaitCtxJob.FailedStartLeavesContextDetached makes the library's copy of the
 // job arguments fail with an impossible size; the sanitizers' allocators must

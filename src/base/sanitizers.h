@@ -3,8 +3,10 @@
 // Defines ASYNCJOB_ASAN, ASYNCJOB_TSAN and ASYNCJOB_VALGRIND to 0 or 1 and
 // includes the tools' client headers when they are in use, so that the rest
 // of the code can write `#if ASYNCJOB_ASAN` without repeating the detection.
-#ifndef ASYNCJOB_SRC_CONTEXT_SANITIZERS_H_
-#define ASYNCJOB_SRC_CONTEXT_SANITIZERS_H_
+// Part of base/ because every layer asks; it knows nothing of what they do
+// with the answer.
+#ifndef ASYNCJOB_SRC_BASE_SANITIZERS_H_
+#define ASYNCJOB_SRC_BASE_SANITIZERS_H_
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -44,4 +46,4 @@
 #include <valgrind/valgrind.h>
 #endif
 
-#endif  // ASYNCJOB_SRC_CONTEXT_SANITIZERS_H_
+#endif  // ASYNCJOB_SRC_BASE_SANITIZERS_H_
