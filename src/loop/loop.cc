@@ -55,19 +55,6 @@ bool Newer(std::uint32_t a, std::uint32_t b) {
   return distance != 0 && distance < (1u << (kGenerationBits - 1));
 }
 
-// The function every job of a loop starts in: runs the task, keeps its
-// exception. The cancellation unwind must pass through.
-int JobEntry(void* argument) {
-  LoopTask* task = *static_cast<LoopTask**>(argument);
-  try {
-    task->Run();
-  } catch (...) {
-    if (asyncjob_is_cancelling() != 0) throw;
-    task->error = std::current_exception();
-  }
-  return 1;
-}
-
 [[noreturn]] void ThrowSystemError(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
 }
@@ -288,7 +275,9 @@ void LoopCore::Start(Record& record) {
   ++started_;
   ++running_depth_;
   int ignored = 0;
-  int outcome = ASYNC_start_job(&record.job, record.ctx, &ignored, &JobEntry, &task, sizeof task);
+  JobTask* entry_argument = task;  // what JobTask::Enter expects
+  int outcome = ASYNC_start_job(&record.job, record.ctx, &ignored, &JobTask::Enter,
+                                &entry_argument, sizeof entry_argument);
   --running_depth_;
   if (outcome == ASYNC_NO_JOBS) {
     record.state = RecordState::kQueued;
