@@ -116,7 +116,7 @@ struct SpawnOptions {
 };
 
 // Counters of a Loop, from its construction (the first three: right now).
-struct LoopStats {
+struct LoopCounters {
   std::size_t queued = 0;   // spawned, not started yet
   std::size_t paused = 0;   // started, waiting to be woken
   std::size_t running = 0;  // 1 while one of the loop's jobs executes, else 0
@@ -372,7 +372,7 @@ class Loop {
   // Jobs alive: queued plus started and unfinished. Loop thread.
   std::size_t size() const noexcept;
   // A snapshot of the counters. Loop thread.
-  LoopStats stats() const noexcept;
+  LoopCounters counters() const noexcept;
 
  private:
   void Submit(std::shared_ptr<detail::LoopTask> task, const SpawnOptions& options);

@@ -227,7 +227,7 @@ void LoopCore::Submit(std::shared_ptr<LoopTask> task, const SpawnOptions& option
   start_queue_.push_back(RecordRef{record.index, record.generation});
   ++alive_;
   ++queued_;
-  ++stats_.spawned;
+  ++counters_.spawned;
 }
 
 namespace {
@@ -298,9 +298,9 @@ void LoopCore::Start(Record& record) {
 void LoopCore::Resume(Record& record) {
   record.state = RecordState::kRunning;
   record.task->status = JobStatus::kRunning;
-  ++stats_.resumes;
-  if (record.reason == ReadyReason::kEagain) ++stats_.eagain_resumes;
-  if (record.reason == ReadyReason::kPoll) ++stats_.poll_resumes;
+  ++counters_.resumes;
+  if (record.reason == ReadyReason::kEagain) ++counters_.eagain_resumes;
+  if (record.reason == ReadyReason::kPoll) ++counters_.poll_resumes;
   record.reason = ReadyReason::kNone;
   ++running_depth_;
   int ignored = 0;
@@ -410,10 +410,10 @@ void LoopCore::Finish(Record& record, JobStatus status, std::exception_ptr error
   task->loop = nullptr;
   if (error) task->error = error;
   switch (status) {
-    case JobStatus::kSucceeded: ++stats_.succeeded; break;
-    case JobStatus::kFailed: ++stats_.failed; break;
-    case JobStatus::kCancelled: ++stats_.cancelled; break;
-    case JobStatus::kTimedOut: ++stats_.timed_out; break;
+    case JobStatus::kSucceeded: ++counters_.succeeded; break;
+    case JobStatus::kFailed: ++counters_.failed; break;
+    case JobStatus::kCancelled: ++counters_.cancelled; break;
+    case JobStatus::kTimedOut: ++counters_.timed_out; break;
     default: break;
   }
   ++finished_;
@@ -565,7 +565,7 @@ void LoopCore::HandleFdEvent(int fd) {
   for (const RecordRef& waiter : fd_table_[slot].waiters) {
     Record& record = At(waiter.index);
     if (record.generation != waiter.generation || record.state != RecordState::kPaused) continue;
-    ++stats_.wakeups_fd;
+    ++counters_.wakeups_fd;
     MakeReady(record, ReadyReason::kFd);
   }
 }
@@ -626,9 +626,9 @@ void LoopCore::DrainWakeups() {
     Record& record = *fifo;
     fifo = record.wake_next;  // read before the record may be pushed again
     std::uint32_t generation = record.wake_pending.exchange(0, std::memory_order_acq_rel);
-    ++stats_.wakeups_callback;
+    ++counters_.wakeups_callback;
     if (record.state == RecordState::kFree || record.generation != generation) {
-      ++stats_.wakeups_stale;
+      ++counters_.wakeups_stale;
       continue;
     }
     if (record.state == RecordState::kPaused) MakeReady(record, ReadyReason::kCallback);
@@ -748,7 +748,7 @@ int LoopCore::ComputeTimeout(int max_wait_ms) const {
 }
 
 void LoopCore::Iterate(int timeout_ms, bool wait_when_idle) {
-  ++stats_.iterations;
+  ++counters_.iterations;
   RunPosted();
   StartQueued();
   if (!wait_when_idle && alive_ == 0) timeout_ms = 0;  // nothing left to wait for
@@ -804,15 +804,15 @@ bool LoopCore::RunOnce(std::chrono::milliseconds max_wait) {
   return alive_ > 0;
 }
 
-LoopStats LoopCore::Stats() const noexcept {
-  LoopStats stats = stats_;
-  stats.queued = queued_;
-  stats.running = running_depth_ > 0 ? 1 : 0;
-  stats.paused = started_ - static_cast<std::size_t>(running_depth_ > 0 ? running_depth_ : 0);
-  stats.wakeups_coalesced = coalesced_.load(std::memory_order_relaxed);
-  stats.wakeups_callback += stats.wakeups_coalesced;
-  stats.eventfd_signals = eventfd_signals_.load(std::memory_order_relaxed);
-  return stats;
+LoopCounters LoopCore::Counters() const noexcept {
+  LoopCounters counters = counters_;
+  counters.queued = queued_;
+  counters.running = running_depth_ > 0 ? 1 : 0;
+  counters.paused = started_ - static_cast<std::size_t>(running_depth_ > 0 ? running_depth_ : 0);
+  counters.wakeups_coalesced = coalesced_.load(std::memory_order_relaxed);
+  counters.wakeups_callback += counters.wakeups_coalesced;
+  counters.eventfd_signals = eventfd_signals_.load(std::memory_order_relaxed);
+  return counters;
 }
 
 }  // namespace detail
@@ -846,6 +846,6 @@ bool Loop::run_once(std::chrono::milliseconds max_wait) { return core_->RunOnce(
 void Loop::stop() noexcept { core_->RequestStop(); }
 void Loop::post(std::function<void()> fn) { core_->Post(std::move(fn)); }
 std::size_t Loop::size() const noexcept { return core_->Alive(); }
-LoopStats Loop::stats() const noexcept { return core_->Stats(); }
+LoopCounters Loop::counters() const noexcept { return core_->Counters(); }
 
 }  // namespace asyncjob

@@ -138,7 +138,7 @@ class LoopCore {
   std::size_t Run(bool until_stopped);
   bool RunOnce(std::chrono::milliseconds max_wait);
   std::size_t Alive() const noexcept { return alive_; }
-  LoopStats Stats() const noexcept;
+  LoopCounters Counters() const noexcept;
 
  private:
   Record& At(std::uint32_t index) const noexcept {
@@ -227,7 +227,7 @@ class LoopCore {
   bool in_run_ = false;
   bool destroying_ = false;
   std::uint64_t finished_ = 0;  // every final state
-  LoopStats stats_;
+  LoopCounters counters_;
 };
 
 }  // namespace asyncjob::detail
