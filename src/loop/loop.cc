@@ -48,6 +48,20 @@ int CreateEpollWatching(int doorbell_fd) {
   return epoll_fd;
 }
 
+// Sets a loop's in_run_ flag for its lifetime: until run() or run_once()
+// returns or an exception (from a completion callback, a posted function)
+// leaves it.
+class RunningScope {
+ public:
+  explicit RunningScope(bool& in_run) noexcept : in_run_(in_run) { in_run_ = true; }
+  ~RunningScope() { in_run_ = false; }
+  RunningScope(const RunningScope&) = delete;
+  RunningScope& operator=(const RunningScope&) = delete;
+
+ private:
+  bool& in_run_;
+};
+
 }  // namespace
 
 // ----- Construction and destruction -----
@@ -502,32 +516,20 @@ void LoopCore::Iterate(int timeout_ms, bool wait_when_idle) {
 
 std::size_t LoopCore::Run(bool until_stopped) {
   CheckRunnable(until_stopped ? "run_until_stopped" : "run");
-  in_run_ = true;
+  RunningScope running(in_run_);
   std::uint64_t finished_before = finished_;
-  try {
-    while (!wake_queue_.TakeStopRequest()) {
-      if (!until_stopped && !HasWork()) break;
-      Iterate(-1, until_stopped);
-    }
-  } catch (...) {
-    in_run_ = false;
-    throw;
+  while (!wake_queue_.TakeStopRequest()) {
+    if (!until_stopped && !HasWork()) break;
+    Iterate(-1, until_stopped);
   }
-  in_run_ = false;
   return static_cast<std::size_t>(finished_ - finished_before);
 }
 
 bool LoopCore::RunOnce(std::chrono::milliseconds max_wait) {
   CheckRunnable("run_once");
-  in_run_ = true;
-  try {
-    auto ms = max_wait.count();
-    Iterate(ms < 0 ? -1 : (ms > INT_MAX ? INT_MAX : static_cast<int>(ms)), true);
-  } catch (...) {
-    in_run_ = false;
-    throw;
-  }
-  in_run_ = false;
+  RunningScope running(in_run_);
+  auto ms = max_wait.count();
+  Iterate(ms < 0 ? -1 : (ms > INT_MAX ? INT_MAX : static_cast<int>(ms)), true);
   return alive_ > 0;
 }
 
