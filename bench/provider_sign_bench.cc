@@ -84,7 +84,7 @@ double Async(OSSL_LIB_CTX* libctx, EVP_PKEY* key, const unsigned char* digest, d
   }
   loop.run();
   double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  *paused = static_cast<long>(loop.stats().resumes);
+  *paused = static_cast<long>(loop.counters().resumes);
   return static_cast<double>(count.load()) / elapsed;
 }
 

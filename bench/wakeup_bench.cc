@@ -114,7 +114,7 @@ void CloseFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd);
 struct Result {
   double seconds = 0;
   std::uint64_t wakeups = 0;
-  asyncjob::LoopStats stats;
+  asyncjob::LoopCounters stats;
 };
 
 Result Run(bool use_fd, std::uint32_t jobs, std::uint32_t rounds, int workers) {
@@ -145,7 +145,7 @@ Result Run(bool use_fd, std::uint32_t jobs, std::uint32_t rounds, int workers) {
   loop.run();
   Result result;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.stats = loop.stats();
+  result.stats = loop.counters();
   result.wakeups = std::uint64_t{jobs} * rounds;
   if (result.stats.failed != 0) {
     std::fprintf(stderr, "wakeup_bench: %llu jobs failed\n",

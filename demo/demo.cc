@@ -398,7 +398,7 @@ int Run() {
   std::size_t peak_paused = 0;
   Clock::time_point last_report = started;
   auto report = [&](bool final_line) {
-    asyncjob::LoopStats stats = loop.stats();
+    asyncjob::LoopCounters stats = loop.counters();
     double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     unsigned long long finished = stats.succeeded + stats.failed + stats.cancelled + stats.timed_out;
     std::printf("%s%5.2f s  finished %6s/%s  paused %6s  wake-ups: %7s callback, %6s fd  "
@@ -411,7 +411,7 @@ int Run() {
   };
   const auto interval = tty ? 100ms : 500ms;
   while (loop.run_once(50ms)) {
-    peak_paused = std::max(peak_paused, loop.stats().paused);
+    peak_paused = std::max(peak_paused, loop.counters().paused);
     if (Clock::now() - last_report >= interval) {
       last_report = Clock::now();
       report(false);
@@ -428,7 +428,7 @@ int Run() {
       ++wrong;
     }
   }
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   std::printf("\nsummary: %s requests, %s succeeded, %d wrong or failed, in %.2f s "
               "(%s requests/s)\n",
               Thousands(stats.spawned).c_str(), Thousands(stats.succeeded).c_str(), wrong,

@@ -114,7 +114,7 @@ int main() {
 
   bool ok = a.get() == 10 && b.get() == 20 && worker.get() == "pong" &&
             stuck.status() == asyncjob::JobStatus::kTimedOut;
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   std::printf("\n%llu jobs: %llu succeeded, %llu timed out; %llu resumes after %llu fd and "
               "%llu callback wake-ups\n",
               static_cast<unsigned long long>(stats.spawned),

@@ -251,31 +251,42 @@ namespace detail {
 template <class T>
 using Stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
-// What a job started from C++ owns: the callable, its result or exception.
-template <class T>
-struct Frame {
-  virtual ~Frame() = default;
+// What a job started from C++ runs: a callable, and the exception it threw.
+// Enter() is the entry function handed to ASYNC_start_job(); it calls Run()
+// on the job's stack. Job<T> owns one; the event loop's task
+// (<asyncjob/loop.hpp>) builds on it.
+struct JobTask {
+  virtual ~JobTask() = default;
+  // Calls the callable and keeps its value (see JobTaskFor).
   virtual void Run() = 0;
-  std::optional<Stored<T>> value;
   std::exception_ptr error;
 
-  // The int(void*) the C API starts: its argument is a copy of a Frame*.
+  // The int(void*) the C API starts: its argument is a copy of a JobTask*.
   static int Enter(void* argument) {
-    Frame* frame = *static_cast<Frame**>(argument);
+    JobTask* task = *static_cast<JobTask**>(argument);
     try {
-      frame->Run();
+      task->Run();
     } catch (...) {
       if (asyncjob_is_cancelling() != 0) throw;  // let the unwind finish
-      frame->error = std::current_exception();
+      task->error = std::current_exception();
     }
     return 1;
   }
 };
 
-template <class T, class F>
-struct FrameFor final : Frame<T> {
-  explicit FrameFor(F&& fn) : fn_(std::forward<F>(fn)) {}
-  void Run() override {
+// A JobTask with its value of type T, set once the callable returned. Base
+// is JobTask, or a type derived from it that adds what its owner needs.
+template <class T, class Base = JobTask>
+struct JobTaskOf : Base {
+  std::optional<Stored<T>> value;
+};
+
+// A JobTaskOf with its callable, of the decayed type F.
+template <class T, class F, class Base = JobTask>
+struct JobTaskFor : JobTaskOf<T, Base> {
+  template <class G>
+  explicit JobTaskFor(G&& fn) : fn_(std::forward<G>(fn)) {}
+  void Run() final {
     if constexpr (std::is_void_v<T>) {
       fn_();
       this->value.emplace();
@@ -283,7 +294,7 @@ struct FrameFor final : Frame<T> {
       this->value.emplace(fn_());
     }
   }
-  std::decay_t<F> fn_;
+  F fn_;
 };
 
 }  // namespace detail
@@ -295,14 +306,14 @@ class Job {
  public:
   Job() = default;
   Job(Job&& other) noexcept
-      : frame_(std::move(other.frame_)),
+      : task_(std::move(other.task_)),
         job_(std::exchange(other.job_, nullptr)),
         ctx_(other.ctx_),
         state_(std::exchange(other.state_, State::kEmpty)) {}
   Job& operator=(Job&& other) noexcept {
     if (this != &other) {
       cancel_quietly();
-      frame_ = std::move(other.frame_);
+      task_ = std::move(other.task_);
       job_ = std::exchange(other.job_, nullptr);
       ctx_ = other.ctx_;
       state_ = std::exchange(other.state_, State::kEmpty);
@@ -333,8 +344,8 @@ class Job {
   T get() {
     if (state_ == State::kCancelled) throw JobWasCancelled();
     if (state_ != State::kFinished) throw Error(0, "asyncjob::Job::get: the job has not finished");
-    if (frame_->error) std::rethrow_exception(frame_->error);
-    if constexpr (!std::is_void_v<T>) return std::move(*frame_->value);
+    if (task_->error) std::rethrow_exception(task_->error);
+    if constexpr (!std::is_void_v<T>) return std::move(*task_->value);
   }
 
   // Cancels a paused job: cancel hooks run, its stack unwinds (destructors
@@ -354,15 +365,14 @@ class Job {
 
   void Step() {
     int ignored = 0;
-    detail::Frame<T>* frame = frame_.get();
-    switch (ASYNC_start_job(&job_, ctx_, &ignored, &detail::Frame<T>::Enter, &frame,
-                            sizeof frame)) {
+    detail::JobTask* task = task_.get();
+    switch (ASYNC_start_job(&job_, ctx_, &ignored, &detail::JobTask::Enter, &task, sizeof task)) {
       case ASYNC_PAUSE:
         state_ = State::kPaused;
         return;
       case ASYNC_FINISH:
         state_ = State::kFinished;
-        if (frame_->error) std::rethrow_exception(frame_->error);
+        if (task_->error) std::rethrow_exception(task_->error);
         return;
       case ASYNC_NO_JOBS:
         throw PoolExhausted();
@@ -375,7 +385,7 @@ class Job {
     if (state_ == State::kPaused && asyncjob_cancel_job(&job_) == 1) state_ = State::kCancelled;
   }
 
-  std::unique_ptr<detail::Frame<T>> frame_;
+  std::unique_ptr<detail::JobTaskOf<T>> task_;
   ASYNC_JOB* job_ = nullptr;
   ASYNC_WAIT_CTX* ctx_ = nullptr;
   State state_ = State::kEmpty;
@@ -389,7 +399,7 @@ template <class F>
 auto start(WaitCtxRef ctx, F&& fn) -> Job<std::invoke_result_t<F&>> {
   using T = std::invoke_result_t<F&>;
   Job<T> job;
-  job.frame_ = std::make_unique<detail::FrameFor<T, F>>(std::forward<F>(fn));
+  job.task_ = std::make_unique<detail::JobTaskFor<T, std::decay_t<F>>>(std::forward<F>(fn));
   job.ctx_ = ctx.get();
   job.Step();
   return job;

@@ -116,7 +116,7 @@ struct SpawnOptions {
 };
 
 // Counters of a Loop, from its construction (the first three: right now).
-struct LoopStats {
+struct LoopCounters {
   std::size_t queued = 0;   // spawned, not started yet
   std::size_t paused = 0;   // started, waiting to be woken
   std::size_t running = 0;  // 1 while one of the loop's jobs executes, else 0
@@ -183,28 +183,21 @@ inline Waker prepare_wakeup() {
 
 namespace detail {
 
-template <class T>
-using LoopStored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
-
-// A job of a Loop: its callable, outcome and completion callback. Shared by
-// the loop and the job's handles.
-struct LoopTask {
-  virtual ~LoopTask() = default;
-  // Runs the callable on the job's stack, keeping its value or exception.
-  virtual void Run() = 0;
+// A job of a Loop: a JobTask (its callable and exception, see
+// <asyncjob/asyncjob.hpp>) with its id, state and completion callback.
+// Shared by the loop and the job's handles.
+struct LoopTask : JobTask {
   // Calls the completion callback, if any (loop thread, job finished).
   virtual void Complete(const std::shared_ptr<LoopTask>& self) = 0;
 
   JobId id = JobId::kNone;
   JobStatus status = JobStatus::kQueued;
-  std::exception_ptr error;
   Loop* loop = nullptr;  // while the job is alive
 };
 
+// A LoopTask with its value: what a JobHandle<T> refers to.
 template <class T>
-struct LoopTaskOf : LoopTask {
-  std::optional<LoopStored<T>> value;
-};
+using LoopTaskOf = JobTaskOf<T, LoopTask>;
 
 template <class T, class F, class Done>
 struct LoopTaskFor;
@@ -272,24 +265,18 @@ class JobHandle {
 
 namespace detail {
 
+// A LoopTaskOf with its callable and completion callback (Done is
+// std::nullptr_t when there is none).
 template <class T, class F, class Done>
-struct LoopTaskFor final : LoopTaskOf<T> {
-  LoopTaskFor(F&& fn, Done&& done) : fn_(std::move(fn)), done_(std::move(done)) {}
-  void Run() override {
-    if constexpr (std::is_void_v<T>) {
-      fn_();
-      this->value.emplace();
-    } else {
-      this->value.emplace(fn_());
-    }
-  }
+struct LoopTaskFor final : JobTaskFor<T, F, LoopTask> {
+  LoopTaskFor(F&& fn, Done&& done)
+      : JobTaskFor<T, F, LoopTask>(std::move(fn)), done_(std::move(done)) {}
   void Complete([[maybe_unused]] const std::shared_ptr<LoopTask>& self) override {
     if constexpr (!std::is_same_v<Done, std::nullptr_t>) {
       JobHandle<T> handle(std::static_pointer_cast<LoopTaskOf<T>>(self));
       done_(handle);
     }
   }
-  F fn_;
   Done done_;
 };
 
@@ -385,7 +372,7 @@ class Loop {
   // Jobs alive: queued plus started and unfinished. Loop thread.
   std::size_t size() const noexcept;
   // A snapshot of the counters. Loop thread.
-  LoopStats stats() const noexcept;
+  LoopCounters counters() const noexcept;
 
  private:
   void Submit(std::shared_ptr<detail::LoopTask> task, const SpawnOptions& options);

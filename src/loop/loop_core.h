@@ -1,134 +1,100 @@
-// loop_core.h - the machinery behind asyncjob::Loop (include/asyncjob/loop.hpp).
+// loop_core.h - the machinery behind asyncjob::Loop (include/asyncjob/loop.hpp):
+// scheduling jobs on the loop thread.
 //
-// Jobs live in records that never move and are reused: a record's generation
+// LoopCore owns the jobs' slots, the queues of jobs to start and to resume,
+// the epoll instance and the iteration that waits on it. It delegates three
+// mechanisms, each in a unit of its own:
+//   - WakeQueue (wake_queue.h): everything other threads hand to the loop
+//     (callback wake-ups, posted functions, stop) and the doorbell eventfd.
+//     It is the only code other threads run; LoopCore itself belongs to the
+//     loop thread, and learns of wake-ups by draining the queue;
+//   - FdTable (fd_table.h): the wait fds in the epoll set and their waiters;
+//   - DeadlineHeap (deadline_heap.h): the jobs' timeouts.
+//
+// Jobs live in slots that never move and are reused: a slot's generation
 // changes every time its job ends, so that anything still naming the old job
-// (a wake-up token, a ready-list entry, an fd waiter) is recognised as stale.
+// (a wake-up token, a ready-list entry, an fd waiter: see job_ref.h) is
+// recognised as stale.
 //
-// Wake-up path for callbacks (the part other threads touch):
-//   - Every job's wait context gets the same callback, WakeCallback, whose
-//     argument is not a pointer but a 64-bit token:
-//       [loop slot:10][slot incarnation:10][record index:22][generation:22]
-//     The slot names this loop in a process-wide registry, so that a callback
-//     arriving after the loop was destroyed finds the slot empty (or taken by
-//     a loop of another incarnation) and does nothing.
-//   - The record is the queue node (intrusive, no allocation). Its
-//     wake_pending word holds 0 (not queued) or the newest generation that
-//     asked to be woken. The caller that moves it from 0 pushes the record on
-//     a lock-free LIFO (a CAS on the head); any other caller only updates the
-//     word (always with a read-modify-write, so the loop thread synchronises
-//     with every waker) and counts as coalesced. So a record is never in the
-//     queue twice.
-//   - The push that finds the queue empty writes the loop's eventfd: one
-//     system call per batch of wake-ups, however many threads take part.
-//   - The loop thread reads the eventfd first, then takes the whole list with
-//     one exchange, restores FIFO order, and for each record swaps
-//     wake_pending back to 0 (after reading its link: from then on a waker
-//     may push it again). A generation other than the job's current one is a
-//     stale wake-up and is dropped. The job is resumed once it is paused;
-//     a wake-up that arrived while it was still running is simply still in
-//     the queue when the loop next drains it.
+// An iteration (Iterate()): run posted functions, start queued jobs, wait
+// in epoll_wait (not at all when a job is ready; at most until the next
+// deadline), note which waiters of ready fds to resume, drain the doorbell
+// and then the wake-up queue, run posted functions again, cancel the jobs
+// whose timeout expired, resume the ready jobs. A job made ready while the
+// ready list is being worked through waits for the next iteration, and a
+// wake-up that arrived while its job was still running is still in the
+// queue when the loop next drains it.
+//
+// Thread rules: the loop thread only (the thread that constructed it), as
+// the public class documents; Wake-ups, Post() and RequestStop() go through
+// the WakeQueue.
 #ifndef ASYNCJOB_SRC_LOOP_LOOP_CORE_H_
 #define ASYNCJOB_SRC_LOOP_LOOP_CORE_H_
 
 #include <sys/epoll.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "asyncjob/async.h"
 #include "asyncjob/loop.hpp"
+#include "loop/deadline_heap.h"
+#include "loop/fd_table.h"
+#include "loop/job_ref.h"
+#include "loop/wake_queue.h"
 
 namespace asyncjob::detail {
 
 using Clock = std::chrono::steady_clock;
 
-inline constexpr unsigned kGenerationBits = 22;
-inline constexpr unsigned kIndexBits = 22;
-inline constexpr unsigned kIncarnationBits = 10;
-inline constexpr unsigned kSlotBits = 10;
-static_assert(kGenerationBits + kIndexBits + kIncarnationBits + kSlotBits == 64);
-inline constexpr std::uint32_t kGenerationMask = (1u << kGenerationBits) - 1;
-inline constexpr std::uint32_t kMaxRecords = 1u << kIndexBits;
-inline constexpr unsigned kChunkBits = 10;  // records allocated 1,024 at a time
-inline constexpr std::uint32_t kChunkSize = 1u << kChunkBits;
-inline constexpr std::uint32_t kChunkCount = kMaxRecords >> kChunkBits;
-inline constexpr std::uint32_t kLoopSlots = 1u << kSlotBits;
-inline constexpr std::uint32_t kNotInHeap = UINT32_MAX;
+inline constexpr unsigned kSlotChunkBits = 10;  // slots allocated 1,024 at a time
+inline constexpr std::uint32_t kSlotChunkSize = 1u << kSlotChunkBits;
+inline constexpr std::uint32_t kMaxSlotChunks = kMaxJobSlots >> kSlotChunkBits;
 
-// The argument of a job's wait-context callback.
-struct WakeToken {
-  std::uint32_t slot;
-  std::uint32_t incarnation;
-  std::uint32_t index;
-  std::uint32_t generation;
-
-  void* Encode() const noexcept;
-  static WakeToken Decode(const void* argument) noexcept;
-};
-
-// The callback installed in every job's wait context. Any thread.
-int WakeCallback(void* argument);
-
-enum class RecordState : std::uint8_t { kFree, kQueued, kRunning, kPaused };
+enum class SlotState : std::uint8_t { kFree, kQueued, kRunning, kPaused };
 // Why a paused job was put on the ready list (the first reason wins).
 enum class ReadyReason : std::uint8_t { kNone, kFd, kCallback, kEagain, kPoll };
 
-// A job and generation, as stored in lists that may outlive the job.
-struct RecordRef {
-  std::uint32_t index;
-  std::uint32_t generation;
-};
-
+// A wait fd of a job, as the loop knows it.
 struct FdUse {
   int fd;
   bool watched;  // in the epoll set (false: epoll refused it; the job is polled)
 };
 
-struct Record {
-  // --- Shared with wakers (see the file comment). ---
-  Record* wake_next = nullptr;                // link while queued
-  std::atomic<std::uint32_t> wake_pending{0};  // 0 or a generation
-
-  // --- Loop thread only. ---
+// The loop's place for one job (free when no job is in it).
+struct JobSlot {
   std::uint32_t index = 0;
   std::uint32_t generation = 1;  // never 0
-  RecordState state = RecordState::kFree;
+  SlotState state = SlotState::kFree;
   bool ready = false;  // on the ready list
   ReadyReason reason = ReadyReason::kNone;
-  std::uint32_t heap_position = kNotInHeap;  // in the timeout heap
   std::uint32_t unwatched_fds = 0;
   JobId id = JobId::kNone;
   ASYNC_JOB* job = nullptr;
   ASYNC_WAIT_CTX* ctx = nullptr;
   std::shared_ptr<LoopTask> task;
   std::vector<FdUse> fds;  // wait fds the loop knows of
-  Clock::time_point deadline{};
-};
-
-// One fd watched by epoll and the jobs waiting on it (nearly always one).
-struct FdEntry {
-  std::vector<RecordRef> waiters;
 };
 
 class LoopCore {
  public:
+  // Throws std::system_error when the epoll instance or the doorbell cannot
+  // be created, Error when too many loops exist.
   explicit LoopCore(Loop* owner);
   ~LoopCore();
   LoopCore(const LoopCore&) = delete;
   LoopCore& operator=(const LoopCore&) = delete;
 
-  // Any thread: a callback asked to wake the job (index, generation).
-  void Wake(std::uint32_t index, std::uint32_t generation) noexcept;
-  // Any thread.
-  void RequestStop() noexcept;
-  void Post(std::function<void()> fn);
+  // Any thread (through the wake queue).
+  void RequestStop() noexcept { wake_queue_.RequestStop(); }
+  void Post(std::function<void()> fn) { wake_queue_.Post(std::move(fn)); }
 
   // Loop thread.
   void CheckThread(const char* operation) const;
@@ -138,96 +104,71 @@ class LoopCore {
   std::size_t Run(bool until_stopped);
   bool RunOnce(std::chrono::milliseconds max_wait);
   std::size_t Alive() const noexcept { return alive_; }
-  LoopStats Stats() const noexcept;
+  LoopCounters Counters() const noexcept;
 
  private:
-  Record& At(std::uint32_t index) const noexcept {
-    return chunks_[index >> kChunkBits].load(std::memory_order_relaxed)[index & (kChunkSize - 1)];
+  JobSlot& At(std::uint32_t index) const noexcept {
+    return slot_chunks_[index >> kSlotChunkBits][index & (kSlotChunkSize - 1)];
   }
-  Record& Allocate();
+  std::uint32_t SlotCount() const noexcept {
+    return static_cast<std::uint32_t>(slot_chunks_.size()) * kSlotChunkSize;
+  }
+  JobSlot& Allocate();
   bool HasWork() const noexcept;
   void CheckRunnable(const char* operation) const;
   void Iterate(int timeout_ms, bool wait_when_idle);
   int ComputeTimeout(int max_wait_ms) const;
 
-  void RunPosted();
   void StartQueued();
-  void Start(Record& record);
-  void Resume(Record& record);
-  void AfterRun(Record& record, int outcome);
-  void DecideWait(Record& record);
-  void MakeReady(Record& record, ReadyReason reason);
+  void Start(JobSlot& slot);
+  void Resume(JobSlot& slot);
+  void AfterRun(JobSlot& slot, int outcome);
+  void DecideWait(JobSlot& slot);
+  void MakeReady(JobSlot& slot, ReadyReason reason);
   void RunReady();
   void DrainWakeups();
-  void DrainEventfd();
   void HandleFdEvent(int fd);
   void ExpireTimeouts();
-  bool Cancel(Record& record, JobStatus status);
-  void Finish(Record& record, JobStatus status, std::exception_ptr error = nullptr);
+  bool Cancel(JobSlot& slot, JobStatus status);
+  void Finish(JobSlot& slot, JobStatus status, std::exception_ptr error = nullptr);
 
-  // Wait fds.
-  void ApplyFdChanges(Record& record);
-  void Watch(Record& record, int fd);
-  void Unwatch(Record& record, int fd);
-  void ReleaseFds(Record& record);
-  bool AddWaiter(int fd, const Record& record);
-  void RemoveWaiter(int fd, const Record& record);
-
-  // Timeout heap (a binary min-heap of record indices by deadline).
-  void HeapPush(Record& record);
-  void HeapRemove(Record& record);
-  void HeapSwap(std::size_t a, std::size_t b);
-  void HeapUp(std::size_t position);
-  void HeapDown(std::size_t position);
-
-  void SignalEventfd() noexcept;
-  void Unregister() noexcept;
+  // A job's wait fds (the fd table holds the other side).
+  void ApplyFdChanges(JobSlot& slot);
+  void Watch(JobSlot& slot, int fd);
+  void Unwatch(JobSlot& slot, int fd);
+  void ReleaseFds(JobSlot& slot);
 
   Loop* const owner_;
   const std::thread::id thread_;
-  int epoll_fd_ = -1;
-  int event_fd_ = -1;
-  std::uint32_t slot_ = 0;
-  std::uint32_t incarnation_ = 0;
-  bool registered_ = false;
+  WakeQueue wake_queue_;  // first: the epoll set below watches its doorbell
+  const int epoll_fd_;
+  FdTable fd_table_;
+  DeadlineHeap deadlines_;  // of the slots whose job has a timeout
 
-  // Records: a fixed directory of chunks, so wakers can find a record by
-  // index while the loop thread adds chunks.
-  std::unique_ptr<std::atomic<Record*>[]> chunks_;
-  std::uint32_t chunk_count_ = 0;
+  // Slots: chunks that never move, so that references to a slot stay valid
+  // while jobs are spawned.
+  std::vector<std::unique_ptr<JobSlot[]>> slot_chunks_;
   std::vector<std::uint32_t> free_;
   std::uint64_t next_sequence_ = 1;
 
-  // Wake-up queue (see the file comment).
-  std::atomic<Record*> wake_head_{nullptr};
-  std::atomic<std::uint64_t> coalesced_{0};
-  std::atomic<std::uint64_t> eventfd_signals_{0};
-  std::atomic<bool> stop_{false};
-
-  std::mutex post_mutex_;
-  std::vector<std::function<void()>> posted_;
-  std::atomic<bool> has_posted_{false};
-
-  std::vector<RecordRef> start_queue_;
-  std::vector<RecordRef> starting_;
-  std::vector<RecordRef> pool_waiters_;  // queued jobs the pool had no room for
-  std::vector<RecordRef> ready_;
-  std::vector<RecordRef> resuming_;
-  std::vector<std::uint32_t> heap_;
-  std::vector<FdEntry> fd_table_;
+  std::vector<JobRef> start_queue_;
+  std::vector<JobRef> starting_;
+  std::vector<JobRef> pool_waiters_;  // queued jobs the pool had no room for
+  std::vector<JobRef> ready_;
+  std::vector<JobRef> resuming_;
   std::vector<OSSL_ASYNC_FD> added_scratch_;
   std::vector<OSSL_ASYNC_FD> deleted_scratch_;
   static constexpr int kMaxEvents = 256;
   epoll_event events_[kMaxEvents];
 
-  std::size_t alive_ = 0;   // records not free
+  std::size_t alive_ = 0;   // slots not free
   std::size_t queued_ = 0;  // of which not started
   std::size_t started_ = 0; // of which started (paused or running)
   int running_depth_ = 0;   // jobs of this loop executing (nested by cancellation)
-  bool in_run_ = false;
+  bool in_run_ = false;     // inside Run() or RunOnce() (see RunningScope)
   bool destroying_ = false;
   std::uint64_t finished_ = 0;  // every final state
-  LoopStats stats_;
+  LoopCounters counters_;
 };
 
 }  // namespace asyncjob::detail

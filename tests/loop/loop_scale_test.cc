@@ -107,7 +107,7 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   }
   // Everyone paused in round 1 before the wakers start.
   loop.run_once();
-  ASSERT_EQ(loop.stats().paused, n);
+  ASSERT_EQ(loop.counters().paused, n);
 
   std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -124,7 +124,7 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
     ASSERT_EQ(handles[i].status(), asyncjob::JobStatus::kSucceeded) << "job " << i;
     ASSERT_EQ(handles[i].get(), i * 3 + 1) << "job " << i;
   }
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   const std::uint64_t callback_jobs = n - fd_jobs;
   EXPECT_EQ(stats.succeeded, n);
   EXPECT_EQ(stats.wakeups_callback, callback_jobs * kRounds);

@@ -84,8 +84,8 @@ TEST(Loop, EventfdWrittenByAnotherThreadWakesTheJob) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 7);
-  EXPECT_GE(loop.stats().wakeups_fd, 1u);
-  EXPECT_EQ(loop.stats().wakeups_callback, 0u);
+  EXPECT_GE(loop.counters().wakeups_fd, 1u);
+  EXPECT_EQ(loop.counters().wakeups_callback, 0u);
 }
 
 TEST(Loop, PipeWrittenByAnotherThreadWakesTheJob) {
@@ -121,7 +121,7 @@ TEST(Loop, CallbackFromAnotherThreadWakesTheJob) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 99);
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   EXPECT_EQ(stats.wakeups_callback, 1u);
   EXPECT_EQ(stats.wakeups_fd, 0u);
   EXPECT_EQ(stats.poll_resumes, 0u) << "status OK: the loop waited instead of polling";
@@ -149,7 +149,7 @@ TEST(Loop, EngineStyleCallbackWithTheCApi) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 1) << "resumed only after the completion";
-  EXPECT_EQ(loop.stats().resumes, 1u);
+  EXPECT_EQ(loop.counters().resumes, 1u);
 }
 
 // The worker completes and calls back while the job is still running on
@@ -171,8 +171,8 @@ TEST(Loop, CallbackBeforeThePauseFromAnotherThreadIsKept) {
   loop.run();
   worker.join();
   EXPECT_EQ(handle.get(), 5);
-  EXPECT_EQ(loop.stats().resumes, 1u);
-  EXPECT_EQ(loop.stats().wakeups_callback, 1u);
+  EXPECT_EQ(loop.counters().resumes, 1u);
+  EXPECT_EQ(loop.counters().wakeups_callback, 1u);
 }
 
 TEST(Loop, CallbackBeforeThePauseOnTheLoopThreadIsKept) {
@@ -184,7 +184,7 @@ TEST(Loop, CallbackBeforeThePauseOnTheLoopThreadIsKept) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 6);
-  EXPECT_EQ(loop.stats().resumes, 1u);
+  EXPECT_EQ(loop.counters().resumes, 1u);
 }
 
 TEST(Loop, StaleCallbackForAFinishedJobIsIgnored) {
@@ -209,7 +209,7 @@ TEST(Loop, StaleCallbackForAFinishedJobIsIgnored) {
   loop.run_once(50ms);
   EXPECT_EQ(second.status(), JobStatus::kPaused) << "the stale wake-up resumed another job";
   EXPECT_EQ(resumes_seen, 0);
-  EXPECT_EQ(loop.stats().wakeups_stale, 1u);
+  EXPECT_EQ(loop.counters().wakeups_stale, 1u);
   new_waker();
   loop.run();
   EXPECT_EQ(second.status(), JobStatus::kSucceeded);
@@ -229,8 +229,8 @@ TEST(Loop, StaleCallbackForACancelledJobIsIgnored) {
   std::thread late([waker] { waker(); });  // the device finishes afterwards
   late.join();
   loop.run_once();
-  EXPECT_EQ(loop.stats().wakeups_stale, 1u);
-  EXPECT_EQ(loop.stats().resumes, 0u);
+  EXPECT_EQ(loop.counters().wakeups_stale, 1u);
+  EXPECT_EQ(loop.counters().resumes, 0u);
 }
 
 TEST(Loop, SeveralCallbacksBeforeTheLoopLooksAreOneResume) {
@@ -250,7 +250,7 @@ TEST(Loop, SeveralCallbacksBeforeTheLoopLooksAreOneResume) {
   waker();
   loop.run();
   EXPECT_EQ(resumes_seen, 1);
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   EXPECT_EQ(stats.wakeups_callback, 3u);
   EXPECT_EQ(stats.wakeups_coalesced, 2u);
   EXPECT_EQ(stats.eventfd_signals, 1u) << "one eventfd write for the batch";
@@ -273,8 +273,8 @@ TEST(Loop, EagainStatusResumesOnTheNextIteration) {
   EXPECT_EQ(handle.get(), 3);
   EXPECT_EQ(statuses_after_resume,
             std::vector<int>(3, ASYNC_STATUS_UNSUPPORTED)) << "the loop consumed each EAGAIN";
-  EXPECT_EQ(loop.stats().eagain_resumes, 3u);
-  EXPECT_EQ(loop.stats().resumes, 3u);
+  EXPECT_EQ(loop.counters().eagain_resumes, 3u);
+  EXPECT_EQ(loop.counters().resumes, 3u);
 }
 
 // Full ring: the engine sets EAGAIN *and* wakes itself before pausing.
@@ -289,7 +289,7 @@ TEST(Loop, EagainWithASelfWakeIsOneResume) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 1);
-  EXPECT_EQ(loop.stats().resumes, 1u);
+  EXPECT_EQ(loop.counters().resumes, 1u);
 }
 
 TEST(Loop, AJobWithNothingToWaitOnIsPolled) {
@@ -301,7 +301,7 @@ TEST(Loop, AJobWithNothingToWaitOnIsPolled) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 4);
-  EXPECT_EQ(loop.stats().poll_resumes, 3u);
+  EXPECT_EQ(loop.counters().poll_resumes, 3u);
 }
 
 TEST(Loop, TimeoutCancelsThePausedJob) {
@@ -333,8 +333,8 @@ TEST(Loop, TimeoutCancelsThePausedJob) {
     EXPECT_EQ(unwound.load(), 1) << "destructors on the job's stack ran";
     EXPECT_EQ(hooks.load(), 1) << "cancel hooks ran";
     EXPECT_TRUE(completion_saw_timeout);
-    EXPECT_EQ(loop.stats().timed_out, 1u);
-    EXPECT_EQ(loop.stats().cancelled, 0u);
+    EXPECT_EQ(loop.counters().timed_out, 1u);
+    EXPECT_EQ(loop.counters().cancelled, 0u);
   }
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before) << "the fd's cleanup routine ran";
 }
@@ -352,7 +352,7 @@ TEST(Loop, TimeoutDoesNotTouchAJobThatFinishesInTime) {
   Later writer(10ms, [&] { event.Signal(); });
   loop.run();
   EXPECT_EQ(handle.get(), 8);
-  EXPECT_EQ(loop.stats().timed_out, 0u);
+  EXPECT_EQ(loop.counters().timed_out, 0u);
 }
 
 TEST(Loop, TimeoutsExpireInDeadlineOrder) {
@@ -369,7 +369,7 @@ TEST(Loop, TimeoutsExpireInDeadlineOrder) {
   }
   loop.run();
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
-  EXPECT_EQ(loop.stats().timed_out, 3u);
+  EXPECT_EQ(loop.counters().timed_out, 3u);
 }
 
 TEST(Loop, StopFromAnotherThread) {
@@ -447,13 +447,13 @@ TEST(Loop, CountersAddUp) {
       // Long enough to outlast the first iteration even under valgrind.
       asyncjob::SpawnOptions{.timeout = 1500ms});
 
-  asyncjob::LoopStats stats = loop.stats();
+  asyncjob::LoopCounters stats = loop.counters();
   EXPECT_EQ(stats.queued, 7u);
   EXPECT_EQ(stats.spawned, 7u);
   // Starts them all; the EAGAIN and polled ones are resumed at the end of
   // the iteration and finish.
   loop.run_once();
-  stats = loop.stats();
+  stats = loop.counters();
   EXPECT_EQ(stats.queued, 0u);
   EXPECT_EQ(stats.failed, 1u);
   EXPECT_EQ(stats.succeeded, 2u);
@@ -463,7 +463,7 @@ TEST(Loop, CountersAddUp) {
   event.Signal();
   waker();
   loop.run();
-  stats = loop.stats();
+  stats = loop.counters();
   EXPECT_EQ(stats.spawned, 7u);
   EXPECT_EQ(stats.succeeded, 4u);
   EXPECT_EQ(stats.failed, 1u);
@@ -510,10 +510,10 @@ TEST(Loop, LeavesNoFdBehind) {
       ASSERT_EQ(write(job_fds[i], &one, sizeof one), 8);
     }
     for (int i = 1; i < 40; i += 4) handles[i].cancel();
-    while (loop.stats().succeeded + loop.stats().timed_out < 20) loop.run_once(10ms);
-    EXPECT_EQ(loop.stats().succeeded, 10u);
-    EXPECT_EQ(loop.stats().cancelled, 10u);
-    EXPECT_EQ(loop.stats().timed_out, 10u);
+    while (loop.counters().succeeded + loop.counters().timed_out < 20) loop.run_once(10ms);
+    EXPECT_EQ(loop.counters().succeeded, 10u);
+    EXPECT_EQ(loop.counters().cancelled, 10u);
+    EXPECT_EQ(loop.counters().timed_out, 10u);
     EXPECT_EQ(loop.size(), 10u);
   }
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
@@ -539,7 +539,7 @@ TEST(Loop, RaiiOwnedFdsAreClosedWhenJobsTimeOut) {
           asyncjob::SpawnOptions{.timeout = 5ms});
     }
     loop.run();
-    EXPECT_EQ(loop.stats().timed_out, 10u);
+    EXPECT_EQ(loop.counters().timed_out, 10u);
   }
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
 }
@@ -567,7 +567,7 @@ TEST(Loop, AJobMayReplaceItsFdWithOneOfTheSameNumber) {
   });
   loop.run();
   EXPECT_GT(handle.get(), 0) << "the scenario did reuse fd numbers";
-  EXPECT_EQ(loop.stats().poll_resumes, 0u);
+  EXPECT_EQ(loop.counters().poll_resumes, 0u);
 }
 
 TEST(Loop, OneFdSharedByTwoJobsWakesBoth) {
@@ -629,7 +629,7 @@ TEST(Loop, ExceptionsThrownInJobsReachTheResult) {
   } catch (const std::runtime_error& error) {
     EXPECT_STREQ(error.what(), "request failed");
   }
-  EXPECT_EQ(loop.stats().failed, 1u);
+  EXPECT_EQ(loop.counters().failed, 1u);
 }
 
 TEST(Loop, AThrowingCompletionLeavesTheLoopUsable) {
@@ -653,7 +653,7 @@ TEST(Loop, AThrowingCompletionLeavesTheLoopUsable) {
   EXPECT_THROW(loop.run(), std::runtime_error);  // the first job resumed
   EXPECT_EQ(loop.run(), 2u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(handles[static_cast<std::size_t>(i)].get(), i);
-  EXPECT_EQ(loop.stats().resumes, 3u);
+  EXPECT_EQ(loop.counters().resumes, 3u);
 }
 
 TEST(Loop, ExceptionCaughtInsideTheJobDoesNotFailIt) {
@@ -819,7 +819,7 @@ TEST(Loop, CallbacksAfterTheLoopIsDestroyedDoNothing) {
   waker();
   next.run_once(20ms);
   EXPECT_EQ(handle.status(), JobStatus::kPaused);
-  EXPECT_EQ(next.stats().wakeups_callback, 0u);
+  EXPECT_EQ(next.counters().wakeups_callback, 0u);
 }
 
 TEST(Loop, SpawnFromJobsAndCompletions) {
