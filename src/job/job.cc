@@ -176,7 +176,7 @@ namespace {
 // mirrored any more, and a pool with paused jobs only loses its idle ones.
 __attribute__((destructor)) void CleanUpTheExitingThread() {
   base::SetErrorMirror(nullptr);
-  FreeFinishedUnfreedJobs();
+  Pool::FreeFinishedUnfreedJobs();
   Pool* pool = this_thread.pool;
   if (pool == nullptr) return;
   if (pool->in_use() == 0) {
@@ -198,16 +198,16 @@ Counters ProcessCounters() {
   return sum;
 }
 
+// ----- Pool -----
+
 // Frees a pool with no jobs left, and the thread's alternate signal stack
 // once no pool of the thread (a newer one, or an older closing one whose
 // paused jobs may still overflow) needs it.
-void DeletePool(Pool* pool) {
+void Pool::Delete(Pool* pool) {
   FlushThreadCounters();
   delete pool;
   if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
 }
-
-// ----- Pool -----
 
 Pool* Pool::CreateForThisThread() {
   ThreadState& thread = this_thread;
@@ -274,7 +274,7 @@ void Pool::CleanupThisThread() {
     pthread_setspecific(thread_exit_key, nullptr);
   }
   if (pool->total_ == 0) {
-    DeletePool(pool);
+    Delete(pool);
     return;
   }
   pool->closing_ = true;
@@ -324,13 +324,12 @@ void Pool::FreeIdleJobs() {
   }
 }
 
-void ReleaseToClosingPool(Job* job) {
-  Pool* pool = job->links.pool;
-  pool->FreeJob(job);
-  if (pool->total_ == 0) DeletePool(pool);
+void Pool::FreeJobOfClosingPool(Job* job) {
+  FreeJob(job);
+  if (total_ == 0) Delete(this);  // nothing touches the pool after this
 }
 
-void DeferFreeToClosingPool(Job* job) {
+void Pool::DeferFreeToClosingPool(Job* job) {
   ThreadState& thread = this_thread;
   job->links.next_idle = thread.finished_unfreed;
   thread.finished_unfreed = job;
@@ -341,11 +340,11 @@ void DeferFreeToClosingPool(Job* job) {
   }
 }
 
-void FreeFinishedUnfreedJobs() {
+void Pool::FreeFinishedUnfreedJobs() {
   ThreadState& thread = this_thread;
   while (Job* job = thread.finished_unfreed) {
     thread.finished_unfreed = job->links.next_idle;
-    ReleaseToClosingPool(job);
+    job->links.pool->FreeJobOfClosingPool(job);
   }
 }
 

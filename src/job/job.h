@@ -210,20 +210,34 @@ class Pool {
   std::size_t count_of(stack::StackKind kind) const {
     return kind_counts_[static_cast<int>(kind)];
   }
+  // Cleaned up while jobs were still paused: each is freed when it finishes.
+  bool closing() const { return closing_; }
   void FreeIdleJobs();
 
+  // Takes back one of its jobs, which Release() has reset. A job released
+  // as it finishes on its own stack says so: if the pool is closing, the
+  // job is freed later, since it cannot free the stack it runs on. A
+  // closing pool is freed with its last job.
+  inline void TakeBack(Job* job, bool on_its_own_stack);
+
+  // Frees the jobs of this thread's closing pools that finished on their
+  // own stacks (ThreadState::finished_unfreed), and the pools they empty.
+  static void FreeFinishedUnfreedJobs();
+
  private:
-  friend void Release(Job* job, bool on_its_own_stack);
-  friend void ReleaseToClosingPool(Job* job);
-  friend void FreeFinishedUnfreedJobs();
-  friend bool CanReturnFree(const Job* job);
-  friend void DeletePool(Pool* pool);
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
   static Pool* CreateForThisThread();
+  // Frees a pool with no jobs left (see job.cc).
+  static void Delete(Pool* pool);
+  // Queues a job of a closing pool, finishing on its own stack, on
+  // ThreadState::finished_unfreed.
+  static void DeferFreeToClosingPool(Job* job);
   Job* AcquireSlow(bool* exhausted);
   Job* CreateJob();
   void FreeJob(Job* job);
+  // Frees a job of this closing pool, and the pool with its last job.
+  void FreeJobOfClosingPool(Job* job);
 
   stack::StackSource stacks_;
   Job* idle_ = nullptr;
@@ -300,9 +314,8 @@ bool AddCancelHook(void (*function)(void*), void* argument);
 // false when the current job has no such hook (nothing queued).
 bool RemoveCancelHook(void (*function)(void*), void* argument);
 
-// Returns a job that finished (or never started) to its pool. A job
-// releasing itself as it finishes says so: if its pool is closing, it is
-// freed later, since it cannot free the stack it runs on.
+// Returns a job that finished (or never started) to its pool: frees what
+// the run left and hands the job to Pool::TakeBack().
 inline void Release(Job* job, bool on_its_own_stack = false);
 
 }  // namespace asyncjob::job

@@ -45,13 +45,6 @@ Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size);
 void MakeAddressable(void* memory, std::size_t size);
 #endif
 
-}  // namespace internal
-
-void FreeFinishedUnfreedJobs();
-void DeferFreeToClosingPool(Job* job);
-
-namespace internal {
-
 inline std::byte* AlignDown16(std::byte* p) {
   return reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) &
                                       ~std::uintptr_t{15});
@@ -59,7 +52,7 @@ inline std::byte* AlignDown16(std::byte* p) {
 
 // The bookkeeping of entering `job` (fresh or paused), before the switch.
 inline void BeginEntry(Job* job, ThreadState& thread) {
-  if (thread.finished_unfreed != nullptr) [[unlikely]] FreeFinishedUnfreedJobs();
+  if (thread.finished_unfreed != nullptr) [[unlikely]] Pool::FreeFinishedUnfreedJobs();
   job->links.parent = thread.current;
   job->links.resume_to =
       thread.current != nullptr ? &thread.current->fibre : &thread.thread_context;
@@ -120,7 +113,19 @@ inline Job* Pool::Acquire(bool* exhausted) {
   return AcquireSlow(exhausted);
 }
 
-void ReleaseToClosingPool(Job* job);
+inline void Pool::TakeBack(Job* job, bool on_its_own_stack) {
+  if (closing_) [[unlikely]] {
+    if (on_its_own_stack) {
+      DeferFreeToClosingPool(job);
+    } else {
+      FreeJobOfClosingPool(job);
+    }
+    return;
+  }
+  job->links.next_idle = idle_;
+  idle_ = job;
+  ++idle_count_;
+}
 
 inline void Release(Job* job, bool on_its_own_stack) {
   if (job->entry.heap_arguments != nullptr) {
@@ -130,18 +135,7 @@ inline void Release(Job* job, bool on_its_own_stack) {
   job->state = JobState::kIdle;
   job->links.owner = nullptr;
   job->user_data = nullptr;
-  Pool* pool = job->links.pool;
-  if (pool->closing_) [[unlikely]] {
-    if (on_its_own_stack) {
-      DeferFreeToClosingPool(job);
-    } else {
-      ReleaseToClosingPool(job);
-    }
-    return;
-  }
-  job->links.next_idle = pool->idle_;
-  pool->idle_ = job;
-  ++pool->idle_count_;
+  job->links.pool->TakeBack(job, on_its_own_stack);
 }
 
 inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
@@ -220,7 +214,7 @@ inline void PauseCurrent(Job* job) {
 }
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE
-inline bool CanReturnFree(const Job* job) { return !job->links.pool->closing_; }
+inline bool CanReturnFree(const Job* job) { return !job->links.pool->closing(); }
 
 inline int EnterReturnFree(Job* job) {
   internal::BeginEntry(job, this_thread);
