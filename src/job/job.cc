@@ -154,16 +154,17 @@ void MakeAddressable(void* memory, std::size_t size) {
 }
 #endif
 
-Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size) {
-  job->entry.heap_arguments = std::malloc(size);
-  if (job->entry.heap_arguments == nullptr) {
+bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
+  void* copy = std::malloc(size);
+  if (copy == nullptr) {
     base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
                      "out of memory copying %zu bytes of job arguments", size);
-    return Outcome::kError;
+    return false;
   }
-  std::memcpy(job->entry.heap_arguments, arguments, size);
-  job->entry.arguments = job->entry.heap_arguments;
-  return Outcome::kPaused;  // any value but kError
+  std::memcpy(copy, arguments, size);
+  job->entry.heap_arguments = copy;
+  job->entry.arguments = copy;
+  return true;
 }
 
 }  // namespace internal

@@ -37,7 +37,9 @@ extern std::atomic<const SwitchHooks*> switch_hooks;
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
 [[noreturn]] void ThrowFromPause(void* job);
-Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size);
+// Copies arguments too large for the job's stack to the heap; false (error
+// queued) when out of memory.
+bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
 #if ASYNCJOB_VALGRIND
 // Out of line: the client request keeps its operands in an array on the
 // stack, which would stop the C API from leaving through the switch by a
@@ -159,7 +161,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
       top = internal::AlignDown16(top - size);
       if (size > 0) std::memcpy(top, arguments, size);
       job->entry.arguments = top;
-    } else if (internal::ArgumentsOnTheHeap(job, arguments, size) == Outcome::kError) {
+    } else if (!internal::CopyArgumentsToTheHeap(job, arguments, size)) {
       return false;
     }
   }
