@@ -336,8 +336,7 @@ int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) {
 }
 
 int asyncjob_can_pause(void) {
-  Job* job = asyncjob::job::CurrentJob();
-  return job != nullptr && job->block_depth == 0 && !job->cancellation.requested ? 1 : 0;
+  return asyncjob::job::CanPause(asyncjob::job::CurrentJob()) ? 1 : 0;
 }
 
 int asyncjob_is_cancelling(void) {
