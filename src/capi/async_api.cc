@@ -41,7 +41,7 @@ WaitContext* CheckedWaitContext(ASYNC_WAIT_CTX* ctx, const char* function) {
 // Called once a job has finished: hands back its result and its pool slot.
 int FinishJob(Job* job) {
   if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
-  int result = job->result;
+  int result = job->entry.result;
   asyncjob::job::Release(job);
   return result;
 }
@@ -74,8 +74,8 @@ Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t siz
 // the caller's outcome.
 int FinishOnItsOwnStack(Job* job) {
   if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
-  *job->outcome_result = job->result;
-  *static_cast<ASYNC_JOB**>(job->outcome_handle) = nullptr;
+  *job->outcome.result_slot = job->entry.result;
+  *static_cast<ASYNC_JOB**>(job->outcome.handle_slot) = nullptr;
   return ASYNC_FINISH;
 }
 #endif
@@ -125,9 +125,9 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
   if (asyncjob::job::CanReturnFree(running)) [[likely]] {
     // Leave through the switch: the job's pause (ASYNC_pause_job) or end
     // (FinishOnItsOwnStack) stores the outcome and returns to our caller.
-    running->outcome_handle = job;
-    running->outcome_result = ret;
-    running->finish = &FinishOnItsOwnStack;
+    running->outcome.handle_slot = job;
+    running->outcome.result_slot = ret;
+    running->outcome.finish = &FinishOnItsOwnStack;
     return asyncjob::job::EnterReturnFree(running);
   }
 #endif
@@ -148,7 +148,7 @@ int ASYNC_pause_job(void) {
     // ASYNC_start_job's part of the pause, then leave through the switch:
     // ASYNC_PAUSE goes to the code that called ASYNC_start_job, and the
     // resume returns 1 straight to our caller.
-    *static_cast<ASYNC_JOB**>(job->outcome_handle) = ToHandle(job);
+    *static_cast<ASYNC_JOB**>(job->outcome.handle_slot) = ToHandle(job);
     return asyncjob::job::PauseReturnFree(job, ASYNC_PAUSE);
   }
 #endif
@@ -336,13 +336,12 @@ int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) {
 }
 
 int asyncjob_can_pause(void) {
-  Job* job = asyncjob::job::CurrentJob();
-  return job != nullptr && job->block_depth == 0 && !job->cancel_requested ? 1 : 0;
+  return asyncjob::job::CanPause(asyncjob::job::CurrentJob()) ? 1 : 0;
 }
 
 int asyncjob_is_cancelling(void) {
   Job* job = asyncjob::job::CurrentJob();
-  return job != nullptr && job->cancel_requested ? 1 : 0;
+  return job != nullptr && job->cancellation.requested ? 1 : 0;
 }
 
 int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) {

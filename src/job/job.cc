@@ -23,6 +23,16 @@ namespace {
 
 constexpr std::size_t kHeaderAlignment = 64;
 
+// The header's layout (see Job): everything a start, pause, resume and
+// finish touch lies before the cancel hooks, in the first four cache lines,
+// and the header takes no more room than it used to. Checked where the
+// sizes are known: 64-bit targets, the assembly back end, no sanitizers.
+#if UINTPTR_MAX == UINT64_MAX && !ASYNCJOB_CONTEXT_UCONTEXT && !ASYNCJOB_ASAN && !ASYNCJOB_TSAN
+static_assert(offsetof(Job, cancellation) + offsetof(Job::Cancellation, hooks) <=
+              4 * kHeaderAlignment);
+static_assert(sizeof(Job) <= 400);
+#endif
+
 // Totals of threads whose pools were cleaned up.
 std::mutex totals_mutex;
 Counters totals;
@@ -87,33 +97,33 @@ std::atomic<const SwitchHooks*> switch_hooks{nullptr};
 [[noreturn]] void JobEntry(void* /*transfer*/, void* argument) noexcept {
   Job* job = static_cast<Job*>(argument);
   try {
-    job->result = job->function(job->arguments);
+    job->entry.result = job->entry.function(job->entry.arguments);
   } catch (const JobCancelled&) {
-    job->result = 0;
-    job->cancelled = true;
+    job->entry.result = 0;
+    job->cancellation.unwound = true;
   } catch (...) {
     DieOfEscapedException(job);
   }
-  if (job->heap_arguments != nullptr) {
-    std::free(job->heap_arguments);
-    job->heap_arguments = nullptr;
+  if (job->entry.heap_arguments != nullptr) {
+    std::free(job->entry.heap_arguments);
+    job->entry.heap_arguments = nullptr;
   }
   stack::CheckCanary(job->stack, job);
   ThreadState& thread = this_thread;
-  thread.current = job->parent;
+  thread.current = job->links.parent;
 #if ASYNCJOB_CONTEXT_RETURN_FREE
   if (job->return_free) {
     // Nobody waits after a switch for this job to end: do the caller's work
     // here, and hand the caller its return value directly.
     EndEntry(job, thread, /*finished=*/true);
-    int value = job->finish(job);
+    int value = job->outcome.finish(job);
     context::Context* from = &job->fibre;
-    context::Context* to = job->resume_to;
+    context::Context* to = job->links.resume_to;
     Release(job, /*on_its_own_stack=*/true);  // nothing reuses it before we left
     context::SwitchForGood(from, to, reinterpret_cast<void*>(static_cast<std::intptr_t>(value)));
   }
 #endif
-  context::SwitchForGood(&job->fibre, job->resume_to, kFinishedToken);
+  context::SwitchForGood(&job->fibre, job->links.resume_to, kFinishedToken);
 }
 
 // The function a cancelled job paused by PauseReturnFree() calls, as if from
@@ -124,8 +134,9 @@ std::atomic<const SwitchHooks*> switch_hooks{nullptr};
 
 void RunCancelHooksAndThrow(Job* job) {
   // Newest first: the last request made is the first withdrawn.
-  while (job->cancel_hook_count > 0) {
-    CancelHook hook = job->cancel_hooks[--job->cancel_hook_count];
+  Job::Cancellation& cancellation = job->cancellation;
+  while (cancellation.hook_count > 0) {
+    CancelHook hook = cancellation.hooks[--cancellation.hook_count];
     hook.function(hook.argument);
   }
   throw JobCancelled{};
@@ -137,16 +148,17 @@ void MakeAddressable(void* memory, std::size_t size) {
 }
 #endif
 
-Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size) {
-  job->heap_arguments = std::malloc(size);
-  if (job->heap_arguments == nullptr) {
+bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
+  void* copy = std::malloc(size);
+  if (copy == nullptr) {
     base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
                      "out of memory copying %zu bytes of job arguments", size);
-    return Outcome::kError;
+    return false;
   }
-  std::memcpy(job->heap_arguments, arguments, size);
-  job->arguments = job->heap_arguments;
-  return Outcome::kPaused;  // any value but kError
+  std::memcpy(copy, arguments, size);
+  job->entry.heap_arguments = copy;
+  job->entry.arguments = copy;
+  return true;
 }
 
 }  // namespace internal
@@ -159,7 +171,7 @@ namespace {
 // mirrored any more, and a pool with paused jobs only loses its idle ones.
 __attribute__((destructor)) void CleanUpTheExitingThread() {
   base::SetErrorMirror(nullptr);
-  FreeFinishedUnfreedJobs();
+  Pool::FreeFinishedUnfreedJobs();
   Pool* pool = this_thread.pool;
   if (pool == nullptr) return;
   if (pool->in_use() == 0) {
@@ -181,16 +193,16 @@ Counters ProcessCounters() {
   return sum;
 }
 
+// ----- Pool -----
+
 // Frees a pool with no jobs left, and the thread's alternate signal stack
 // once no pool of the thread (a newer one, or an older closing one whose
 // paused jobs may still overflow) needs it.
-void DeletePool(Pool* pool) {
+void Pool::Delete(Pool* pool) {
   FlushThreadCounters();
   delete pool;
   if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
 }
-
-// ----- Pool -----
 
 Pool* Pool::CreateForThisThread() {
   ThreadState& thread = this_thread;
@@ -239,7 +251,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
                        "created %zu of the %zu jobs asked for", i, init_size);
       return false;
     }
-    job->next_idle = pool->idle_;
+    job->links.next_idle = pool->idle_;
     pool->idle_ = job;
     ++pool->idle_count_;
   }
@@ -257,7 +269,7 @@ void Pool::CleanupThisThread() {
     pthread_setspecific(thread_exit_key, nullptr);
   }
   if (pool->total_ == 0) {
-    DeletePool(pool);
+    Delete(pool);
     return;
   }
   pool->closing_ = true;
@@ -281,7 +293,7 @@ Job* Pool::CreateJob() {
   std::byte* header = AlignDown(memory.high() - sizeof(Job), kHeaderAlignment);
   Job* job = new (header) Job;
   job->stack = memory;
-  job->pool = this;
+  job->links.pool = this;
   job->header_start = header;
   ++total_;
   ++kind_counts_[static_cast<int>(memory.kind)];
@@ -301,21 +313,20 @@ void Pool::FreeJob(Job* job) {
 
 void Pool::FreeIdleJobs() {
   while (Job* job = idle_) {
-    idle_ = job->next_idle;
+    idle_ = job->links.next_idle;
     --idle_count_;
     FreeJob(job);
   }
 }
 
-void ReleaseToClosingPool(Job* job) {
-  Pool* pool = job->pool;
-  pool->FreeJob(job);
-  if (pool->total_ == 0) DeletePool(pool);
+void Pool::FreeJobOfClosingPool(Job* job) {
+  FreeJob(job);
+  if (total_ == 0) Delete(this);  // nothing touches the pool after this
 }
 
-void DeferFreeToClosingPool(Job* job) {
+void Pool::DeferFreeToClosingPool(Job* job) {
   ThreadState& thread = this_thread;
-  job->next_idle = thread.finished_unfreed;
+  job->links.next_idle = thread.finished_unfreed;
   thread.finished_unfreed = job;
   // Should the thread exit without entering another job, free it then.
   pthread_once(&thread_exit_key_once, &MakeThreadExitKey);
@@ -324,24 +335,24 @@ void DeferFreeToClosingPool(Job* job) {
   }
 }
 
-void FreeFinishedUnfreedJobs() {
+void Pool::FreeFinishedUnfreedJobs() {
   ThreadState& thread = this_thread;
   while (Job* job = thread.finished_unfreed) {
-    thread.finished_unfreed = job->next_idle;
-    ReleaseToClosingPool(job);
+    thread.finished_unfreed = job->links.next_idle;
+    job->links.pool->FreeJobOfClosingPool(job);
   }
 }
 
 // ----- Running jobs -----
 
 bool CheckResumable(const Job* job) {
-  if (job->owner == nullptr) {
+  if (job->links.owner == nullptr) {
     base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
                      "job %p is not paused: it finished or never started",
                      static_cast<const void*>(job));
     return false;
   }
-  if (job->owner != &this_thread) {
+  if (job->links.owner != &this_thread) {
     base::QueueError(ASYNCJOB_R_WRONG_THREAD,
                      "job %p belongs to another thread; resume it on the thread "
                      "that started it",
@@ -359,7 +370,7 @@ bool CheckResumable(const Job* job) {
 
 Outcome Cancel(Job* job) {
   if (!CheckResumable(job)) return Outcome::kError;
-  job->cancel_requested = true;
+  job->cancellation.requested = true;
   ++this_thread.counters.cancels;
   void* transfer = internal::kResumedToken;
 #if ASYNCJOB_CONTEXT_RETURN_FREE
@@ -382,25 +393,28 @@ bool AddCancelHook(void (*function)(void*), void* argument) {
     base::QueueError(ASYNCJOB_R_NOT_IN_JOB, "cancel hooks belong to a job; none is running");
     return false;
   }
-  if (job->cancel_hook_count == kMaxCancelHooks) {
+  Job::Cancellation& cancellation = job->cancellation;
+  if (cancellation.hook_count == kMaxCancelHooks) {
     base::QueueError(ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS,
                      "job %p already has %d cancel hooks", static_cast<void*>(job),
                      kMaxCancelHooks);
     return false;
   }
-  job->cancel_hooks[job->cancel_hook_count++] = CancelHook{function, argument};
+  cancellation.hooks[cancellation.hook_count++] = CancelHook{function, argument};
   return true;
 }
 
 bool RemoveCancelHook(void (*function)(void*), void* argument) {
   Job* job = this_thread.current;
   if (job == nullptr) return false;
-  for (int i = job->cancel_hook_count - 1; i >= 0; --i) {
-    if (job->cancel_hooks[i].function == function && job->cancel_hooks[i].argument == argument) {
-      for (int j = i; j + 1 < job->cancel_hook_count; ++j) {
-        job->cancel_hooks[j] = job->cancel_hooks[j + 1];
+  Job::Cancellation& cancellation = job->cancellation;
+  for (int i = cancellation.hook_count - 1; i >= 0; --i) {
+    if (cancellation.hooks[i].function == function &&
+        cancellation.hooks[i].argument == argument) {
+      for (int j = i; j + 1 < cancellation.hook_count; ++j) {
+        cancellation.hooks[j] = cancellation.hooks[j + 1];
       }
-      --job->cancel_hook_count;
+      --cancellation.hook_count;
       return true;
     }
   }

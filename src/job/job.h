@@ -3,7 +3,9 @@
 // This unit owns the job machinery under the C API: a Job is a context
 // (context/) running on a stack (stack/), with the bookkeeping OpenSSL's
 // semantics need. It knows nothing of wait contexts: it carries an opaque
-// user_data pointer for the layer above.
+// user_data pointer for the layer above, and keeps the slots that the C
+// API's return-free entries and the libcrypto bridge's switch hooks fill in
+// (Job::outcome, Job::default_libctx).
 //
 // Memory: a Job's header lives at the top of its own stack, so creating a job
 // costs one stack allocation and nothing else, and a paused job's footprint
@@ -16,7 +18,7 @@
 //   Job* job = Pool::ForThisThread(true)->Acquire(&exhausted);
 //   Outcome outcome = Start(job, func, args, size, user_data);
 //   while (outcome == Outcome::kPaused) { wait...; outcome = Resume(job); }
-//   int result = job->result;
+//   int result = job->entry.result;
 //   Release(job);
 //
 // Return-free entries (ASYNCJOB_CONTEXT_RETURN_FREE builds): instead of
@@ -61,47 +63,86 @@ inline constexpr int kMaxCancelHooks = 8;
 class Pool;
 struct ThreadState;
 
+// A job's header. It sits at the top of the job's own stack, aligned to a
+// cache line: the fields an entry into the job or an exit from it touches
+// come first (the context, the links, the run state, the entry, the
+// exception states, the C API's outcome slots, the stack), so that a whole
+// start-pause-resume-finish cycle touches the header's first four cache
+// lines; the cancel hooks and the switch hooks' state come last.
 struct Job {
+  // How the job is tied to the code around it: who resumes it, whose it is.
+  struct Links {
+    context::Context* resume_to = nullptr;  // where pausing or finishing returns
+    Job* parent = nullptr;                  // job running when this one was entered
+    ThreadState* owner = nullptr;           // thread that started it
+    Pool* pool = nullptr;
+    Job* next_idle = nullptr;               // in its pool's idle list
+  };
+
+  // The C++ exception states the job and its caller swap at every entry and
+  // exit: each one's is saved while the other runs.
+  struct ExceptionStates {
+    ExceptionState inside;   // the job's, while it is not running
+    ExceptionState outside;  // the caller's, while the job runs
+  };
+
+  // Owned by the C API, for return-free entries: where its caller wants the
+  // job's handle and result, and what finishes the job on its own stack
+  // (returns the value handed to the caller).
+  struct ReturnFreeOutcome {
+    void* handle_slot = nullptr;  // the caller's ASYNC_JOB** as void*
+    int* result_slot = nullptr;
+    int (*finish)(Job* job) = nullptr;
+  };
+
+  // What the job runs, and what came of it.
+  struct Entry {
+    int result = 0;                  // what function returned
+    bool fresh = false;              // not entered yet: the next entry starts it
+    int (*function)(void*) = nullptr;
+    void* arguments = nullptr;       // on the job's stack, or heap_arguments
+    void* heap_arguments = nullptr;  // a copy too large for the stack
+  };
+
+  struct Cancellation {
+    bool requested = false;  // Cancel() is unwinding it: pausing is disabled
+    bool unwound = false;    // it finished by being cancelled
+    int hook_count = 0;
+    CancelHook hooks[kMaxCancelHooks] = {};
+  };
+
+  // Owned by the SwitchHooks, that is by the libcrypto bridge (openssl/):
+  // libcrypto's per-thread default library context (an OSSL_LIB_CTX*) that
+  // the job runs with, and its caller's, swapped at every entry and exit.
+  struct DefaultLibraryContexts {
+    void* job = nullptr;
+    void* caller = nullptr;
+  };
+
   context::Context fibre;
-  context::Context* resume_to = nullptr;  // where pausing or finishing returns
-  Job* parent = nullptr;                  // job running when this one was entered
-  ThreadState* owner = nullptr;           // thread that started it
-  Pool* pool = nullptr;
+  Links links;
   JobState state = JobState::kIdle;
-  int block_depth = 0;                    // ASYNC_block_pause() nesting
-  int result = 0;
-  int (*function)(void*) = nullptr;
-  void* arguments = nullptr;
-  void* heap_arguments = nullptr;
-  void* user_data = nullptr;              // the C API's wait context
-  Job* next_idle = nullptr;
-  std::byte* header_start = nullptr;      // top of the usable fibre stack
-  bool cancel_requested = false;
-  bool cancelled = false;                 // it finished by being cancelled
-  int cancel_hook_count = 0;
-  CancelHook cancel_hooks[kMaxCancelHooks] = {};
-  ExceptionState exception_state;
-  bool fresh = false;                     // entered for the first time next
   // Entered by EnterReturnFree(): its pause and its end switch straight back
   // to the code that called the C API, and do the caller's work themselves.
   bool return_free = false;
-  ExceptionState outside_exceptions;      // the caller's, while the job runs
-  // For return-free entries, owned by the C API: where its caller wants the
-  // job's handle and result, and what finishes the job on its own stack
-  // (returns the value handed to the caller).
-  void* outcome_handle = nullptr;
-  int* outcome_result = nullptr;
-  int (*finish)(Job* job) = nullptr;
-  void* hook_state[2] = {nullptr, nullptr};  // owned by the SwitchHooks
+  int block_depth = 0;                    // ASYNC_block_pause() nesting
+  Entry entry;  // entry.result right after block_depth: a start resets both at once
+  void* user_data = nullptr;              // the C API's wait context
+  ExceptionStates exceptions;
+  ReturnFreeOutcome outcome;
+  std::byte* header_start = nullptr;      // top of the usable fibre stack
   stack::Stack stack;
+  Cancellation cancellation;
+  DefaultLibraryContexts default_libctx;
 };
 
 // Code that must follow every entry into and exit from a job (for example
 // to keep libcrypto's per-thread default library context per job).
-// entering() runs on the caller's side just before the job runs (job->fresh
-// tells a start from a resume); left() once it paused or finished, with
-// CurrentJob() its parent again: on the caller's side after the switch, or,
-// for return-free entries, on the job's stack just before the switch.
+// entering() runs on the caller's side just before the job runs
+// (job->entry.fresh tells a start from a resume); left() once it paused or
+// finished, with CurrentJob() its parent again: on the caller's side after
+// the switch, or, for return-free entries, on the job's stack just before
+// the switch. Their per-job state is Job::default_libctx.
 struct SwitchHooks {
   void (*entering)(Job* job);
   void (*left)(Job* job);
@@ -169,20 +210,34 @@ class Pool {
   std::size_t count_of(stack::StackKind kind) const {
     return kind_counts_[static_cast<int>(kind)];
   }
+  // Cleaned up while jobs were still paused: each is freed when it finishes.
+  bool closing() const { return closing_; }
   void FreeIdleJobs();
 
+  // Takes back one of its jobs, which Release() has reset. A job released
+  // as it finishes on its own stack says so: if the pool is closing, the
+  // job is freed later, since it cannot free the stack it runs on. A
+  // closing pool is freed with its last job.
+  inline void TakeBack(Job* job, bool on_its_own_stack);
+
+  // Frees the jobs of this thread's closing pools that finished on their
+  // own stacks (ThreadState::finished_unfreed), and the pools they empty.
+  static void FreeFinishedUnfreedJobs();
+
  private:
-  friend void Release(Job* job, bool on_its_own_stack);
-  friend void ReleaseToClosingPool(Job* job);
-  friend void FreeFinishedUnfreedJobs();
-  friend bool CanReturnFree(const Job* job);
-  friend void DeletePool(Pool* pool);
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
   static Pool* CreateForThisThread();
+  // Frees a pool with no jobs left (see job.cc).
+  static void Delete(Pool* pool);
+  // Queues a job of a closing pool, finishing on its own stack, on
+  // ThreadState::finished_unfreed.
+  static void DeferFreeToClosingPool(Job* job);
   Job* AcquireSlow(bool* exhausted);
   Job* CreateJob();
   void FreeJob(Job* job);
+  // Frees a job of this closing pool, and the pool with its last job.
+  void FreeJobOfClosingPool(Job* job);
 
   stack::StackSource stacks_;
   Job* idle_ = nullptr;
@@ -235,7 +290,7 @@ inline bool CanReturnFree(const Job* job);
 // Runs a started or resumed job (see PrepareStart(), PrepareResume()), as
 // the caller's last step: `return EnterReturnFree(job);`. The job's next
 // PauseReturnFree(job, value) returns `value` to the caller's caller; its
-// end returns job->finish(job), which the C API sets.
+// end returns job->outcome.finish(job), which the C API sets.
 inline int EnterReturnFree(Job* job);
 
 // Pauses the current job, which CanPause() and was entered by
@@ -250,7 +305,7 @@ inline int PauseReturnFree(Job* job, int value);
 // Cancels a paused job: resumes it with JobCancelled thrown from its pause,
 // so that its stack unwinds, until it finishes (pausing is disabled
 // meanwhile). kError (error queued, job untouched) as for Resume(); else
-// kFinished, with job->cancelled set. The caller then Release()s it.
+// kFinished, with job->cancellation.unwound set. The caller then Release()s it.
 Outcome Cancel(Job* job);
 
 // Cancel hooks of the current job: run when it is cancelled. false (error
@@ -259,9 +314,8 @@ bool AddCancelHook(void (*function)(void*), void* argument);
 // false when the current job has no such hook (nothing queued).
 bool RemoveCancelHook(void (*function)(void*), void* argument);
 
-// Returns a job that finished (or never started) to its pool. A job
-// releasing itself as it finishes says so: if its pool is closing, it is
-// freed later, since it cannot free the stack it runs on.
+// Returns a job that finished (or never started) to its pool: frees what
+// the run left and hands the job to Pool::TakeBack().
 inline void Release(Job* job, bool on_its_own_stack = false);
 
 }  // namespace asyncjob::job

@@ -37,20 +37,15 @@ extern std::atomic<const SwitchHooks*> switch_hooks;
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
 [[noreturn]] void ThrowFromPause(void* job);
-Outcome ArgumentsOnTheHeap(Job* job, const void* arguments, std::size_t size);
+// Copies arguments too large for the job's stack to the heap; false (error
+// queued) when out of memory.
+bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
 #if ASYNCJOB_VALGRIND
 // Out of line: the client request keeps its operands in an array on the
 // stack, which would stop the C API from leaving through the switch by a
 // tail call.
 void MakeAddressable(void* memory, std::size_t size);
 #endif
-
-}  // namespace internal
-
-void FreeFinishedUnfreedJobs();
-void DeferFreeToClosingPool(Job* job);
-
-namespace internal {
 
 inline std::byte* AlignDown16(std::byte* p) {
   return reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) &
@@ -59,18 +54,19 @@ inline std::byte* AlignDown16(std::byte* p) {
 
 // The bookkeeping of entering `job` (fresh or paused), before the switch.
 inline void BeginEntry(Job* job, ThreadState& thread) {
-  if (thread.finished_unfreed != nullptr) [[unlikely]] FreeFinishedUnfreedJobs();
-  job->parent = thread.current;
-  job->resume_to = thread.current != nullptr ? &thread.current->fibre : &thread.thread_context;
+  if (thread.finished_unfreed != nullptr) [[unlikely]] Pool::FreeFinishedUnfreedJobs();
+  job->links.parent = thread.current;
+  job->links.resume_to =
+      thread.current != nullptr ? &thread.current->fibre : &thread.thread_context;
   job->state = JobState::kRunning;
   thread.current = job;
   const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
   if (hooks != nullptr) hooks->entering(job);
-  job->fresh = false;
+  job->entry.fresh = false;
   // The job gets its own C++ exception state for as long as it runs.
   ExceptionState* exceptions = thread.exceptions;
-  job->outside_exceptions = *exceptions;
-  *exceptions = job->exception_state;
+  job->exceptions.outside = *exceptions;
+  *exceptions = job->exceptions.inside;
 }
 
 // The bookkeeping of `job` having paused or finished (thread.current is
@@ -78,8 +74,8 @@ inline void BeginEntry(Job* job, ThreadState& thread) {
 // return-free entries, in the job before it.
 inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
   ExceptionState* exceptions = thread.exceptions;
-  job->exception_state = *exceptions;
-  *exceptions = job->outside_exceptions;
+  job->exceptions.inside = *exceptions;
+  *exceptions = job->exceptions.outside;
   const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
   if (hooks != nullptr) hooks->left(job);
   if (finished) {
@@ -95,7 +91,7 @@ inline Outcome Enter(Job* job, void* transfer) {
   ThreadState& thread = this_thread;
   BeginEntry(job, thread);
   job->return_free = false;
-  void* token = context::Switch(job->resume_to, &job->fibre, transfer);
+  void* token = context::Switch(job->links.resume_to, &job->fibre, transfer);
   bool finished = token == kFinishedToken;
   EndEntry(job, this_thread, finished);
   return finished ? Outcome::kFinished : Outcome::kPaused;
@@ -112,35 +108,36 @@ inline Pool* Pool::ForThisThread(bool create) {
 inline Job* Pool::Acquire(bool* exhausted) {
   *exhausted = false;
   if (Job* job = idle_) [[likely]] {
-    idle_ = job->next_idle;
+    idle_ = job->links.next_idle;
     --idle_count_;
     return job;
   }
   return AcquireSlow(exhausted);
 }
 
-void ReleaseToClosingPool(Job* job);
-
-inline void Release(Job* job, bool on_its_own_stack) {
-  if (job->heap_arguments != nullptr) {
-    std::free(job->heap_arguments);
-    job->heap_arguments = nullptr;
-  }
-  job->state = JobState::kIdle;
-  job->owner = nullptr;
-  job->user_data = nullptr;
-  Pool* pool = job->pool;
-  if (pool->closing_) [[unlikely]] {
+inline void Pool::TakeBack(Job* job, bool on_its_own_stack) {
+  if (closing_) [[unlikely]] {
     if (on_its_own_stack) {
       DeferFreeToClosingPool(job);
     } else {
-      ReleaseToClosingPool(job);
+      FreeJobOfClosingPool(job);
     }
     return;
   }
-  job->next_idle = pool->idle_;
-  pool->idle_ = job;
-  ++pool->idle_count_;
+  job->links.next_idle = idle_;
+  idle_ = job;
+  ++idle_count_;
+}
+
+inline void Release(Job* job, bool on_its_own_stack) {
+  if (job->entry.heap_arguments != nullptr) {
+    std::free(job->entry.heap_arguments);
+    job->entry.heap_arguments = nullptr;
+  }
+  job->state = JobState::kIdle;
+  job->links.owner = nullptr;
+  job->user_data = nullptr;
+  job->links.pool->TakeBack(job, on_its_own_stack);
 }
 
 inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
@@ -156,36 +153,36 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   // popped; the argument copy and the first frame may cover them.
   internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
 #endif
-  job->arguments = nullptr;
+  job->entry.arguments = nullptr;
   if (arguments != nullptr) {
     // Small arguments are copied onto the job's own stack: no allocation.
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
       top = internal::AlignDown16(top - size);
       if (size > 0) std::memcpy(top, arguments, size);
-      job->arguments = top;
-    } else if (internal::ArgumentsOnTheHeap(job, arguments, size) == Outcome::kError) {
+      job->entry.arguments = top;
+    } else if (!internal::CopyArgumentsToTheHeap(job, arguments, size)) {
       return false;
     }
   }
-  job->function = function;
+  job->entry.function = function;
+  job->entry.result = 0;
   job->block_depth = 0;
-  job->result = 0;
-  job->cancel_requested = false;
-  job->cancelled = false;
-  job->cancel_hook_count = 0;
-  job->exception_state = ExceptionState{};
-  job->owner = &this_thread;
+  job->cancellation.requested = false;
+  job->cancellation.unwound = false;
+  job->cancellation.hook_count = 0;
+  job->exceptions.inside = ExceptionState{};
+  job->links.owner = &this_thread;
   context::Prepare(&job->fibre, job->stack.low, static_cast<std::size_t>(top - job->stack.low),
                    &internal::JobEntry, job);
-  job->fresh = true;
+  job->entry.fresh = true;
   ++this_thread.counters.starts;
   return true;
 }
 
 inline bool PrepareResume(Job* job) {
   // One comparison covers the common case: paused, and this thread's.
-  if (job->owner != &this_thread || job->state != JobState::kPaused) [[unlikely]] {
+  if (job->links.owner != &this_thread || job->state != JobState::kPaused) [[unlikely]] {
     if (!CheckResumable(job)) return false;
   }
   ++this_thread.counters.resumes;
@@ -206,34 +203,34 @@ inline Outcome Resume(Job* job) {
 }
 
 inline bool CanPause(const Job* job) {
-  return job != nullptr && job->block_depth == 0 && !job->cancel_requested;
+  return job != nullptr && job->block_depth == 0 && !job->cancellation.requested;
 }
 
 inline void PauseCurrent(Job* job) {
   ThreadState& thread = this_thread;
   stack::CheckCanary(job->stack, job);
   job->state = JobState::kPaused;
-  thread.current = job->parent;
-  context::Switch(&job->fibre, job->resume_to, internal::kPausedToken);
-  if (job->cancel_requested) [[unlikely]] internal::RunCancelHooksAndThrow(job);
+  thread.current = job->links.parent;
+  context::Switch(&job->fibre, job->links.resume_to, internal::kPausedToken);
+  if (job->cancellation.requested) [[unlikely]] internal::RunCancelHooksAndThrow(job);
 }
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE
-inline bool CanReturnFree(const Job* job) { return !job->pool->closing_; }
+inline bool CanReturnFree(const Job* job) { return !job->links.pool->closing(); }
 
 inline int EnterReturnFree(Job* job) {
   internal::BeginEntry(job, this_thread);
   job->return_free = true;
-  return context::SwitchAndReturn(job->resume_to, &job->fibre, internal::kResumedValue);
+  return context::SwitchAndReturn(job->links.resume_to, &job->fibre, internal::kResumedValue);
 }
 
 inline int PauseReturnFree(Job* job, int value) {
   ThreadState& thread = this_thread;
   stack::CheckCanary(job->stack, job);
   job->state = JobState::kPaused;
-  thread.current = job->parent;
+  thread.current = job->links.parent;
   internal::EndEntry(job, thread, /*finished=*/false);
-  return context::SwitchAndReturn(&job->fibre, job->resume_to, value);
+  return context::SwitchAndReturn(&job->fibre, job->links.resume_to, value);
 }
 #endif
 

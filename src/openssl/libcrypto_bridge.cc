@@ -25,19 +25,23 @@ ErrSetError err_set_error = nullptr;
 std::atomic<bool> connected{false};
 std::mutex connect_mutex;
 
-// hook_state[0]: the job's default library context; [1]: its caller's.
+// Each job keeps its default library context in job->default_libctx.job,
+// and its caller's in job->default_libctx.caller while it runs.
 void EnteringJob(job::Job* job) {
-  if (job->fresh) {
+  job::Job::DefaultLibraryContexts& contexts = job->default_libctx;
+  if (job->entry.fresh) {
     // A NULL argument changes nothing and returns the current default: the
     // job starts with its caller's.
-    job->hook_state[1] = set_default_libctx(nullptr);
-    job->hook_state[0] = job->hook_state[1];
+    contexts.caller = set_default_libctx(nullptr);
+    contexts.job = contexts.caller;
   } else {
-    job->hook_state[1] = set_default_libctx(job->hook_state[0]);
+    contexts.caller = set_default_libctx(contexts.job);
   }
 }
 
-void LeftJob(job::Job* job) { job->hook_state[0] = set_default_libctx(job->hook_state[1]); }
+void LeftJob(job::Job* job) {
+  job->default_libctx.job = set_default_libctx(job->default_libctx.caller);
+}
 
 const job::SwitchHooks libctx_hooks{&EnteringJob, &LeftJob};
 
