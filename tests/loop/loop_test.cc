@@ -365,7 +365,10 @@ TEST(Loop, TimeoutsExpireInDeadlineOrder) {
           asyncjob::pause();
         },
         [&order, i](asyncjob::JobHandle<void>&) { order.push_back(i); },
-        asyncjob::SpawnOptions{.timeout = i * 40ms});
+        // Each deadline counts from its job's first run; the spacing leaves
+        // room for a loaded machine (or a sanitizer) to take a while between
+        // the three starts.
+        asyncjob::SpawnOptions{.timeout = i * 150ms});
   }
   loop.run();
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
