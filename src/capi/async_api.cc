@@ -68,8 +68,8 @@ Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t siz
 }
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE
-// Return-free entries (see job.h): the job itself does, before switching
-// back, what ASYNC_start_job would do after the switch. This is its end,
+// Return-free entries (docs/design.md): the job itself does, before
+// switching back, what ASYNC_start_job would do after the switch. This is its end,
 // run on its own stack: FinishJob() (the job layer then releases it) and
 // the caller's outcome.
 int FinishOnItsOwnStack(Job* job) {

@@ -96,10 +96,8 @@ void* Switch(Context* from, Context* to, void* transfer);
 [[noreturn]] void SwitchForGood(Context* from, Context* to, void* transfer);
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE
-// Return-free switching. A switch returns on the resumed side through code
-// whose calls were made on another stack: every function return executed
-// there, until that side makes new calls, is one the CPU's return predictor
-// gets wrong. These let the code around a switch avoid them.
+// Return-free switching (docs/design.md): these let the code around a switch
+// avoid the returns the CPU's return predictor would get wrong.
 
 // Switch() as the last step of a function returning int: written
 // `return SwitchAndReturn(from, to, value);` it compiles to a jump, so that

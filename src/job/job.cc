@@ -9,6 +9,7 @@
 #include <mutex>
 #include <new>
 
+#include "base/align.h"
 #include "base/error_queue.h"
 #include "base/fatal.h"
 #include "base/sanitizers.h"
@@ -72,11 +73,6 @@ const stack::Stack* RunningStack(const void** owner) {
 void MakeThreadExitKey() {
   pthread_key_create(&thread_exit_key, &OnThreadExit);
   stack::SetFaultLocator(&RunningStack);
-}
-
-std::byte* AlignDown(std::byte* p, std::size_t alignment) {
-  auto value = reinterpret_cast<std::uintptr_t>(p);
-  return reinterpret_cast<std::byte*>(value & ~(std::uintptr_t{alignment} - 1));
 }
 
 [[noreturn]] void DieOfEscapedException(Job* job) {
@@ -290,7 +286,7 @@ Job* Pool::AcquireSlow(bool* exhausted) {
 Job* Pool::CreateJob() {
   stack::Stack memory;
   if (!stacks_.Allocate(&memory)) return nullptr;
-  std::byte* header = AlignDown(memory.high() - sizeof(Job), kHeaderAlignment);
+  std::byte* header = base::AlignDown(memory.high() - sizeof(Job), kHeaderAlignment);
   Job* job = new (header) Job;
   job->stack = memory;
   job->links.pool = this;

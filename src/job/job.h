@@ -21,12 +21,10 @@
 //   int result = job->entry.result;
 //   Release(job);
 //
-// Return-free entries (ASYNCJOB_CONTEXT_RETURN_FREE builds): instead of
-// Start()/Resume(), which switch into the job and return once it paused or
-// finished, the C API enters a job with EnterReturnFree() as its own last
-// step, so that the job's pause or end returns straight into the C API's
-// caller (see context::SwitchAndReturn()). All the work that follows a
-// switch is then done by the other side before it switches.
+// Return-free entries (ASYNCJOB_CONTEXT_RETURN_FREE builds): the C API
+// enters a job with EnterReturnFree() as its own last step instead of
+// Start()/Resume(), so that the job's pause or end returns straight into the
+// C API's caller. docs/design.md ("Return-free switching") explains it.
 #ifndef ASYNCJOB_SRC_JOB_JOB_H_
 #define ASYNCJOB_SRC_JOB_JOB_H_
 

@@ -6,11 +6,10 @@
 // and ASYNC_pause_job themselves, and the code that runs after a switch
 // returns through as few frames as possible (each such return is one the
 // CPU's return predictor gets wrong, since the last calls it saw were made
-// on the other stack). Where the back end allows it, the C API goes further
-// and returns through no frame at all: EnterReturnFree() and
-// PauseReturnFree() are its tail calls of the switch, and each side does,
-// before switching, the bookkeeping the other side used to do after it.
-// Slow and cold paths stay out of line in job.cc.
+// on the other stack). Where the back end allows it, the C API returns
+// through no frame at all: EnterReturnFree() and PauseReturnFree() (see
+// docs/design.md, "Return-free switching"). Slow and cold paths stay out of
+// line in job.cc.
 #ifndef ASYNCJOB_SRC_JOB_JOB_INL_H_
 #define ASYNCJOB_SRC_JOB_JOB_INL_H_
 
@@ -18,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "base/align.h"
 #include "base/sanitizers.h"
 
 namespace asyncjob::job {
@@ -46,11 +46,6 @@ bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
 // tail call.
 void MakeAddressable(void* memory, std::size_t size);
 #endif
-
-inline std::byte* AlignDown16(std::byte* p) {
-  return reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) &
-                                      ~std::uintptr_t{15});
-}
 
 // The bookkeeping of entering `job` (fresh or paused), before the switch.
 inline void BeginEntry(Job* job, ThreadState& thread) {
@@ -158,7 +153,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
     // Small arguments are copied onto the job's own stack: no allocation.
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
-      top = internal::AlignDown16(top - size);
+      top = base::AlignDown(top - size, 16);
       if (size > 0) std::memcpy(top, arguments, size);
       job->entry.arguments = top;
     } else if (!internal::CopyArgumentsToTheHeap(job, arguments, size)) {

@@ -4,6 +4,7 @@
 // This is the only code of the loop that other threads run; everything
 // else in src/loop/ belongs to the loop thread. It knows jobs only as slot
 // indices and generations (see job_ref.h), and nothing of their state.
+// docs/design.md ("The event loop's wake token") explains the scheme.
 //
 // Owns:
 //   - the doorbell: an eventfd the loop thread watches with epoll; written
