@@ -1,3 +1,5 @@
+// error_queue.cc - the thread-local error queue of error_queue.h and its
+// mirroring into libcrypto's queue.
 #include "base/error_queue.h"
 
 #include <atomic>

@@ -1,3 +1,4 @@
+// eventfd.cc - creating, signalling and draining the eventfds of eventfd.h.
 #include "base/eventfd.h"
 
 #include <sys/eventfd.h>

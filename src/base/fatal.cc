@@ -1,3 +1,4 @@
+// fatal.cc - FatalMessage (fatal.h): an async-signal-safe message, then abort.
 #include "base/fatal.h"
 
 #include <unistd.h>

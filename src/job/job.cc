@@ -1,3 +1,5 @@
+// job.cc - the cold paths of the job unit (job.h): pools, thread exit,
+// the job entry point, cancellation and counters.
 #include "job/job.h"
 
 #include <cxxabi.h>

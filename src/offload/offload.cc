@@ -1,3 +1,5 @@
+// offload.cc - asyncjob::offload::Engine (include/asyncjob/offload.hpp):
+// its queue, its workers and how a completion wakes the job.
 #include "asyncjob/offload.hpp"
 
 #include <unistd.h>

@@ -1,3 +1,5 @@
+// libcrypto_bridge.cc - finding libcrypto in the process and keeping its
+// per-job default library context and error queue (libcrypto_bridge.h).
 #include "openssl/libcrypto_bridge.h"
 
 #include <dlfcn.h>

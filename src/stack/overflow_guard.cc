@@ -1,3 +1,5 @@
+// overflow_guard.cc - the SIGSEGV/SIGBUS handler of overflow_guard.h and the
+// per-thread alternate signal stacks it runs on.
 #include "stack/overflow_guard.h"
 
 #include <signal.h>

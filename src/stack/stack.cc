@@ -1,3 +1,5 @@
+// stack.cc - guarded, slab and custom stacks, their settings and canaries
+// (stack.h).
 #include "stack/stack.h"
 
 #include <sys/auxv.h>

@@ -1,3 +1,5 @@
+// wait_ctx.cc - WaitContext (wait_ctx.h): wait fds, change tracking, the
+// callback and status.
 #include "wait/wait_ctx.h"
 
 #include <new>
