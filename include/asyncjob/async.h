@@ -249,6 +249,19 @@ ASYNCJOB_EXPORT int asyncjob_get_stats(asyncjob_stats *stats);
  * "aarch64-aapcs" or "ucontext". */
 ASYNCJOB_EXPORT const char *asyncjob_context_backend(void);
 
+/* asyncjob reports a stack overflow into a guard region from a SIGSEGV/SIGBUS
+ * handler installed when the first pool is made. Every other signal is
+ * passed on exactly as the disposition installed before it would have
+ * handled it. A program that owns its signals keeps the handler out with
+ * asyncjob_set_overflow_handler(0) (or ASYNCJOB_OVERFLOW_HANDLER=0 in the
+ * environment): the previous dispositions are put back where asyncjob's is
+ * still installed, and an overflow then still stops at the guard, by
+ * SIGSEGV, without the message. asyncjob_set_overflow_handler(1) installs it
+ * now. Returns 1, or 0 with an error queued when sigaction() refused. */
+ASYNCJOB_EXPORT int asyncjob_set_overflow_handler(int enabled);
+/* 1 when asyncjob's handler is the current SIGSEGV disposition. */
+ASYNCJOB_EXPORT int asyncjob_overflow_handler_installed(void);
+
 #ifdef __cplusplus
 }
 #endif

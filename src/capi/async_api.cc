@@ -15,6 +15,7 @@
 #include "context/context.h"
 #include "job/job.h"
 #include "openssl/libcrypto_bridge.h"
+#include "stack/overflow_guard.h"
 #include "stack/stack.h"
 #include "wait/wait_ctx.h"
 
@@ -376,6 +377,19 @@ int asyncjob_get_pool_stats(asyncjob_pool_stats* stats) {
 }
 
 const char* asyncjob_context_backend(void) { return asyncjob::context::BackendName(); }
+
+int asyncjob_set_overflow_handler(int enabled) {
+  if (!asyncjob::stack::SetOverflowHandlerEnabled(enabled != 0)) {
+    QueueError(ASYNCJOB_R_INTERNAL_ERROR,
+               "asyncjob_set_overflow_handler: sigaction() refused to install the handler");
+    return 0;
+  }
+  return 1;
+}
+
+int asyncjob_overflow_handler_installed(void) {
+  return asyncjob::stack::OverflowHandlerInstalled() ? 1 : 0;
+}
 
 int asyncjob_get_stats(asyncjob_stats* stats) {
   if (stats == nullptr) {

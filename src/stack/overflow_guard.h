@@ -8,8 +8,16 @@
 //   asyncjob: stack overflow in job 0x...: fault at 0x... in the guard
 //   0x...-0x... below its stack 0x...-0x... (65536 bytes)
 //
-// and aborts. Any other fault goes to the handler installed before ours
-// (or the default action).
+// and aborts. Any other signal goes where it would have gone without us:
+// to the handler installed before ours, called as the kernel would have
+// called it (its SA_SIGINFO, SA_NODEFER, SA_RESETHAND and sa_mask
+// honoured), or to the default action (a fault whose previous disposition
+// was SIG_DFL or SIG_IGN kills the process by that signal; a signal sent
+// with kill() or raise() is ignored or re-sent to SIG_DFL).
+//
+// Hosts that own their signals keep the handler out with
+// SetOverflowHandlerEnabled(false) or ASYNCJOB_OVERFLOW_HANDLER=0; an
+// overflow then still faults in the guard, without the message.
 //
 //   stack::SetFaultLocator(&CurrentStack);  // once
 //   stack::PrepareThreadForOverflow();      // on each thread that runs jobs
@@ -28,9 +36,16 @@ using FaultLocator = const Stack* (*)(const void** owner);
 
 void SetFaultLocator(FaultLocator locator);
 
-// Installs the process-wide handler (once) and gives the calling thread an
-// alternate signal stack if it has none.
+// Installs the process-wide handler (once, unless disabled) and gives the
+// calling thread an alternate signal stack if it has none.
 void PrepareThreadForOverflow();
+
+// false: uninstalls the handler (putting back the previous dispositions
+// where ours is still the current one) and keeps it out. true: installs it
+// now; false when sigaction() refused.
+bool SetOverflowHandlerEnabled(bool enable);
+// Whether asyncjob's handler is the current SIGSEGV disposition.
+bool OverflowHandlerInstalled();
 
 // Frees the alternate signal stack PrepareThreadForOverflow() gave this
 // thread, if any.

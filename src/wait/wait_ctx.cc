@@ -17,12 +17,27 @@ constexpr std::size_t kInitialEntries = 4;
 
 WaitContext::WaitContext() { entries_.reserve(kInitialEntries); }
 
-WaitContext::~WaitContext() {
-  for (const Entry& entry : entries_) {
-    if (!entry.deleted && entry.cleanup != nullptr) {
-      entry.cleanup(handle(), entry.key, entry.fd, entry.custom_data);
+WaitContext::~WaitContext() { RunEveryCleanupOnce(); }
+
+void WaitContext::RunEveryCleanupOnce() {
+  // The entries leave the context before their routines run, so that a
+  // routine that clears, sets or lists fds of this context sees a context
+  // without them and every routine runs exactly once. Entries a routine
+  // sets meanwhile get their turn in the next round; a bounded number of
+  // rounds keeps a routine that always sets another from looping for ever.
+  constexpr int kMaxRounds = 8;
+  for (int round = 0; round < kMaxRounds && !entries_.empty(); ++round) {
+    std::vector<Entry> pending;
+    pending.swap(entries_);
+    added_count_ = 0;
+    deleted_count_ = 0;
+    for (const Entry& entry : pending) {
+      if (!entry.deleted && entry.cleanup != nullptr) {
+        entry.cleanup(handle(), entry.key, entry.fd, entry.custom_data);
+      }
     }
   }
+  entries_.clear();
 }
 
 const WaitContext::Entry* WaitContext::FindLive(const void* key) const {

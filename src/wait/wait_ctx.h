@@ -15,7 +15,8 @@
 //     calls the cleanup routine.
 //   - StartNewRound (when a paused job is resumed) drops deleted entries and
 //     forgets which were added.
-//   - The destructor calls the cleanup routine of every entry not deleted.
+//   - The destructor calls the cleanup routine of every entry not deleted,
+//     exactly once each, whatever those routines do to the context.
 #ifndef ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 #define ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 
@@ -50,6 +51,9 @@ class WaitContext {
   void GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
                      OSSL_ASYNC_FD* deleted, std::size_t* deleted_count) const;
   void StartNewRound();
+  // Runs the cleanup routine of every entry not deleted, exactly once each,
+  // and empties the context (what the destructor does).
+  void RunEveryCleanupOnce();
   // Runs the cleanup routine of every live entry and clears it (reported as
   // deleted unless it was added this round): for a job being cancelled.
   void CleanUpAllFds();
