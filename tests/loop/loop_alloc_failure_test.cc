@@ -5,8 +5,9 @@
 // own books, std::bad_alloc for the task) and leaves the loop as it was:
 // the jobs spawned before run to the end, nothing is counted twice.
 //
-// The global operator new is replaced in this executable (hence one of its
-// own): a countdown set by the test makes the n-th allocation from now fail.
+// The global operator new (plain, array and nothrow; over-aligned ones are
+// not used here) is replaced in this executable (hence one of its own): a
+// countdown set by the test makes the n-th allocation from now fail.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -38,6 +39,22 @@ void* Allocate(std::size_t size) {
 
 void* operator new(std::size_t size) { return Allocate(size); }
 void* operator new[](std::size_t size) { return Allocate(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return Allocate(size);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return Allocate(size);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+void operator delete(void* block, const std::nothrow_t&) noexcept { std::free(block); }
+void operator delete[](void* block, const std::nothrow_t&) noexcept { std::free(block); }
 void operator delete(void* block) noexcept { std::free(block); }
 void operator delete[](void* block) noexcept { std::free(block); }
 void operator delete(void* block, std::size_t) noexcept { std::free(block); }

@@ -380,15 +380,15 @@ TEST(LoopMisuse, SpawnFromAJobUnwoundByTheDestructionIsRefused) {
   bool cancelled_other = true;
   {
     Loop loop;
-    auto first = loop.spawn(WaitForever);
-    loop.spawn([&] {
+    asyncjob::JobId first = loop.spawn(WaitForever).id();
+    loop.spawn([&loop, &refused, &cancelled_other, first] {
       OnUnwind action([&] {
         try {
           loop.spawn([] {});
         } catch (const asyncjob::Error&) {
           ++refused;
         }
-        cancelled_other = loop.cancel(first.id());
+        cancelled_other = loop.cancel(first);
       });
       WaitForever();
     });
