@@ -58,7 +58,7 @@
 // Thread rules. A Loop belongs to the thread that constructed it: run(),
 // spawn(), cancel() and everything else not marked "any thread" must be
 // called there (they throw asyncjob::Error otherwise), and the jobs run on
-// that thread. stop(), post() and the wait-context callbacks may be called
+// that thread; the destructor has rules of its own (see ~Loop). stop(), post() and the wait-context callbacks may be called
 // from any thread. A JobHandle is used on the loop's thread too; another
 // thread may read it only after it has synchronised with the loop thread
 // (e.g. after joining it).
