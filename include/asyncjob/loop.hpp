@@ -58,7 +58,7 @@
 // Thread rules. A Loop belongs to the thread that constructed it: run(),
 // spawn(), cancel() and everything else not marked "any thread" must be
 // called there (they throw asyncjob::Error otherwise), and the jobs run on
-// that thread. stop(), post() and the wait-context callbacks may be called
+// that thread; the destructor has rules of its own (see ~Loop). stop(), post() and the wait-context callbacks may be called
 // from any thread. A JobHandle is used on the loop's thread too; another
 // thread may read it only after it has synchronised with the loop thread
 // (e.g. after joining it).
@@ -111,7 +111,12 @@ class JobTimedOut : public Error {
 struct SpawnOptions {
   // When non-zero, the loop cancels the job (its stack unwinds, as with
   // cancel()) if it has not finished this long after spawn(), and reports it
-  // as kTimedOut. Checked by the loop with millisecond granularity.
+  // as kTimedOut. Checked by the loop with millisecond granularity, before
+  // it starts queued jobs too: a job whose deadline passed before the loop
+  // got to start it times out without running. A negative timeout has
+  // expired already: the job times out on the loop's next iteration, never
+  // running. A timeout so long that the deadline would lie beyond
+  // steady_clock's range (duration::max()) never expires.
   std::chrono::steady_clock::duration timeout{};
 };
 
@@ -282,6 +287,22 @@ struct LoopTaskFor final : JobTaskFor<T, F, LoopTask> {
 
 class LoopCore;
 
+template <class F>
+struct IsStdFunction : std::false_type {};
+template <class R, class... Args>
+struct IsStdFunction<std::function<R(Args...)>> : std::true_type {};
+
+// Whether a callable (decayed) is a null function pointer or an empty
+// std::function: calling it would crash or throw inside the job.
+template <class F>
+bool IsNullCallable(const F& fn) noexcept {
+  if constexpr (std::is_pointer_v<F> || IsStdFunction<F>::value) {
+    return fn == nullptr;
+  } else {
+    return false;
+  }
+}
+
 }  // namespace detail
 
 // The event loop. Not copyable or movable.
@@ -293,9 +314,28 @@ class Loop {
   Loop();
   // Cancels every job that has not finished (paused ones unwind their
   // stacks; completion callbacks are NOT called, handles report
-  // kCancelled), frees the wait contexts and closes the loop's fds. Loop
-  // thread; not from inside one of its jobs. Wait-context callbacks called
-  // afterwards do nothing.
+  // kCancelled), drops the functions still posted, frees the wait contexts
+  // and closes the loop's fds. Wait-context callbacks called afterwards do
+  // nothing.
+  //
+  // The loop may be destroyed by code it runs: a completion callback, a
+  // posted function, a job, or a destructor run by a job's cancellation.
+  // Then every job is cancelled at once except the ones executing (the job
+  // that destroyed it, and a job that cancelled that one), which are
+  // cancelled as soon as they pause (or end when they return); the loop
+  // calls nothing more of the user's, and its memory and fds are released
+  // when the run(), run_once(), cancel() or cancel_all() call in progress
+  // returns (or throws). That call must not touch the Loop afterwards, and
+  // neither may the code that destroyed it.
+  //
+  // Thread rules: on the loop's thread, always. On another thread only when
+  // no job has started (queued ones are cancelled, as above) and the loop
+  // is not running: a started job can only be cancelled on the loop's
+  // thread, so destroying the loop elsewhere with one paused (or while it
+  // runs) prints "asyncjob: asyncjob::Loop destroyed on thread N but M of
+  // its jobs are paused on thread T, ..." and aborts rather than leak the
+  // jobs, their fds and that thread's pool. Call cancel_all() on the loop's
+  // thread before handing the loop to another thread to destroy.
   ~Loop();
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
@@ -309,9 +349,12 @@ class Loop {
   // loop stays consistent: run it again to go on).
   // May be called from inside a job or a completion callback. Loop thread
   // only (throws Error elsewhere); throws Error beyond 4,194,304 jobs alive
-  // at once. If the thread's job pool is limited (ASYNC_init_thread) and
-  // exhausted, the job stays queued until another job finishes; with no job
-  // alive to finish, it fails with PoolExhausted.
+  // at once, when memory for the loop's books runs out (nothing changed),
+  // while the loop is being destroyed, and for a null or empty fn or
+  // on_done (a null function pointer, an empty std::function). If the
+  // thread's job pool is limited (ASYNC_init_thread) and exhausted, the job
+  // stays queued until another job finishes; with no job alive to finish,
+  // it fails with PoolExhausted.
   template <class F>
   auto spawn(F&& fn, SpawnOptions options = {}) -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
     return spawn(std::forward<F>(fn), nullptr, options);
@@ -327,6 +370,14 @@ class Loop {
     static_assert(std::is_null_pointer_v<std::decay_t<Done>> ||
                       std::is_invocable_v<std::decay_t<Done>&, JobHandle<T>&>,
                   "on_done must be callable as on_done(asyncjob::JobHandle<T>&)");
+    if (detail::IsNullCallable<std::decay_t<F>>(fn)) {
+      throw Error(0, "asyncjob::Loop::spawn: the job's function is null or empty");
+    }
+    if constexpr (!std::is_null_pointer_v<std::decay_t<Done>>) {
+      if (detail::IsNullCallable<std::decay_t<Done>>(on_done)) {
+        throw Error(0, "asyncjob::Loop::spawn: on_done is null or empty");
+      }
+    }
     using Task = detail::LoopTaskFor<T, std::decay_t<F>, std::decay_t<Done>>;
     auto task = std::make_shared<Task>(std::decay_t<F>(std::forward<F>(fn)),
                                        std::decay_t<Done>(std::forward<Done>(on_done)));
@@ -342,10 +393,12 @@ class Loop {
   std::size_t cancel_all();
 
   // Runs iterations until no job is left (queued or paused) and nothing
-  // posted is pending, or until stop() is called. Returns the number of jobs
+  // posted is pending, or until stop() is called, or until the loop is
+  // destroyed by code it runs (see ~Loop). Returns the number of jobs
   // that finished meanwhile. A paused job nothing will wake keeps it waiting:
   // give jobs a timeout, or stop() or cancel from elsewhere. Loop thread, not
-  // from inside a job or reentrantly (throws Error); std::system_error if
+  // from inside a job or reentrantly, e.g. from a completion callback or a
+  // posted function of the running loop (throws Error); std::system_error if
   // epoll_wait fails.
   std::size_t run();
   // Like run(), but keeps waiting while no job is alive, until stop() is

@@ -3,12 +3,14 @@
 // loop_core.h; the wake-up path in wake_queue.h.
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <new>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -16,6 +18,7 @@
 #include "asyncjob/async.h"
 #include "asyncjob/asyncjob.hpp"
 #include "asyncjob/loop.hpp"
+#include "base/fatal.h"
 #include "loop/loop_core.h"
 
 namespace asyncjob {
@@ -26,11 +29,40 @@ namespace {
   throw std::system_error(errno, std::generic_category(), what);
 }
 
-int ToMilliseconds(Clock::duration duration) {
-  if (duration <= Clock::duration::zero()) return 0;
-  auto ms = std::chrono::ceil<std::chrono::milliseconds>(duration).count();
+// epoll_wait's timeout for the time left until `deadline`: 0 once it has
+// passed, INT_MAX (about 24 days; the loop then looks again) when further.
+// No subtraction that could overflow, whatever the two time points.
+int MillisecondsUntil(Clock::time_point deadline, Clock::time_point now) {
+  if (deadline <= now) return 0;
+  Clock::duration::rep later = deadline.time_since_epoch().count();
+  Clock::duration::rep earlier = now.time_since_epoch().count();
+  if (earlier < 0 && later > Clock::duration::max().count() + earlier) return INT_MAX;
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
   return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
 }
+
+// A run_once() wait in epoll_wait's terms: negative waits without limit.
+int ClampWait(std::chrono::milliseconds max_wait) {
+  auto ms = max_wait.count();
+  if (ms < 0) return -1;
+  return ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+}
+
+// When a job spawned at `now` with `timeout` (not zero) times out: a
+// negative timeout has already expired (the job times out without running);
+// one that takes the deadline past the clock's range never expires (no
+// deadline, nullopt).
+std::optional<Clock::time_point> DeadlineFor(Clock::time_point now, Clock::duration timeout) {
+  if (timeout < Clock::duration::zero()) return Clock::time_point::min();
+  if (now.time_since_epoch() > Clock::duration::zero() &&
+      timeout > Clock::time_point::max() - now) {
+    return std::nullopt;
+  }
+  return now + timeout;
+}
+
+// The calling thread's id as the kernel knows it (for messages).
+pid_t CurrentTid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
 // A new epoll instance watching doorbell_fd.
 int CreateEpollWatching(int doorbell_fd) {
@@ -64,24 +96,91 @@ class RunningScope {
 
 }  // namespace
 
+// Counts a call that may run user code (see the file comment of
+// loop_core.h) for its lifetime; the last one out deletes an orphaned core.
+// Declared before anything else in the function, so that it goes last.
+class LoopCore::Entry {
+ public:
+  explicit Entry(LoopCore* core) noexcept : core_(core) {
+    core_->entered_.store(core_->entered_.load(std::memory_order_relaxed) + 1,
+                          std::memory_order_relaxed);
+  }
+  ~Entry() {
+    int left = core_->entered_.load(std::memory_order_relaxed) - 1;
+    core_->entered_.store(left, std::memory_order_relaxed);
+    if (left == 0 && core_->orphaned_) delete core_;
+  }
+  Entry(const Entry&) = delete;
+  Entry& operator=(const Entry&) = delete;
+
+ private:
+  LoopCore* const core_;
+};
+
 // ----- Construction and destruction -----
 
 LoopCore::LoopCore(Loop* owner)
     : owner_(owner),
       thread_(std::this_thread::get_id()),
+      thread_tid_(CurrentTid()),
       epoll_fd_(CreateEpollWatching(wake_queue_.doorbell_fd())),
       fd_table_(epoll_fd_, wake_queue_.doorbell_fd()) {}
 
 LoopCore::~LoopCore() {
-  // From here on callbacks do nothing; wake-ups still queued are dropped.
+  TearDown();
+  slot_chunks_.clear();
+  close(epoll_fd_);
+}
+
+void LoopCore::TearDown() noexcept {
+  // From here on callbacks do nothing; wake-ups still queued and functions
+  // still posted are dropped.
   wake_queue_.Unregister();
   destroying_ = true;
   for (std::uint32_t i = 0; i < SlotCount(); ++i) {
     JobSlot& slot = At(i);
-    if (slot.state != SlotState::kFree) Cancel(slot, JobStatus::kCancelled);
+    if (slot.state == SlotState::kFree) continue;
+    // A job executing right now (the one that destroyed the loop, or one
+    // that did it from a job it cancelled) is cancelled by AfterRun() when
+    // it pauses; its handle can no longer reach the loop.
+    if (!Cancel(slot, JobStatus::kCancelled) && slot.task) slot.task->loop = nullptr;
   }
-  slot_chunks_.clear();
-  close(epoll_fd_);
+}
+
+void LoopCore::Destroy(std::unique_ptr<LoopCore>& core) noexcept {
+  if (std::this_thread::get_id() != core->thread_) core->CheckDestroyableElsewhere();
+  // With the Loop still pointing to the core: the destructors that the
+  // cancellations run may call it (spawn() is refused, cancel() finds
+  // nothing).
+  core->TearDown();
+  if (core->entered_.load(std::memory_order_relaxed) > 0) {
+    // User code called by the core destroyed the Loop: the core goes when
+    // that call returns (Entry).
+    core->orphaned_ = true;
+    core.release();
+    return;
+  }
+  core.reset();
+}
+
+void LoopCore::CheckDestroyableElsewhere() const noexcept {
+  bool running = entered_.load(std::memory_order_relaxed) > 0;
+  if (!running && started_ == 0) return;  // only queued jobs: nothing is tied to the thread
+  base::FatalMessage message;
+  message.Add("asyncjob: asyncjob::Loop destroyed on thread ")
+      .AddDecimal(static_cast<unsigned long long>(CurrentTid()));
+  if (running) {
+    message.Add(" while its own thread ")
+        .AddDecimal(static_cast<unsigned long long>(thread_tid_))
+        .Add(" is running it\n");
+  } else {
+    message.Add(" but ")
+        .AddDecimal(started_)
+        .Add(" of its jobs are paused on thread ")
+        .AddDecimal(static_cast<unsigned long long>(thread_tid_))
+        .Add(", the only thread that can cancel them (cancel_all() there first)\n");
+  }
+  message.WriteAndAbort();
 }
 
 // ----- Slots -----
@@ -125,18 +224,32 @@ void LoopCore::CheckRunnable(const char* operation) const {
 
 void LoopCore::Submit(std::shared_ptr<LoopTask> task, const SpawnOptions& options) {
   CheckThread("spawn");
-  JobSlot& slot = Allocate();
-  slot.id = static_cast<JobId>((next_sequence_++ << kSlotIndexBits) | slot.index);
-  slot.state = SlotState::kQueued;
-  slot.reason = ReadyReason::kNone;
-  task->id = slot.id;
+  if (destroying_) throw Error(0, "asyncjob::Loop::spawn: the loop is being destroyed");
+  std::optional<Clock::time_point> deadline;
+  if (options.timeout != Clock::duration::zero()) {
+    deadline = DeadlineFor(Clock::now(), options.timeout);
+  }
+  // Everything that allocates comes before the slot is taken, so that a
+  // failure leaves the loop as it was.
+  JobSlot* slot = nullptr;
+  try {
+    if (start_queue_.size() == start_queue_.capacity()) {
+      start_queue_.reserve(std::max<std::size_t>(64, 2 * start_queue_.capacity()));
+    }
+    slot = &Allocate();
+    if (deadline) deadlines_.Push(slot->index, *deadline);
+  } catch (const std::bad_alloc&) {
+    if (slot != nullptr) free_.push_back(slot->index);  // within the capacity reserved
+    throw Error(0, "asyncjob::Loop::spawn: out of memory");
+  }
+  slot->id = static_cast<JobId>((next_sequence_++ << kSlotIndexBits) | slot->index);
+  slot->state = SlotState::kQueued;
+  slot->reason = ReadyReason::kNone;
+  task->id = slot->id;
   task->status = JobStatus::kQueued;
   task->loop = owner_;
-  slot.task = std::move(task);
-  if (options.timeout > Clock::duration::zero()) {
-    deadlines_.Push(slot.index, Clock::now() + options.timeout);
-  }
-  start_queue_.push_back(JobRef{slot.index, slot.generation});
+  slot->task = std::move(task);
+  start_queue_.push_back(JobRef{slot->index, slot->generation});
   ++alive_;
   ++queued_;
   ++counters_.spawned;
@@ -156,6 +269,7 @@ void LoopCore::StartQueued() {
   starting_.swap(start_queue_);
   for (std::size_t i = 0; i < starting_.size(); ++i) {
     JobSlot& slot = At(starting_[i].index);
+    if (destroying_) break;
     if (slot.generation != starting_[i].generation || slot.state != SlotState::kQueued) {
       continue;
     }
@@ -226,6 +340,11 @@ void LoopCore::AfterRun(JobSlot& slot, int outcome) {
     case ASYNC_PAUSE:
       slot.state = SlotState::kPaused;
       slot.task->status = JobStatus::kPaused;
+      if (destroying_) {
+        // The loop was destroyed while this job ran: it goes like the others.
+        Cancel(slot, JobStatus::kCancelled);
+        return;
+      }
       ApplyFdChanges(slot);
       DecideWait(slot);
       return;
@@ -280,6 +399,7 @@ void LoopCore::RunReady() {
   resuming_.swap(ready_);  // jobs made ready from now on wait for the next iteration
   for (std::size_t i = 0; i < resuming_.size(); ++i) {
     JobSlot& slot = At(resuming_[i].index);
+    if (destroying_) break;
     if (slot.generation != resuming_[i].generation || slot.state != SlotState::kPaused) {
       continue;
     }
@@ -330,7 +450,7 @@ void LoopCore::Finish(JobSlot& slot, JobStatus status, std::exception_ptr error)
   }
   ++finished_;
   // A job's stack went back to the pool: jobs waiting for one may start.
-  if (!was_queued && !pool_waiters_.empty()) {
+  if (!was_queued && !pool_waiters_.empty() && !destroying_) {
     start_queue_.insert(start_queue_.end(), pool_waiters_.begin(), pool_waiters_.end());
     pool_waiters_.clear();
   }
@@ -369,6 +489,7 @@ bool LoopCore::Cancel(JobSlot& slot, JobStatus status) {
 
 bool LoopCore::CancelById(JobId id) {
   CheckThread("cancel");
+  Entry entry(this);
   auto value = static_cast<std::uint64_t>(id);
   auto index = static_cast<std::uint32_t>(value & (kMaxJobSlots - 1));
   if (id == JobId::kNone || index >= SlotCount()) return false;
@@ -379,8 +500,9 @@ bool LoopCore::CancelById(JobId id) {
 
 std::size_t LoopCore::CancelAll() {
   CheckThread("cancel_all");
+  Entry entry(this);
   std::size_t count = 0;
-  for (std::uint32_t i = 0; i < SlotCount(); ++i) {
+  for (std::uint32_t i = 0; i < SlotCount() && !destroying_; ++i) {
     JobSlot& slot = At(i);
     if (slot.state != SlotState::kFree && Cancel(slot, JobStatus::kCancelled)) ++count;
   }
@@ -463,7 +585,7 @@ void LoopCore::DrainWakeups() {
 void LoopCore::ExpireTimeouts() {
   if (deadlines_.empty()) return;
   Clock::time_point now = Clock::now();
-  while (!deadlines_.empty()) {
+  while (!deadlines_.empty() && !destroying_) {
     const DeadlineHeap::Entry& earliest = deadlines_.Top();
     if (earliest.deadline > now) return;
     JobSlot& slot = At(earliest.id);
@@ -484,14 +606,22 @@ int LoopCore::ComputeTimeout(int max_wait_ms) const {
     return 0;
   }
   if (deadlines_.empty()) return max_wait_ms;
-  int until_deadline = ToMilliseconds(deadlines_.Top().deadline - Clock::now());
+  int until_deadline = MillisecondsUntil(deadlines_.Top().deadline, Clock::now());
   return max_wait_ms < 0 ? until_deadline : std::min(max_wait_ms, until_deadline);
 }
 
 void LoopCore::Iterate(int timeout_ms, bool wait_when_idle) {
+  // Every step may run user code that destroys the loop (destroying_):
+  // then nothing more is done.
   ++counters_.iterations;
   wake_queue_.RunPosted();
+  if (destroying_) return;
+  // Before starting queued jobs: one whose deadline has passed (a negative
+  // timeout, or a loop that got to it late) times out without running.
+  ExpireTimeouts();
+  if (destroying_) return;
   StartQueued();
+  if (destroying_) return;
   if (!wait_when_idle && alive_ == 0) timeout_ms = 0;  // nothing left to wait for
   int ready = epoll_wait(epoll_fd_, events_, kMaxEvents, ComputeTimeout(timeout_ms));
   if (ready < 0) {
@@ -510,15 +640,18 @@ void LoopCore::Iterate(int timeout_ms, bool wait_when_idle) {
   }
   DrainWakeups();
   wake_queue_.RunPosted();
+  if (destroying_) return;
   ExpireTimeouts();
+  if (destroying_) return;
   RunReady();
 }
 
 std::size_t LoopCore::Run(bool until_stopped) {
   CheckRunnable(until_stopped ? "run_until_stopped" : "run");
+  Entry entry(this);
   RunningScope running(in_run_);
   std::uint64_t finished_before = finished_;
-  while (!wake_queue_.TakeStopRequest()) {
+  while (!destroying_ && !wake_queue_.TakeStopRequest()) {
     if (!until_stopped && !HasWork()) break;
     Iterate(-1, until_stopped);
   }
@@ -527,9 +660,9 @@ std::size_t LoopCore::Run(bool until_stopped) {
 
 bool LoopCore::RunOnce(std::chrono::milliseconds max_wait) {
   CheckRunnable("run_once");
+  Entry entry(this);
   RunningScope running(in_run_);
-  auto ms = max_wait.count();
-  Iterate(ms < 0 ? -1 : (ms > INT_MAX ? INT_MAX : static_cast<int>(ms)), true);
+  Iterate(ClampWait(max_wait), true);
   return alive_ > 0;
 }
 
@@ -562,7 +695,7 @@ const char* to_string(JobStatus status) noexcept {
 }
 
 Loop::Loop() : core_(std::make_unique<detail::LoopCore>(this)) {}
-Loop::~Loop() = default;
+Loop::~Loop() { detail::LoopCore::Destroy(core_); }
 
 void Loop::Submit(std::shared_ptr<detail::LoopTask> task, const SpawnOptions& options) {
   core_->Submit(std::move(task), options);

@@ -25,19 +25,35 @@
 // wake-up that arrived while its job was still running is still in the
 // queue when the loop next drains it.
 //
+// Re-entrance: user code (jobs, the destructors their cancellation runs,
+// completion callbacks, posted functions) runs inside Run(), RunOnce(),
+// CancelById() and CancelAll(); each counts itself in `entered_` (see
+// Entry). Destroy() called while that count is not zero, i.e. the Loop
+// destroyed by that user code, cannot free the core under the frames still
+// using it: it tears the loop down at once (TearDown(): callbacks
+// unregistered, posted functions dropped, every job not executing
+// cancelled) and leaves the core to the outermost of those frames, which
+// deletes it as it returns. Each step of an iteration checks `destroying_`
+// and goes no further; a job still executing at that moment is cancelled
+// when it next pauses.
+//
 // Thread rules: the loop thread only (the thread that constructed it), as
 // the public class documents; Wake-ups, Post() and RequestStop() go through
-// the WakeQueue.
+// the WakeQueue. Destroy() on another thread is allowed only while no job
+// has started (none can be cancelled there); otherwise it aborts with a
+// message.
 #ifndef ASYNCJOB_SRC_LOOP_LOOP_CORE_H_
 #define ASYNCJOB_SRC_LOOP_LOOP_CORE_H_
 
 #include <sys/epoll.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <atomic>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -88,10 +104,15 @@ class LoopCore {
   // Throws std::system_error when the epoll instance or the doorbell cannot
   // be created, Error when too many loops exist.
   explicit LoopCore(Loop* owner);
-  ~LoopCore();
   LoopCore(const LoopCore&) = delete;
   LoopCore& operator=(const LoopCore&) = delete;
 
+  // What ~Loop does with its core (see the file comment): destroys it now,
+  // or, when user code called by the core destroyed the Loop, tears it down
+  // and leaves it to be deleted when that call returns. On a thread other
+  // than the loop's, aborts with a message if a job has started or the loop
+  // is running.
+  static void Destroy(std::unique_ptr<LoopCore>& core) noexcept;
   // Any thread (through the wake queue).
   void RequestStop() noexcept { wake_queue_.RequestStop(); }
   void Post(std::function<void()> fn) { wake_queue_.Post(std::move(fn)); }
@@ -107,6 +128,17 @@ class LoopCore {
   LoopCounters Counters() const noexcept;
 
  private:
+  friend struct std::default_delete<LoopCore>;
+  class Entry;
+  ~LoopCore();
+
+  // Cancels every job not executing (without completion callbacks), stops
+  // callbacks and drops posted functions. Idempotent.
+  void TearDown() noexcept;
+  // Destroy() on a thread other than the loop's: aborts unless no job has
+  // started and the loop is not running.
+  void CheckDestroyableElsewhere() const noexcept;
+
   JobSlot& At(std::uint32_t index) const noexcept {
     return slot_chunks_[index >> kSlotChunkBits][index & (kSlotChunkSize - 1)];
   }
@@ -140,6 +172,7 @@ class LoopCore {
 
   Loop* const owner_;
   const std::thread::id thread_;
+  const pid_t thread_tid_;  // the same thread, as messages name it
   WakeQueue wake_queue_;  // first: the epoll set below watches its doorbell
   const int epoll_fd_;
   FdTable fd_table_;
@@ -166,7 +199,12 @@ class LoopCore {
   std::size_t started_ = 0; // of which started (paused or running)
   int running_depth_ = 0;   // jobs of this loop executing (nested by cancellation)
   bool in_run_ = false;     // inside Run() or RunOnce() (see RunningScope)
-  bool destroying_ = false;
+  // Calls of Run(), RunOnce(), CancelById() and CancelAll() in progress
+  // (see Entry). Written by the loop thread only; atomic so that Destroy()
+  // on another thread may read it.
+  std::atomic<int> entered_{0};
+  bool destroying_ = false;  // TearDown() has begun
+  bool orphaned_ = false;    // the Loop is gone: the last Entry deletes the core
   std::uint64_t finished_ = 0;  // every final state
   LoopCounters counters_;
 };

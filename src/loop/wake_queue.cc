@@ -107,9 +107,20 @@ void WakeQueue::Unregister() noexcept {
   slot.queue.store(nullptr, std::memory_order_seq_cst);
   // Callbacks that saw this queue finish their few instructions.
   while (slot.users.load(std::memory_order_seq_cst) != 0) sched_yield();
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  slot.in_use = false;
-  registered_ = false;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    slot.in_use = false;
+    registered_ = false;
+  }
+  // Functions posted from now on are dropped with the queue; those pending
+  // now are dropped here (RunPosted() stops at once if one of them is
+  // running and unregistered us).
+  std::vector<std::function<void()>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(post_mutex_);
+    dropped.swap(posted_);
+    has_posted_.store(false, std::memory_order_relaxed);
+  }
 }
 
 WakeQueue::~WakeQueue() {
@@ -192,7 +203,7 @@ void WakeQueue::RunPosted() {
     batch.swap(posted_);
     has_posted_.store(false, std::memory_order_relaxed);
   }
-  for (std::size_t i = 0; i < batch.size(); ++i) {
+  for (std::size_t i = 0; i < batch.size() && registered_; ++i) {
     try {
       batch[i]();
     } catch (...) {

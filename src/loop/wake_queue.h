@@ -135,7 +135,9 @@ class WakeQueue {
   // The callback argument that wakes slot `index` for `generation`.
   void* TokenFor(std::uint32_t index, std::uint32_t generation) const noexcept;
   // Leaves the registry (waiting for callbacks in flight): from then on
-  // callbacks do nothing. Idempotent; the destructor calls it too.
+  // callbacks do nothing. Drops the posted functions not run yet, and makes
+  // a RunPosted() in progress (a posted function calling this) stop after
+  // the current one. Idempotent; the destructor calls it too.
   void Unregister() noexcept;
 
   // Consumes the doorbell's readiness. Call before DrainWakeups(): a wake-up
