@@ -38,7 +38,8 @@ void* LyingAlloc(size_t* num) {
   if (fake_address != 0) return reinterpret_cast<void*>(fake_address);
   char* block = static_cast<char*>(std::malloc(kBlock + 64));
   if (block == nullptr) return nullptr;
-  std::memcpy(block, &block, sizeof block);  // remembers its own start
+  // Handed out 8 + offset bytes in: 8 bytes off a 16-byte boundary, plus
+  // the skew under test. LyingFree subtracts the same.
   return block + sizeof(char*) + offset;
 }
 
