@@ -202,16 +202,19 @@ ASYNCJOB_EXPORT int asyncjob_is_cancelling(void);
 ASYNCJOB_EXPORT int asyncjob_remove_cancel_hook(void (*fn)(void *arg), void *arg);
 
 /* Usable stack size of jobs created from now on (default 64 KiB, 256 KiB
- * under AddressSanitizer). Rounded up to whole pages; at least 16 KiB.
- * Returns 1, or 0 with an error queued for a size below the minimum.
- * Ignored for stacks from ASYNC_set_mem_functions() allocators. */
+ * under AddressSanitizer). Rounded up to whole pages; at least 16 KiB, at
+ * most 1 GiB. Returns 1, or 0 with an error queued (and the size kept) for
+ * a size outside those bounds. Ignored for stacks from
+ * ASYNC_set_mem_functions() allocators, whose *num must also lie within
+ * them. */
 ASYNCJOB_EXPORT int asyncjob_set_stack_size(size_t bytes);
 ASYNCJOB_EXPORT size_t asyncjob_get_stack_size(void);
 
 /* How many stacks in the process may have a guard region (each costs memory
  * mappings, of which Linux allows about 65,530). Past the budget, stacks come
  * from shared slabs and are checked by a canary at every pause and finish
- * instead. The default is a quarter of vm.max_map_count. */
+ * instead. The default is a quarter of vm.max_map_count; 0 gives every stack
+ * a slab, SIZE_MAX puts no limit. */
 ASYNCJOB_EXPORT void asyncjob_set_guarded_stack_budget(size_t stacks);
 ASYNCJOB_EXPORT size_t asyncjob_get_guarded_stack_budget(void);
 

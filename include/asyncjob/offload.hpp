@@ -28,6 +28,10 @@
 // Outside a job, or where the job cannot pause (pausing blocked, or the job
 // is being cancelled), the task runs inline on the calling thread.
 //
+// Out of memory while queueing (the queue grows as needed), or when the job
+// cannot be given a cancel hook, the task runs inline too: run() itself
+// never fails.
+//
 // Thread rules: run() may be called from any thread. The Engine must
 // outlive every run() in progress; its destructor finishes queued tasks and
 // joins the workers.
@@ -50,8 +54,11 @@
 namespace asyncjob::offload {
 
 struct Options {
+  // Worker threads: below 1 means 1; above Engine::kMaxWorkers is refused.
   int workers = 2;
-  std::size_t queue_capacity = 1024;  // submissions waiting for a worker
+  // Submissions waiting for a worker: 0 means 1; any larger value is a
+  // limit only (the queue grows as needed, never allocated up front).
+  std::size_t queue_capacity = 1024;
 };
 
 struct Counters {
@@ -66,14 +73,25 @@ struct Counters {
 
 class Engine {
  public:
+  // More workers than any accelerator stand-in needs; also well below what
+  // a process can start (each costs a thread and its stack).
+  static constexpr int kMaxWorkers = 1024;
+
+  // Starts the workers. Throws std::system_error when it cannot: with
+  // std::errc::invalid_argument for more than kMaxWorkers workers, with the
+  // thread library's error (std::errc::resource_unavailable_try_again
+  // typically) when a worker thread cannot be created, with
+  // std::errc::not_enough_memory when out of memory. The workers already
+  // started are stopped and joined before it throws.
   explicit Engine(Options options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   // Runs task() on a worker while the calling job is paused, or inline
-  // where the caller cannot pause. Returns once task() has returned.
-  // Exceptions thrown by task() are not supported (they terminate).
+  // where the caller cannot pause. Returns once task() has returned. An
+  // exception thrown by task() on a worker is rethrown here, in the job,
+  // once it has been resumed.
   template <class F>
   void run(F&& task) {
     auto invoke = [](void* callable) { (*static_cast<std::remove_reference_t<F>*>(callable))(); };
@@ -87,8 +105,11 @@ class Engine {
 
  private:
   struct Request;
+  enum class Submitted { kQueued, kQueueFull, kOutOfMemory };
   void Run(void (*invoke)(void*), void* callable);
-  bool Submit(Request* request);
+  void RunInline(void (*invoke)(void*), void* callable);
+  Submitted Submit(Request* request);
+  void StopWorkers() noexcept;
   static void Withdraw(void* request);
   void WorkerLoop();
 

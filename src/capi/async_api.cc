@@ -190,7 +190,14 @@ void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn
 // ----- Wait contexts -----
 
 ASYNC_WAIT_CTX* ASYNC_WAIT_CTX_new(void) {
-  auto* wait = new (std::nothrow) WaitContext;
+  // The nothrow new covers the object; its constructor reserves room for
+  // fds, whose bad_alloc must not leave this C function either.
+  WaitContext* wait = nullptr;
+  try {
+    wait = new (std::nothrow) WaitContext;
+  } catch (const std::bad_alloc&) {
+    wait = nullptr;
+  }
   if (wait == nullptr) {
     QueueError(ASYNCJOB_R_MALLOC_FAILURE, "ASYNC_WAIT_CTX_new: out of memory");
     return nullptr;
@@ -322,7 +329,17 @@ int asyncjob_cancel_job(ASYNC_JOB** job) {
   // (as in ASYNC_pause_job), so that clearing them reports them deleted.
   if (WaitContext* wait = WaitContextOf(target)) wait->StartNewRound();
   if (asyncjob::job::Cancel(target) == Outcome::kError) return 0;
-  if (WaitContext* wait = WaitContextOf(target)) wait->CleanUpAllFds();
+  if (WaitContext* wait = WaitContextOf(target)) {
+    try {
+      wait->CleanUpAllFds();  // copies the fd list first
+    } catch (const std::bad_alloc&) {
+      // Nothing was cleaned up yet: the fds stay set, and their cleanup
+      // routines run when the context is freed. The job was cancelled.
+      QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+                 "asyncjob_cancel_job: out of memory; the wait context's fds are "
+                 "cleaned up when it is freed");
+    }
+  }
   FinishJob(target);
   *job = nullptr;
   return 1;

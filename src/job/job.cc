@@ -147,6 +147,13 @@ void MakeAddressable(void* memory, std::size_t size) {
 #endif
 
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
+  // No object is larger than PTRDIFF_MAX bytes: such a size is a caller's
+  // mistake (a negative length converted), not memory to copy.
+  if (size > static_cast<std::size_t>(PTRDIFF_MAX)) {
+    base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+                     "job arguments of %zu bytes: no object is that large", size);
+    return false;
+  }
   void* copy = std::malloc(size);
   if (copy == nullptr) {
     base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
@@ -226,6 +233,13 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
   if (max_size != 0 && init_size > max_size) {
     base::QueueError(ASYNC_R_INVALID_POOL_SIZE,
                      "init_size %zu exceeds max_size %zu", init_size, max_size);
+    return false;
+  }
+  if (init_size > kMaxInitSize) {
+    base::QueueError(ASYNC_R_INVALID_POOL_SIZE,
+                     "init_size %zu exceeds the %zu jobs that can be created up front "
+                     "(more are created on demand)",
+                     init_size, kMaxInitSize);
     return false;
   }
   Pool* pool = this_thread.pool;

@@ -190,6 +190,12 @@ class Pool {
   // Returns nullptr (error queued) when it cannot be made.
   inline static Pool* ForThisThread(bool create);
 
+  // Most jobs ASYNC_init_thread() creates up front (2^20): as many as the
+  // scale test keeps paused on one thread, a few GiB of stacks' first pages.
+  // More can still be created on demand; asking for more up front is
+  // refused at once rather than run the machine out of memory.
+  static constexpr std::size_t kMaxInitSize = std::size_t{1} << 20;
+
   // ASYNC_init_thread(): creates or reconfigures this thread's pool.
   static bool InitThisThread(std::size_t max_size, std::size_t init_size);
   // ASYNC_cleanup_thread(): frees idle jobs, and the pool once no job is in

@@ -5,6 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
+#include <new>
+#include <string>
+#include <system_error>
 
 #include "base/dcheck.h"
 #include "base/eventfd.h"
@@ -34,6 +38,7 @@ struct Engine::Request {
   int eventfd = -1;
   State state = State::kNew;  // guarded by the engine's mutex
   std::atomic<bool> done{false};
+  std::exception_ptr error = nullptr;  // what the task threw on the worker
 };
 
 namespace {
@@ -43,15 +48,18 @@ bool CanPause() {
   if (asyncjob_can_pause != nullptr) return asyncjob_can_pause() == 1;
   return ASYNC_get_current_job() != nullptr;
 }
-void AddCancelHook(void (*fn)(void*), void* arg) {
-  if (asyncjob_add_cancel_hook != nullptr) asyncjob_add_cancel_hook(fn, arg);
+// Without asyncjob in the process jobs are libcrypto's, which cannot be
+// cancelled: no hook is needed.
+bool AddCancelHook(void (*fn)(void*), void* arg) {
+  if (asyncjob_add_cancel_hook != nullptr) return asyncjob_add_cancel_hook(fn, arg) == 1;
+  return true;
 }
 void RemoveCancelHook(void (*fn)(void*), void* arg) {
   if (asyncjob_remove_cancel_hook != nullptr) asyncjob_remove_cancel_hook(fn, arg);
 }
 #else
 bool CanPause() { return asyncjob_can_pause() == 1; }
-void AddCancelHook(void (*fn)(void*), void* arg) { asyncjob_add_cancel_hook(fn, arg); }
+bool AddCancelHook(void (*fn)(void*), void* arg) { return asyncjob_add_cancel_hook(fn, arg) == 1; }
 void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hook(fn, arg); }
 #endif
 
@@ -59,19 +67,51 @@ void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close
 
 }  // namespace
 
-Engine::Engine(Options options) : options_(options) {
+// A function-try-block: the queue's first blocks are allocated before the
+// body runs, and may fail too.
+Engine::Engine(Options options) try : options_(options) {
   options_.workers = std::max(1, options_.workers);
   options_.queue_capacity = std::max<std::size_t>(1, options_.queue_capacity);
-  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  const std::string wanted = std::to_string(options_.workers);
+  if (options_.workers > kMaxWorkers) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                            "asyncjob::offload::Engine: " + wanted + " workers asked for; at most " +
+                                std::to_string(kMaxWorkers));
+  }
+  // A constructor that throws runs no destructor: stop what was started
+  // here, since a joinable std::thread destroyed would terminate.
+  try {
+    workers_.reserve(static_cast<std::size_t>(options_.workers));
+    for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  } catch (const std::system_error& error) {
+    const std::string started = std::to_string(workers_.size());
+    StopWorkers();
+    throw std::system_error(error.code(), "asyncjob::offload::Engine: started " + started +
+                                              " of " + wanted + " workers");
+  } catch (const std::bad_alloc&) {
+    StopWorkers();
+    throw;
+  }
+} catch (const std::bad_alloc&) {
+  // Every member is destroyed by now, and every worker joined.
+  throw std::system_error(std::make_error_code(std::errc::not_enough_memory),
+                          "asyncjob::offload::Engine: out of memory while starting");
 }
 
-Engine::~Engine() {
+Engine::~Engine() { StopWorkers(); }
+
+void Engine::StopWorkers() noexcept {
   {
+    // std::mutex::lock throws only for errors a default mutex cannot have
+    // (EDEADLK, EAGAIN of recursive mutexes).
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   work_ready_.notify_all();
+  // join() throws only for a thread not joinable or joining itself; every
+  // worker is joinable, and none runs this.
   for (std::thread& worker : workers_) worker.join();
+  workers_.clear();
 }
 
 Counters Engine::counters() const {
@@ -86,10 +126,14 @@ Counters Engine::counters() const {
   return c;
 }
 
+void Engine::RunInline(void (*invoke)(void*), void* callable) {
+  inline_runs_.fetch_add(1, std::memory_order_relaxed);
+  invoke(callable);
+}
+
 void Engine::Run(void (*invoke)(void*), void* callable) {
   if (!CanPause()) {
-    inline_runs_.fetch_add(1, std::memory_order_relaxed);
-    invoke(callable);
+    RunInline(invoke, callable);
     return;
   }
   Request request{invoke, callable, this};
@@ -104,16 +148,21 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
       if (fd < 0 || ASYNC_WAIT_CTX_set_wait_fd(ctx, key(), fd, nullptr, &CloseEventFd) != 1) {
         if (fd >= 0) close(fd);
         // No way to be woken: do the work here rather than never finish.
-        inline_runs_.fetch_add(1, std::memory_order_relaxed);
-        invoke(callable);
+        RunInline(invoke, callable);
         return;
       }
     }
     request.eventfd = fd;
   }
 
-  AddCancelHook(&Withdraw, &request);
-  while (!Submit(&request)) {
+  // Without the hook a cancelled job would leave its request queued:
+  // refuse to queue it.
+  if (!AddCancelHook(&Withdraw, &request)) {
+    RunInline(invoke, callable);
+    return;
+  }
+  Submitted submitted;
+  while ((submitted = Submit(&request)) == Submitted::kQueueFull) {
     // Queue full: tell the owner to resume us soon, wake ourselves, retry.
     eagain_retries_.fetch_add(1, std::memory_order_relaxed);
     if (request.callback != nullptr) {
@@ -124,6 +173,13 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     }
     ASYNC_pause_job();
     if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
+  }
+  if (submitted == Submitted::kOutOfMemory) {
+    // Not queued, so nothing to withdraw: do the work here.
+    RemoveCancelHook(&Withdraw, &request);
+    if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_OK);
+    RunInline(invoke, callable);
+    return;
   }
   if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_OK);
   for (;;) {
@@ -138,28 +194,34 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     ASYNCJOB_DCHECK(request.state == Request::State::kFinished);
   }
   RemoveCancelHook(&Withdraw, &request);
+  if (request.error) std::rethrow_exception(request.error);
 }
 
-bool Engine::Submit(Request* request) {
+Engine::Submitted Engine::Submit(Request* request) {
   {
-    std::lock_guard lock(mutex_);
-    if (queue_.size() >= options_.queue_capacity) return false;
+    std::lock_guard lock(mutex_);  // cannot throw: see StopWorkers()
+    if (queue_.size() >= options_.queue_capacity) return Submitted::kQueueFull;
     // New, or refused earlier by a full queue.
     ASYNCJOB_DCHECK(request->state == Request::State::kNew);
+    try {
+      queue_.push_back(request);  // may need a new block of the deque
+    } catch (const std::bad_alloc&) {
+      return Submitted::kOutOfMemory;
+    }
     request->state = Request::State::kQueued;
-    queue_.push_back(request);
   }
   submitted_.fetch_add(1, std::memory_order_relaxed);
   work_ready_.notify_one();
-  return true;
+  return Submitted::kQueued;
 }
 
 // Cancel hook: the job's stack, where the request lives, is about to unwind.
 void Engine::Withdraw(void* argument) {
   auto* request = static_cast<Request*>(argument);
   Engine* engine = request->engine;
-  std::unique_lock lock(engine->mutex_);
+  std::unique_lock lock(engine->mutex_);  // cannot throw: see StopWorkers()
   if (request->state == Request::State::kQueued) {
+    // Erasing from a deque moves elements and never allocates.
     engine->queue_.erase(std::find(engine->queue_.begin(), engine->queue_.end(), request));
     request->state = Request::State::kWithdrawn;
     engine->withdrawn_.fetch_add(1, std::memory_order_relaxed);
@@ -170,6 +232,9 @@ void Engine::Withdraw(void* argument) {
   });
 }
 
+// A thread's function must not throw (std::terminate): the task's
+// exceptions go back to the job; the rest cannot throw (locks: see
+// StopWorkers(); the queue's pop_front and the notifications never do).
 void Engine::WorkerLoop() {
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -180,7 +245,11 @@ void Engine::WorkerLoop() {
     ASYNCJOB_DCHECK(request->state == Request::State::kQueued);
     request->state = Request::State::kRunning;
     lock.unlock();
-    request->invoke(request->callable);
+    try {
+      request->invoke(request->callable);
+    } catch (...) {
+      request->error = std::current_exception();  // never throws
+    }
     lock.lock();
     // Completion and notification happen under the lock: a cancel hook
     // waiting for this request returns only after both, so the job's stack

@@ -13,8 +13,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <exception>
 #include <mutex>
 #include <new>
+#include <system_error>
 #include <vector>
 
 namespace asyncjob::provider {
@@ -88,9 +90,17 @@ Provider* Provider::Create(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* 
                    "asyncjob: workers must be a number from 1 to %d", kMaxWorkers);
     return nullptr;
   }
-  std::unique_ptr<Provider> provider(new (std::nothrow) Provider(workers));
-  if (provider == nullptr) {
-    ERR_raise(ERR_LIB_PROV, ERR_R_MALLOC_FAILURE);
+  // The engine's constructor throws when its workers cannot start (see
+  // offload.hpp); nothing may leave OSSL_provider_init but a return value.
+  std::unique_ptr<Provider> provider;
+  try {
+    provider.reset(new Provider(workers));
+  } catch (const std::system_error& error) {
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_INIT_FAIL,
+                   "asyncjob: could not start %d worker threads: %s", workers, error.what());
+    return nullptr;
+  } catch (const std::exception& error) {
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_MALLOC_FAILURE, "asyncjob: %s", error.what());
     return nullptr;
   }
   if (!provider->LoadInnerContext()) return nullptr;
@@ -259,17 +269,26 @@ int GetCapabilities(void*, const char* capability, OSSL_CALLBACK* callback, void
 // One line when the module goes: at its unloading after the last instance
 // was torn down, or at process exit when some instance never was (a
 // program that leaks a key or context of the provider keeps it alive).
+//
+// Its locks cannot throw: std::mutex::lock fails only with errors a default
+// mutex never has (EDEADLK, EAGAIN of recursive mutexes).
 class Census {
  public:
-  void Enter(const Provider* provider) {
+  // false when out of memory.
+  bool Enter(const Provider* provider) {
     std::lock_guard lock(mutex_);
-    live_.push_back(provider);
+    try {
+      live_.push_back(provider);
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
     ++instances_;
+    return true;
   }
   void Leave(const Provider* provider) {
     std::lock_guard lock(mutex_);
     Add(retired_, provider->counters());
-    live_.erase(std::find(live_.begin(), live_.end(), provider));
+    live_.erase(std::find(live_.begin(), live_.end(), provider));  // never allocates
   }
   bool Idle() {
     std::lock_guard lock(mutex_);
@@ -305,7 +324,7 @@ class Census {
 // Not a static object: libcrypto tears instances down in its exit handler,
 // which may run after this module's static destructors.
 Census* TheCensus() {
-  static Census* const census = new Census;
+  static Census* const census = new (std::nothrow) Census;
   return census;
 }
 
@@ -314,6 +333,7 @@ Census* TheCensus() {
 // tearing down the last instance.
 __attribute__((destructor)) void PrintCensus() {
   Census* census = TheCensus();
+  if (census == nullptr) return;
   const char* wanted = std::getenv("ASYNCJOB_STATS");
   if (wanted != nullptr && *wanted != '\0' && *wanted != '0') census->Print();
   if (census->Idle()) delete census;  // kept while leaked instances refer to it
@@ -321,7 +341,7 @@ __attribute__((destructor)) void PrintCensus() {
 
 void Teardown(void* provctx) {
   auto* provider = static_cast<Provider*>(provctx);
-  TheCensus()->Leave(provider);
+  TheCensus()->Leave(provider);  // there: OSSL_provider_init entered it
   delete provider;
 }
 
@@ -341,7 +361,12 @@ extern "C" __attribute__((visibility("default"))) int OSSL_provider_init(
     void** provctx) {
   asyncjob::provider::Provider* provider = asyncjob::provider::Provider::Create(handle, in);
   if (provider == nullptr) return 0;
-  asyncjob::provider::TheCensus()->Enter(provider);
+  asyncjob::provider::Census* census = asyncjob::provider::TheCensus();
+  if (census == nullptr || !census->Enter(provider)) {
+    delete provider;
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_MALLOC_FAILURE, "asyncjob: out of memory");
+    return 0;
+  }
   *provctx = provider;
   *out = asyncjob::provider::kProviderFunctions;
   return 1;

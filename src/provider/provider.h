@@ -13,7 +13,10 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <openssl/proverr.h>
+
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
@@ -76,21 +79,29 @@ class Provider {
   // Runs operation() (a private-key operation returning libcrypto's 1 for
   // success) on the engine: on a worker while the calling job pauses, or
   // inline outside a job. Errors the worker raised are raised again on the
-  // calling thread. Returns operation()'s result.
+  // calling thread. Returns operation()'s result, or 0 with an error raised
+  // when carrying the errors back ran out of memory. Called from libcrypto:
+  // only a cancelled asyncjob job's unwinding (not a std::exception) passes.
   template <class Operation>
   int Offload(Operation&& operation) {
     const std::thread::id caller = std::this_thread::get_id();
     ErrorTransfer errors;
     int result = 0;
-    engine_->run([&] {
-      if (std::this_thread::get_id() == caller) {
+    try {
+      engine_->run([&] {
+        if (std::this_thread::get_id() == caller) {
+          result = operation();
+          return;
+        }
+        ERR_clear_error();
         result = operation();
-        return;
-      }
-      ERR_clear_error();
-      result = operation();
-      errors.TakeFromThisThread();
-    });
+        errors.TakeFromThisThread();
+      });
+    } catch (const std::exception& error) {
+      errors.RaiseOnThisThread();
+      ERR_raise_data(ERR_LIB_PROV, ERR_R_MALLOC_FAILURE, "asyncjob: %s", error.what());
+      return 0;
+    }
     errors.RaiseOnThisThread();
     return result;
   }

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -14,9 +15,10 @@
 #include <mutex>
 #include <new>
 #include <unordered_map>
-#include <vector>
+#include <utility>
 
 #include "base/align.h"
+#include "base/checked.h"
 #include "base/dcheck.h"
 #include "base/error_queue.h"
 #include "base/fatal.h"
@@ -24,22 +26,32 @@
 
 namespace asyncjob::stack {
 
+namespace {
+// Slots of a slab of small stacks; a slab of large ones has fewer, so that
+// no slab maps more than kMaxSlabBytes (plus its leading page).
+constexpr std::uint32_t kSlotsPerSlab = 256;
+constexpr std::size_t kMaxSlabBytes = std::size_t{64} << 20;
+}  // namespace
+
 struct Slab {
   std::byte* base = nullptr;
   std::size_t slot_size = 0;
+  std::size_t bytes = 0;                  // the whole mapping
   std::uint32_t capacity = 0;
   std::uint32_t in_use = 0;
   std::uint32_t next_fresh = 0;           // slots never handed out start here
-  std::vector<std::uint32_t> free_slots;  // slots handed out and given back
+  // Slots handed out and given back: a fixed array, so that releasing a
+  // stack never allocates (and so can neither fail nor throw).
+  std::uint32_t free_count = 0;
+  std::uint32_t free_slots[kSlotsPerSlab];
   Slab* next = nullptr;                   // list of slabs with room
   Slab* prev = nullptr;
   bool listed = false;
-  bool HasRoom() const { return next_fresh < capacity || !free_slots.empty(); }
+  bool HasRoom() const { return next_fresh < capacity || free_count != 0; }
 };
 
 namespace {
 
-constexpr std::uint32_t kSlotsPerSlab = 256;
 constexpr std::size_t kMinimumGuard = 64 * 1024;
 constexpr std::size_t kBudgetNotComputed = ~std::size_t{0};
 
@@ -61,18 +73,25 @@ std::atomic<bool> any_stack_allocated{false};
 std::byte* MapGuarded(std::size_t usable, void** mapping) {
   ASYNCJOB_DCHECK(base::IsAligned(usable, PageSize()));  // mprotect works in pages
   const std::size_t guard = GuardSize();
-  void* base = mmap(nullptr, guard + usable, PROT_NONE,
+  std::size_t bytes = 0;
+  if (usable > kMaximumStackSize || !base::CheckedAdd(guard, usable, &bytes)) {
+    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                     "a %zu-byte stack is above the maximum of %zu bytes", usable,
+                     kMaximumStackSize);
+    return nullptr;
+  }
+  void* base = mmap(nullptr, bytes, PROT_NONE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (base == MAP_FAILED) {
     base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
                      "mmap of a %zu-byte guarded stack failed: %s",
-                     guard + usable, std::strerror(errno));
+                     bytes, std::strerror(errno));
     return nullptr;
   }
   auto* low = static_cast<std::byte*>(base) + guard;
   if (mprotect(low, usable, PROT_READ | PROT_WRITE) != 0) {
     int saved = errno;
-    munmap(base, guard + usable);
+    munmap(base, bytes);
     base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
                      "mprotect of a %zu-byte stack failed: %s", usable,
                      std::strerror(saved));
@@ -97,15 +116,32 @@ std::unordered_map<void*, std::pair<void*, std::size_t>>& DefaultRegistry() {
   return *registry;
 }
 
+// Called by programs, from C: nothing may throw out of it.
 extern "C" void* DefaultStackAlloc(size_t* num) {
   if (num == nullptr) return nullptr;
-  std::size_t usable = base::AlignUp(*num == 0 ? DefaultStackSize() : *num, PageSize());
+  const std::size_t wanted = *num == 0 ? DefaultStackSize() : *num;
+  std::size_t usable = 0;
+  if (wanted > kMaximumStackSize || !base::CheckedAlignUp(wanted, PageSize(), &usable)) {
+    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                     "a %zu-byte stack is above the maximum of %zu bytes", wanted,
+                     kMaximumStackSize);
+    return nullptr;
+  }
   void* mapping = nullptr;
   std::byte* low = MapGuarded(usable, &mapping);
   if (low == nullptr) return nullptr;
+  try {
+    // std::mutex::lock throws only for errors a default mutex never has
+    // (EDEADLK, EAGAIN of recursive ones); the map's node may throw bad_alloc.
+    std::lock_guard lock(default_registry_mutex);
+    DefaultRegistry()[low] = {mapping, usable};
+  } catch (...) {
+    UnmapGuarded(mapping, usable);
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "out of memory recording a %zu-byte stack",
+                     usable);
+    return nullptr;
+  }
   *num = usable;
-  std::lock_guard lock(default_registry_mutex);
-  DefaultRegistry()[low] = {mapping, usable};
   return low;
 }
 
@@ -113,6 +149,7 @@ extern "C" void DefaultStackFree(void* addr) {
   if (addr == nullptr) return;
   std::pair<void*, std::size_t> entry;
   {
+    // Cannot throw: see DefaultStackAlloc; find and erase do not allocate.
     std::lock_guard lock(default_registry_mutex);
     auto it = DefaultRegistry().find(addr);
     if (it == DefaultRegistry().end()) return;
@@ -167,6 +204,14 @@ bool SetDefaultStackSize(std::size_t bytes) {
                      kMinimumStackSize);
     return false;
   }
+  // Checked before rounding: a size within a page of SIZE_MAX rounds to 0.
+  if (bytes > kMaximumStackSize) {
+    base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+                     "stack size %zu is above the maximum of %zu bytes", bytes,
+                     kMaximumStackSize);
+    return false;
+  }
+  // kMaximumStackSize is a multiple of any page size: the rounding fits.
   default_stack_size.store(base::AlignUp(bytes, PageSize()), std::memory_order_relaxed);
   return true;
 }
@@ -254,7 +299,7 @@ StackSource::~StackSource() {
     slabs_with_room_ = slab->next;
     ASYNCJOB_DCHECK(slab->in_use == 0);  // every stack was released
     if (slab->in_use == 0) {
-      munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
+      munmap(slab->base, slab->bytes);
       delete slab;
     }
   }
@@ -272,13 +317,24 @@ bool StackSource::Allocate(Stack* stack) {
                        "the custom stack allocator returned NULL");
       return false;
     }
-    auto* start = static_cast<std::byte*>(memory);
-    std::size_t skew = static_cast<std::size_t>(base::AlignUp(start, 16) - start);
-    if (num < skew + kMinimumStackSize) {
+    // *num is the allocator's word, whatever its value: check it before
+    // deriving the stack's ends from it.
+    const auto address = reinterpret_cast<std::uintptr_t>(memory);
+    const std::size_t skew = base::AlignUp(address, 16) - address;
+    std::size_t end = 0;
+    const bool too_small = num < skew + kMinimumStackSize;
+    if (too_small || num > kMaximumStackSize || !base::CheckedAdd(address, num, &end)) {
       stack_free_fn.load(std::memory_order_acquire)(memory);
-      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                       "the custom stack allocator gave %zu bytes; at least %zu are needed",
-                       num, kMinimumStackSize);
+      if (too_small) {
+        base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                         "the custom stack allocator gave %zu bytes; at least %zu are needed",
+                         num, skew + kMinimumStackSize);
+      } else {
+        base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                         "the custom stack allocator gave %zu bytes at %p; at most %zu can "
+                         "be used",
+                         num, memory, kMaximumStackSize);
+      }
       return false;
     }
     stack->canary = static_cast<std::byte*>(memory) + skew;
@@ -330,7 +386,16 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
   if (slab == nullptr) {
     // A leading page holds slot 0's canary; slot i's canary is the top
     // kCanaryBytes of slot i-1.
-    const std::size_t bytes = PageSize() + size * kSlotsPerSlab;
+    const auto capacity = static_cast<std::uint32_t>(
+        std::min<std::size_t>(kSlotsPerSlab, std::max<std::size_t>(1, kMaxSlabBytes / size)));
+    std::size_t bytes = 0;
+    if (size > kMaximumStackSize || !base::CheckedMul(size, capacity, &bytes) ||
+        !base::CheckedAdd(bytes, PageSize(), &bytes)) {
+      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                       "a %zu-byte stack is above the maximum of %zu bytes", size,
+                       kMaximumStackSize);
+      return false;
+    }
     void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) {
@@ -351,16 +416,16 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
     }
     slab->base = static_cast<std::byte*>(base);
     slab->slot_size = size;
-    slab->capacity = kSlotsPerSlab;
+    slab->bytes = bytes;
+    slab->capacity = capacity;
     slab->next = slabs_with_room_;
     if (slabs_with_room_ != nullptr) slabs_with_room_->prev = slab;
     slabs_with_room_ = slab;
     slab->listed = true;
   }
   std::uint32_t slot;
-  if (!slab->free_slots.empty()) {
-    slot = slab->free_slots.back();
-    slab->free_slots.pop_back();
+  if (slab->free_count != 0) {
+    slot = slab->free_slots[--slab->free_count];
   } else {
     slot = slab->next_fresh++;
   }
@@ -407,12 +472,13 @@ void StackSource::Release(Stack* stack) {
           else slabs_with_room_ = slab->next;
           if (slab->next != nullptr) slab->next->prev = slab->prev;
         }
-        munmap(slab->base, PageSize() + slab->slot_size * slab->capacity);
+        munmap(slab->base, slab->bytes);
         delete slab;
         break;
       }
-      slab->free_slots.push_back(
-          static_cast<std::uint32_t>((stack->low - slab->base - PageSize()) / slab->slot_size));
+      ASYNCJOB_DCHECK(slab->free_count < slab->capacity);
+      slab->free_slots[slab->free_count++] =
+          static_cast<std::uint32_t>((stack->low - slab->base - PageSize()) / slab->slot_size);
       if (!slab->listed) {
         slab->prev = nullptr;
         slab->next = slabs_with_room_;

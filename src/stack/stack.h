@@ -53,6 +53,12 @@ struct Stack {
 inline constexpr std::size_t kCanaryBytes = 64;
 // Smallest usable stack accepted (from settings or a custom allocator).
 inline constexpr std::size_t kMinimumStackSize = 16 * 1024;
+// Largest stack accepted (from settings or a custom allocator): 1 GiB. A
+// hundred times the deepest stacks real code needs (a main thread gets
+// 8 MiB), yet small enough that every size derived from it (guard plus
+// stack, a slab of stacks, offsets into a slab) is far from overflowing and
+// a mapping of it can succeed on any 64-bit system.
+inline constexpr std::size_t kMaximumStackSize = std::size_t{1} << 30;
 
 class StackSource {
  public:
@@ -77,7 +83,9 @@ class StackSource {
 std::size_t PageSize();
 std::size_t GuardSize();
 std::size_t DefaultStackSize();
-bool SetDefaultStackSize(std::size_t bytes);  // queues an error when too small
+// Queues an error (and keeps the current size) outside
+// [kMinimumStackSize, kMaximumStackSize].
+bool SetDefaultStackSize(std::size_t bytes);
 std::size_t GuardedBudget();
 void SetGuardedBudget(std::size_t stacks);
 std::size_t GuardedStacksInUse();

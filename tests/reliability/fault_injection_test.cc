@@ -342,3 +342,50 @@ TEST_F(FaultInjection, WaitFdAllocationFailureLeavesTheContextConsistent) {
   ASYNC_WAIT_CTX_free(ctx);
   EXPECT_EQ(cleanups, set + 1);
 }
+
+// ----- C++ allocations behind the C API -----
+
+TEST_F(FaultInjection, WaitCtxConstructorOutOfMemoryReturnsNull) {
+  // The object comes from a nothrow new; the room it reserves for fds from
+  // a throwing one, which must not leave ASYNC_WAIT_CTX_new.
+  fault::Arm(fault::Call::kThrowingNew);
+  EXPECT_EQ(ASYNC_WAIT_CTX_new(), nullptr);
+  fault::Disarm();
+  ASSERT_EQ(fault::Fired(), 1);
+  EXPECT_TRUE(ErrorIs(ASYNCJOB_R_MALLOC_FAILURE, "ASYNC_WAIT_CTX_new"));
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASSERT_NE(ctx, nullptr);
+  ExpectUsable(ctx);
+  ASYNC_WAIT_CTX_free(ctx);
+}
+
+namespace {
+int SetFdAndPause(void*) {
+  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &keys[0], 70, nullptr, &CountCleanup);
+  ASYNC_pause_job();
+  return 1;
+}
+}  // namespace
+
+TEST_F(FaultInjection, CancelOutOfMemoryForTheFdCleanupDefersItToTheFree) {
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASSERT_NE(ctx, nullptr);
+  cleanups = 0;
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, ctx, &ret, &SetFdAndPause, nullptr, 0), ASYNC_PAUSE);
+  fault::Arm(fault::Call::kThrowingNew);  // the copy of the fd list
+  EXPECT_EQ(asyncjob_cancel_job(&job), 1) << "the job is cancelled all the same";
+  fault::Disarm();
+  ASSERT_EQ(fault::Fired(), 1);
+  EXPECT_EQ(job, nullptr);
+  EXPECT_TRUE(ErrorIs(ASYNCJOB_R_MALLOC_FAILURE, "asyncjob_cancel_job"));
+  EXPECT_EQ(cleanups, 0);
+  size_t numfds = 0;
+  ASSERT_EQ(ASYNC_WAIT_CTX_get_all_fds(ctx, nullptr, &numfds), 1);
+  EXPECT_EQ(numfds, 1u) << "the fd is still set";
+  ExpectUsable(ctx);
+  ASYNC_WAIT_CTX_free(ctx);
+  EXPECT_EQ(cleanups, 1) << "its cleanup ran when the context was freed";
+}

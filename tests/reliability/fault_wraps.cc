@@ -7,7 +7,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <memory>
 #include <new>
+#include <system_error>
+#include <thread>
 
 namespace fault {
 namespace {
@@ -72,6 +75,14 @@ void* __real__Znwm(size_t size);
 void* __wrap__Znwm(size_t size);
 void* __real__ZnwmRKSt9nothrow_t(size_t size, const std::nothrow_t& tag) noexcept;
 void* __wrap__ZnwmRKSt9nothrow_t(size_t size, const std::nothrow_t& tag) noexcept;
+// void std::thread::_M_start_thread(std::unique_ptr<_State>, void (*)()): a
+// member function (`this` first) taking the unique_ptr by invisible
+// reference, which its caller destroys (freeing the state if not taken).
+using ThreadStatePointer = std::unique_ptr<std::thread::_State>;
+void __real__ZNSt6thread15_M_start_threadESt10unique_ptrINS_6_StateESt14default_deleteIS1_EEPFvvE(
+    std::thread* self, ThreadStatePointer* state, void (*depend)());
+void __wrap__ZNSt6thread15_M_start_threadESt10unique_ptrINS_6_StateESt14default_deleteIS1_EEPFvvE(
+    std::thread* self, ThreadStatePointer* state, void (*depend)());
 
 void* __wrap_mmap(void* address, size_t length, int protection, int flags, int fd, off_t offset) {
   const bool stack = (flags & MAP_STACK) != 0;
@@ -117,6 +128,16 @@ void* __wrap__Znwm(size_t size) {
 void* __wrap__ZnwmRKSt9nothrow_t(size_t size, const std::nothrow_t& tag) noexcept {
   if (fault::Take(Call::kNothrowNew)) return nullptr;
   return __real__ZnwmRKSt9nothrow_t(size, tag);
+}
+
+void __wrap__ZNSt6thread15_M_start_threadESt10unique_ptrINS_6_StateESt14default_deleteIS1_EEPFvvE(
+    std::thread* self, ThreadStatePointer* state, void (*depend)()) {
+  if (fault::Take(Call::kThreadStart)) {
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "Resource temporarily unavailable (injected)");
+  }
+  __real__ZNSt6thread15_M_start_threadESt10unique_ptrINS_6_StateESt14default_deleteIS1_EEPFvvE(
+      self, state, depend);
 }
 
 }  // extern "C"

@@ -3,9 +3,13 @@
 //
 // The fault-injection executables link the static library (asyncjob_static)
 // with the linker's --wrap for mmap, mprotect, malloc, operator new (plain
-// and nothrow) and eventfd: every call to those from the library's objects
-// (and the test's own) goes through a wrapper here, which passes it on
-// unless a fault is armed for it. Arm a fault just before the call under
+// and nothrow), eventfd and the start of a std::thread: every call to those
+// from the library's objects (and the test's own) goes through a wrapper
+// here, which passes it on unless a fault is armed for it. The thread's
+// start is libstdc++'s std::thread::_M_start_thread, which every
+// std::thread constructor calls (pthread_create itself is called inside
+// libstdc++.so, out of reach of --wrap); the wrapper throws what libstdc++
+// throws when pthread_create fails. Arm a fault just before the call under
 // test and disarm it just after: the wrappers see every caller in the
 // executable, including GoogleTest.
 //
@@ -29,6 +33,7 @@ enum class Call {
   kNothrowNew,        // operator new(size_t, nothrow_t)
   kThrowingNew,       // operator new(size_t): throws std::bad_alloc
   kEventfd,           // eventfd
+  kThreadStart,       // starting a std::thread: throws std::system_error(EAGAIN)
 };
 
 // Fails the nth matching call from now on (1: the next one), once, with
