@@ -29,7 +29,7 @@
 #include "current_api_probe.h"
 
 // LegacyTest.StartWithAnImpossibleArgumentSizeFailsCleanly asks the library
-// to copy SIZE_MAX bytes of arguments; the sanitizers' allocators must let
+// to copy SIZE_MAX / 2 bytes of arguments; the sanitizers' allocators must let
 // malloc return NULL for that instead of aborting the process. Options from
 // ASAN_OPTIONS / TSAN_OPTIONS still apply on top of these.
 #if ASYNCJOB_ASAN
@@ -39,6 +39,19 @@ extern "C" const char* __asan_default_options() { return "allocator_may_return_n
 #if ASYNCJOB_TSAN
 extern "C" const char* __tsan_default_options();
 extern "C" const char* __tsan_default_options() { return "allocator_may_return_null=1"; }
+#endif
+
+// Some tests let a thread exit with legacy jobs paused, to show that the
+// legacy layer then frees what it gave those jobs. The jobs themselves, and
+// the pool they came from, are the core's: it keeps the paused jobs of an
+// exited thread (docs/safety.md, "Paused jobs at thread exit"), and with
+// them that pool's one heap block, which LeakSanitizer is told to leave out
+// here. Nothing of the legacy layer's is.
+#if ASYNCJOB_ASAN
+extern "C" const char* __lsan_default_suppressions();
+extern "C" const char* __lsan_default_suppressions() {
+  return "leak:asyncjob::job::Pool::CreateForThisThread\n";
+}
 #endif
 
 namespace {
@@ -1345,7 +1358,10 @@ TEST_F(LegacyTest, StartWithAnImpossibleArgumentSizeFailsCleanly) {
   int value = 1;
   ASYNC_JOB* job = nullptr;
   int ret = -3;
-  EXPECT_EQ(ASYNC_start_job(&job, &ret, ReturnArgument, &value, SIZE_MAX), ASYNC_ERR);
+  // Half of SIZE_MAX: valgrind's malloc refuses it without calling the size
+  // negative, which it would report as an error of the program.
+  EXPECT_EQ(ASYNC_start_job(&job, &ret, ReturnArgument, &value, SIZE_MAX / 2), ASYNC_ERR);
+  EXPECT_EQ(CountOpenFds(), fds_at_start_);
   EXPECT_EQ(job, nullptr);
   EXPECT_EQ(ret, -3);
   EXPECT_NE(PopError().code, 0u);
