@@ -1431,9 +1431,12 @@ TEST_F(LegacyTest, OtherThreadsWakeJobsWhileTheirThreadResumesThem) {
     if (poll(entries.data(), entries.size(), 10) <= 0) continue;
     for (int j = 0; j < kJobs; ++j) {
       if ((entries[static_cast<std::size_t>(j)].revents & POLLIN) == 0) continue;
+      // Through a copy: the wakers read the handles in `jobs`, which
+      // ASYNC_start_job would write (with the same value) as the job pauses.
+      ASYNC_JOB* job = jobs[static_cast<std::size_t>(j)];
       int ret = 0;
-      ASSERT_EQ(ASYNC_start_job(&jobs[static_cast<std::size_t>(j)], &ret, nullptr, nullptr, 0),
-                ASYNC_PAUSE);
+      ASSERT_EQ(ASYNC_start_job(&job, &ret, nullptr, nullptr, 0), ASYNC_PAUSE);
+      ASSERT_EQ(job, jobs[static_cast<std::size_t>(j)]);
     }
   }
   for (std::thread& t : wakers) t.join();
