@@ -27,25 +27,39 @@
  *
  * Jobs. Each job started by this header's ASYNC_start_job runs with a wait
  * context of its own (an ASYNC_WAIT_CTX of the current API, created when the
- * job starts and freed when it finishes). Code inside the job that was
- * written for the current API sees that context through ASYNC_get_wait_ctx();
- * its callback is set to wake the job (as ASYNC_wake() does), which is how
- * such code tells the program a legacy job may resume. That code must not
- * replace the callback.
+ * job starts and freed when it ends). Code inside the job that was written
+ * for the current API sees that context through ASYNC_get_wait_ctx(); its
+ * callback is set to wake the job (as ASYNC_wake() does), which is how such
+ * code tells the program a legacy job may resume. That code must not
+ * replace the callback or free the context.
+ *
+ * Ends. A legacy job ends when it finishes, resumed by this header's
+ * ASYNC_start_job or by the current API's, or when it is cancelled with
+ * asyncjob_cancel_job() of <asyncjob/async.h> (from a translation unit of
+ * the current API; the job unwinds as any job does). Either way its context
+ * is freed, which runs the cleanup routines of the fds still set there, and
+ * its wait fd is closed. ASYNC_get_wait_fd(), ASYNC_wake() and
+ * ASYNC_clear_wake() work on a job being cancelled, from its cancel hooks
+ * and destructors; the cleanup routines run last, inside the job, when it is
+ * no longer tied to the context: there they can wake it through the
+ * context's callback, but those three functions report an error and
+ * ASYNC_pause_job() does nothing.
  *
  * Wait fds. A job's wait fd is an eventfd (O_CLOEXEC, O_NONBLOCK), created
  * the first time ASYNC_get_wait_fd() or ASYNC_wake() needs it; a job that
  * never asks costs no descriptor. It stays the same for the job's life and is
  * readable from ASYNC_wake() until ASYNC_clear_wake() (any number of wakes are
- * cleared by one ASYNC_clear_wake()). It is closed when the job finishes.
+ * cleared by one ASYNC_clear_wake()). It is closed when the job ends.
  * A job still paused when its thread's pool is cleaned up lives on, and so
- * does its fd, until it is resumed and finishes. Wait on the fd only: do not
- * read from or write to it.
+ * does its fd, until it ends; when its thread exits, the fd is closed and
+ * the context freed (the job itself can never run again). Wait on the fd
+ * only: do not read from or write to it.
  *
  * Threads. As with the current API a job is resumed only on the thread that
  * started it. ASYNC_get_wait_fd(), ASYNC_wake() and ASYNC_clear_wake() may be
- * called on a job from any thread, as long as the job cannot finish during
- * the call (it is running, or paused and not being resumed).
+ * called on a job from any thread, as long as the job cannot end during the
+ * call (it is running, or paused and not being resumed or cancelled, and its
+ * thread does not exit).
  *
  * Errors are queued on asyncjob's thread-local error queue; read them with
  * asyncjob_get_error() and friends, declared with the reason codes in
@@ -96,8 +110,9 @@ typedef struct async_job_st ASYNC_JOB;
 /* ----- The functions behind the legacy names (see the mapping above) ----- */
 
 /* ASYNC_init: with init_thread non-zero, ASYNC_init_thread(max_size,
- * init_size) and its result; otherwise 1 (there is no process-wide state to
- * set up; the sizes are not used). */
+ * init_size) and its result (0, error queued, for sizes it refuses);
+ * otherwise 1 (there is no process-wide state to set up; the sizes are not
+ * used, as in the pre-release). */
 ASYNCJOB_EXPORT int asyncjob_legacy_init(int init_thread, size_t max_size,
                                          size_t init_size);
 /* ASYNC_cleanup: with cleanupthread non-zero, ASYNC_cleanup_thread();
@@ -107,7 +122,7 @@ ASYNCJOB_EXPORT void asyncjob_legacy_cleanup(int cleanupthread);
  * (see "Jobs" above). Starts (*job == NULL) or resumes a job; returns
  * ASYNC_PAUSE (*job set), ASYNC_FINISH (*ret set, *job NULL, the job's wait
  * fd closed), ASYNC_NO_JOBS (pool exhausted, nothing changed, no error
- * queued) or ASYNC_ERR (error queued). */
+ * queued) or ASYNC_ERR (error queued, nothing left behind). */
 ASYNCJOB_EXPORT int asyncjob_legacy_start_job(ASYNC_JOB **job, int *ret,
                                               int (*func)(void *), void *args,
                                               size_t size);

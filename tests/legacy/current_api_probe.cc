@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "asyncjob/async.h"
+#include "support/test_support.h"
 
 namespace legacy_probe {
 
@@ -66,6 +67,23 @@ void CloseAndCount(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void* custom_
 }
 
 const char probe_key = 0;
+const char tear_down_key = 0;
+
+void RecordTearDown(ASYNC_WAIT_CTX* ctx, const void*, OSSL_ASYNC_FD fd, void* custom_data) {
+  auto* seen = static_cast<TearDown*>(custom_data);
+  ++seen->cleanups;
+  ASYNC_callback_fn callback = nullptr;
+  void* argument = nullptr;
+  seen->callback_result = ASYNC_WAIT_CTX_get_callback(ctx, &callback, &argument) == 1
+                              ? callback(argument)
+                              : -1;
+  seen->pause_result = ASYNC_pause_job();
+  ASYNC_JOB* job = ASYNC_get_current_job();
+  seen->had_current_job = job != nullptr;
+  seen->current_job_had_wait_ctx = job != nullptr && ASYNC_get_wait_ctx(job) != nullptr;
+  if (seen->also != nullptr) seen->also(seen->also_arg);
+  close(fd);
+}
 
 }  // namespace
 
@@ -101,6 +119,26 @@ int SetWaitFdInCurrentJobWaitCtx(int fd, int* cleanups) {
   ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(job);
   if (ctx == nullptr) return 0;
   return ASYNC_WAIT_CTX_set_wait_fd(ctx, &probe_key, fd, cleanups, &CloseAndCount);
+}
+
+int ResumeWithCurrentApi(async_job_st** job, int* ret) {
+  return ASYNC_start_job(job, nullptr, ret, nullptr, nullptr, 0);
+}
+
+int CancelJob(async_job_st** job) { return asyncjob_cancel_job(job); }
+
+int AddCancelHook(void (*fn)(void*), void* arg) { return asyncjob_add_cancel_hook(fn, arg); }
+
+int SetTearDownFdInCurrentJobWaitCtx(int fd, TearDown* tear_down) {
+  ASYNC_JOB* job = ASYNC_get_current_job();
+  if (job == nullptr) return 0;
+  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(job);
+  if (ctx == nullptr) return 0;
+  return ASYNC_WAIT_CTX_set_wait_fd(ctx, &tear_down_key, fd, tear_down, &RecordTearDown);
+}
+
+bool UnderMemoryTool() {
+  return ASYNCJOB_ASAN || ASYNCJOB_TSAN || ASYNCJOB_TEST_UNDER_VALGRIND();
 }
 
 }  // namespace legacy_probe

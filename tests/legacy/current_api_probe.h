@@ -67,6 +67,35 @@ int CallCurrentJobWaitCtxCallback();
 // counts the call in *cleanups. Returns 1 on success.
 int SetWaitFdInCurrentJobWaitCtx(int fd, int* cleanups);
 
+// Ending a job through the current API: ASYNC_start_job resuming *job (with
+// no wait context, func or args; returns its status), and
+// asyncjob_cancel_job (returns its result).
+int ResumeWithCurrentApi(async_job_st** job, int* ret);
+int CancelJob(async_job_st** job);
+
+// Inside a job: asyncjob_add_cancel_hook(fn, arg). Returns its result.
+int AddCancelHook(void (*fn)(void*), void* arg);
+
+// What a wait fd's cleanup routine saw when it ran (see
+// SetTearDownFdInCurrentJobWaitCtx).
+struct TearDown {
+  int cleanups = 0;
+  int callback_result = -2;  // the context's callback, called from the cleanup
+  int pause_result = -2;     // ASYNC_pause_job() from the cleanup
+  bool had_current_job = false;
+  bool current_job_had_wait_ctx = true;
+  void (*also)(void*) = nullptr;  // then called with also_arg, if set
+  void* also_arg = nullptr;
+};
+// Inside a job: sets `fd` as a wait fd of the current job's wait context
+// under a second key of the probe's, with a cleanup routine that records
+// what it can do into *tear_down, then closes fd. Returns 1 on success.
+int SetTearDownFdInCurrentJobWaitCtx(int fd, TearDown* tear_down);
+
+// Whether malloc is a tool's (ASan, TSan, valgrind): heap figures from
+// mallinfo2() and address-space limits mean nothing then.
+bool UnderMemoryTool();
+
 }  // namespace legacy_probe
 
 #endif  // ASYNCJOB_TESTS_LEGACY_CURRENT_API_PROBE_H_

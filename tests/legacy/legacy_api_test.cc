@@ -7,13 +7,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -21,7 +25,34 @@
 
 #include <gtest/gtest.h>
 
+#include "base/sanitizers.h"
 #include "current_api_probe.h"
+
+// LegacyTest.StartWithAnImpossibleArgumentSizeFailsCleanly asks the library
+// to copy SIZE_MAX / 2 bytes of arguments; the sanitizers' allocators must let
+// malloc return NULL for that instead of aborting the process. Options from
+// ASAN_OPTIONS / TSAN_OPTIONS still apply on top of these.
+#if ASYNCJOB_ASAN
+extern "C" const char* __asan_default_options();
+extern "C" const char* __asan_default_options() { return "allocator_may_return_null=1"; }
+#endif
+#if ASYNCJOB_TSAN
+extern "C" const char* __tsan_default_options();
+extern "C" const char* __tsan_default_options() { return "allocator_may_return_null=1"; }
+#endif
+
+// Some tests let a thread exit with legacy jobs paused, to show that the
+// legacy layer then frees what it gave those jobs. The jobs themselves, and
+// the pool they came from, are the core's: it keeps the paused jobs of an
+// exited thread (docs/safety.md, "Paused jobs at thread exit"), and with
+// them that pool's one heap block, which LeakSanitizer is told to leave out
+// here. Nothing of the legacy layer's is.
+#if ASYNCJOB_ASAN
+extern "C" const char* __lsan_default_suppressions();
+extern "C" const char* __lsan_default_suppressions() {
+  return "leak:asyncjob::job::Pool::CreateForThisThread\n";
+}
+#endif
 
 namespace {
 
@@ -929,6 +960,495 @@ TEST_F(LegacyTest, ManyJobsLeaveNoDescriptorBehind) {
     for (ASYNC_JOB*& job : jobs) Resume(&job);
   }
   ASYNC_cleanup(1);
+}
+
+// ----- However a job ends, everything it had goes -----
+//
+// A legacy job has a wait context, a record and (once asked for) a wait fd.
+// They go when the job ends, whichever API ends it: resumed to its end by
+// either ASYNC_start_job, cancelled with asyncjob_cancel_job, or left paused
+// when its thread exits (with or without ASYNC_cleanup_thread first). The
+// heap is compared in plain builds; under ASan and valgrind their leak
+// checkers cover it.
+
+enum class End {
+  kLegacyResume,
+  kCurrentApiResume,
+  kCancel,
+  kCleanupThreadThenThreadExit,
+  kThreadExit,
+};
+
+// Heap bytes in use, all arenas.
+std::size_t HeapInUse() { return mallinfo2().uordblks; }
+
+// Starts `count` legacy jobs that pause once, gives each a wait fd (woken
+// for half of them), then ends them `how`. Returns their wait fds.
+std::vector<int> StartAndEnd(End how, int count) {
+  std::vector<int> fds;
+  auto run = [&fds, how, count] {
+    std::vector<ASYNC_JOB*> jobs;
+    int value = 11;
+    for (int i = 0; i < count; ++i) {
+      ASYNC_JOB* job = nullptr;
+      int ret = 0;
+      ASSERT_EQ(ASYNC_start_job(&job, &ret, PauseOnceThenReturn, &value, sizeof value),
+                ASYNC_PAUSE);
+      int fd = ASYNC_get_wait_fd(job);
+      ASSERT_GE(fd, 0);
+      if (i % 2 == 0) ASYNC_wake(job);
+      jobs.push_back(job);
+      fds.push_back(fd);
+    }
+    for (int fd : fds) ASSERT_TRUE(IsOpen(fd));
+    for (ASYNC_JOB*& job : jobs) {
+      int ret = 0;
+      switch (how) {
+        case End::kLegacyResume:
+          EXPECT_EQ(ASYNC_start_job(&job, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+          EXPECT_EQ(ret, 11);
+          break;
+        case End::kCurrentApiResume:
+          EXPECT_EQ(legacy_probe::ResumeWithCurrentApi(&job, &ret), ASYNC_FINISH);
+          EXPECT_EQ(ret, 11);
+          break;
+        case End::kCancel:
+          EXPECT_EQ(legacy_probe::CancelJob(&job), 1);
+          break;
+        case End::kCleanupThreadThenThreadExit:
+        case End::kThreadExit:
+          break;  // left paused
+      }
+      if (how != End::kCleanupThreadThenThreadExit && how != End::kThreadExit) {
+        EXPECT_EQ(job, nullptr);
+      }
+    }
+    if (how == End::kCleanupThreadThenThreadExit) {
+      ASYNC_cleanup_thread();
+      ExpectError(ASYNCJOB_R_JOBS_OUTSTANDING, "paused");
+      // The jobs are still paused, and could still be resumed here.
+      for (int fd : fds) EXPECT_TRUE(IsOpen(fd));
+    }
+    EXPECT_TRUE(ErrorQueueEmpty()) << PopError().message;
+  };
+  if (how == End::kCleanupThreadThenThreadExit || how == End::kThreadExit) {
+    std::thread(run).join();
+  } else {
+    run();
+  }
+  return fds;
+}
+
+void ExpectEverythingGivenBack(End how) {
+  constexpr int kJobs = 100;
+  const std::size_t fds_before = CountOpenFds();
+  StartAndEnd(how, kJobs);  // warm up: the pool, the allocator's caches
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  const std::size_t heap_before = HeapInUse();
+  std::vector<int> fds = StartAndEnd(how, kJobs);
+  EXPECT_EQ(CountOpenFds(), fds_before) << "wait fds leaked";
+  for (int fd : fds) EXPECT_FALSE(IsOpen(fd)) << fd;
+  if (!legacy_probe::UnderMemoryTool()) {
+    // 100 records and contexts kept would be well over 10 KiB.
+    const std::size_t heap_after = HeapInUse();
+    EXPECT_LE(heap_after, heap_before + 2048)
+        << "the heap grew by " << heap_after - heap_before << " bytes";
+  }
+}
+
+TEST_F(LegacyTest, HundredJobsFinishedByTheLegacyApiGiveEverythingBack) {
+  ExpectEverythingGivenBack(End::kLegacyResume);
+}
+
+TEST_F(LegacyTest, HundredJobsFinishedByTheCurrentApiGiveEverythingBack) {
+  ExpectEverythingGivenBack(End::kCurrentApiResume);
+}
+
+TEST_F(LegacyTest, HundredCancelledJobsGiveEverythingBack) {
+  ExpectEverythingGivenBack(End::kCancel);
+}
+
+TEST_F(LegacyTest, HundredJobsPausedAtCleanupThreadThenThreadExitGiveEverythingBack) {
+  ExpectEverythingGivenBack(End::kCleanupThreadThenThreadExit);
+}
+
+TEST_F(LegacyTest, HundredJobsPausedAtThreadExitGiveEverythingBack) {
+  ExpectEverythingGivenBack(End::kThreadExit);
+}
+
+// An engine's fd in a legacy job's context, and the job's wait fd, woken.
+int EngineThenPause(void* arg) {
+  Bridge* b = *static_cast<Bridge**>(arg);
+  b->engine_fd = dup(0);
+  if (legacy_probe::SetWaitFdInCurrentJobWaitCtx(b->engine_fd, &b->cleanups) != 1) return 0;
+  ASYNC_wake(ASYNC_get_current_job());
+  ASYNC_pause_job();
+  return 1;
+}
+
+TEST_F(LegacyTest, CancelledJobClosesItsWaitFdAndFreesItsContext) {
+  Bridge b;
+  ASYNC_JOB* job = StartPaused(EngineThenPause, &b);
+  ASYNC_JOB* stale = job;
+  int fd = ASYNC_get_wait_fd(job);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(Readable(fd));
+  EXPECT_EQ(legacy_probe::CancelJob(&job), 1);
+  EXPECT_EQ(job, nullptr);
+  EXPECT_FALSE(IsOpen(fd));
+  // Its context's fds were cleaned up once, as when it is freed.
+  EXPECT_EQ(b.cleanups, 1);
+  EXPECT_FALSE(IsOpen(b.engine_fd));
+  // The handle no longer names a legacy job.
+  EXPECT_EQ(ASYNC_get_wait_fd(stale), -1);
+  ExpectError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT, "not a running or paused job started");
+  // Cancelling it again is refused by the current API.
+  job = stale;
+  EXPECT_EQ(legacy_probe::CancelJob(&job), 0);
+  ExpectError(ASYNCJOB_R_JOB_NOT_PAUSED, "not paused");
+}
+
+TEST_F(LegacyTest, JobFinishedByTheCurrentApiFreesItsContext) {
+  Bridge b;
+  ASYNC_JOB* job = StartPaused(EngineThenPause, &b);
+  int fd = ASYNC_get_wait_fd(job);
+  int ret = 0;
+  EXPECT_EQ(legacy_probe::ResumeWithCurrentApi(&job, &ret), ASYNC_FINISH);
+  EXPECT_EQ(ret, 1);
+  EXPECT_FALSE(IsOpen(fd));
+  EXPECT_EQ(b.cleanups, 1);
+  EXPECT_FALSE(IsOpen(b.engine_fd));
+}
+
+TEST_F(LegacyTest, ThreadExitFreesTheContextsOfPausedJobs) {
+  Bridge b;
+  int fd = -1;
+  std::thread([&b, &fd] {
+    ASYNC_JOB* job = StartPaused(EngineThenPause, &b);
+    fd = ASYNC_get_wait_fd(job);
+  }).join();
+  EXPECT_GE(fd, 0);
+  EXPECT_FALSE(IsOpen(fd));
+  EXPECT_EQ(b.cleanups, 1);
+  EXPECT_FALSE(IsOpen(b.engine_fd));
+}
+
+// What the wait API did on a job being cancelled: in its cancel hook, and in
+// a destructor that runs as its stack unwinds.
+struct DuringCancel {
+  ASYNC_JOB* self = nullptr;
+  int fd = -1;
+  int hook_fd = -2;
+  bool hook_woke = false;
+  bool hook_cleared = false;
+  int destructor_fd = -2;
+  bool destructor_woke = false;
+  bool destructor_cleared = false;
+  bool errors_queued = false;
+};
+
+void WakeAndClearInHook(void* arg) {
+  auto* d = static_cast<DuringCancel*>(arg);
+  d->hook_fd = ASYNC_get_wait_fd(d->self);
+  ASYNC_wake(d->self);
+  d->hook_woke = Readable(d->hook_fd);
+  ASYNC_clear_wake(d->self);
+  d->hook_cleared = !Readable(d->hook_fd);
+}
+
+struct WakesAndClearsWhenDestroyed {
+  DuringCancel* d;
+  ~WakesAndClearsWhenDestroyed() {
+    d->destructor_fd = ASYNC_get_wait_fd(d->self);
+    ASYNC_wake(d->self);
+    d->destructor_woke = Readable(d->destructor_fd);
+    ASYNC_clear_wake(d->self);
+    d->destructor_cleared = !Readable(d->destructor_fd);
+    d->errors_queued = !ErrorQueueEmpty();
+  }
+};
+
+int PauseUntilCancelled(void* arg) {
+  DuringCancel* d = *static_cast<DuringCancel**>(arg);
+  d->self = ASYNC_get_current_job();
+  d->fd = ASYNC_get_wait_fd(d->self);
+  if (legacy_probe::AddCancelHook(&WakeAndClearInHook, d) != 1) return 0;
+  WakesAndClearsWhenDestroyed guard{d};
+  for (;;) ASYNC_pause_job();
+}
+
+TEST_F(LegacyTest, WaitFdWakeAndClearWorkOnAJobBeingCancelled) {
+  DuringCancel d;
+  ASYNC_JOB* job = StartPaused(PauseUntilCancelled, &d);
+  ASSERT_GE(d.fd, 0);
+  EXPECT_EQ(legacy_probe::CancelJob(&job), 1);
+  EXPECT_EQ(d.hook_fd, d.fd);
+  EXPECT_TRUE(d.hook_woke);
+  EXPECT_TRUE(d.hook_cleared);
+  EXPECT_EQ(d.destructor_fd, d.fd);
+  EXPECT_TRUE(d.destructor_woke);
+  EXPECT_TRUE(d.destructor_cleared);
+  EXPECT_FALSE(d.errors_queued);
+  EXPECT_FALSE(IsOpen(d.fd));
+}
+
+// A job whose cancel hook wakes, then cancels, another legacy job.
+struct Pair {
+  ASYNC_JOB* other = nullptr;
+  int other_fd = -1;
+  bool other_woke = false;
+  int cancel_result = -1;
+};
+
+void WakeAndCancelTheOther(void* arg) {
+  auto* p = static_cast<Pair*>(arg);
+  ASYNC_wake(p->other);
+  p->other_woke = Readable(p->other_fd);
+  p->cancel_result = legacy_probe::CancelJob(&p->other);
+}
+
+int PauseWithHookOnTheOther(void* arg) {
+  Pair* p = *static_cast<Pair**>(arg);
+  if (legacy_probe::AddCancelHook(&WakeAndCancelTheOther, p) != 1) return 0;
+  for (;;) ASYNC_pause_job();
+}
+
+TEST_F(LegacyTest, ACancelHookCancelsAnotherLegacyJob) {
+  int value = 1;
+  Pair p;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&p.other, &ret, PauseOnceThenReturn, &value, sizeof value),
+            ASYNC_PAUSE);
+  p.other_fd = ASYNC_get_wait_fd(p.other);
+  ASSERT_GE(p.other_fd, 0);
+  ASYNC_JOB* job = StartPaused(PauseWithHookOnTheOther, &p);
+  int own_fd = ASYNC_get_wait_fd(job);
+  EXPECT_EQ(legacy_probe::CancelJob(&job), 1);
+  EXPECT_TRUE(p.other_woke);
+  EXPECT_EQ(p.cancel_result, 1);
+  EXPECT_EQ(p.other, nullptr);
+  EXPECT_FALSE(IsOpen(p.other_fd));
+  EXPECT_FALSE(IsOpen(own_fd));
+}
+
+// ----- Cleanup routines that run as a legacy job ends -----
+//
+// Freeing a legacy job's context at its end runs the cleanup routines of the
+// fds code in the job left set there. They run inside the job, which is no
+// longer tied to the context: they can still wake it through the context's
+// callback, cannot pause it, and are told (with an error) that the job is no
+// longer a legacy job with a wait fd.
+
+struct Ending {
+  legacy_probe::TearDown tear_down;
+  int fd_in_cleanup = -2;
+  QueuedError error;
+};
+
+void AskForTheEndingJobsWaitFd(void* arg) {
+  auto* e = static_cast<Ending*>(arg);
+  e->fd_in_cleanup = ASYNC_get_wait_fd(ASYNC_get_current_job());
+  e->error = PopError();
+}
+
+int SetTearDownFdThenPause(void* arg) {
+  Ending* e = *static_cast<Ending**>(arg);
+  e->tear_down.also = &AskForTheEndingJobsWaitFd;
+  e->tear_down.also_arg = e;
+  if (legacy_probe::SetTearDownFdInCurrentJobWaitCtx(dup(0), &e->tear_down) != 1) return 0;
+  ASYNC_pause_job();
+  return 5;
+}
+
+TEST_F(LegacyTest, CleanupRoutinesRunSafelyAsTheJobEnds) {
+  for (End how : {End::kLegacyResume, End::kCurrentApiResume, End::kCancel}) {
+    Ending e;
+    ASYNC_JOB* job = StartPaused(SetTearDownFdThenPause, &e);
+    int fd = ASYNC_get_wait_fd(job);
+    int ret = 0;
+    switch (how) {
+      case End::kLegacyResume:
+        EXPECT_EQ(ASYNC_start_job(&job, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+        EXPECT_EQ(ret, 5);
+        break;
+      case End::kCurrentApiResume:
+        EXPECT_EQ(legacy_probe::ResumeWithCurrentApi(&job, &ret), ASYNC_FINISH);
+        EXPECT_EQ(ret, 5);
+        break;
+      default:
+        EXPECT_EQ(legacy_probe::CancelJob(&job), 1);
+        break;
+    }
+    EXPECT_EQ(job, nullptr);
+    EXPECT_EQ(e.tear_down.cleanups, 1);
+    EXPECT_EQ(e.tear_down.callback_result, 1);  // the wake still worked
+    EXPECT_EQ(e.tear_down.pause_result, 1);     // and the pause did nothing
+    EXPECT_TRUE(e.tear_down.had_current_job);
+    EXPECT_FALSE(e.tear_down.current_job_had_wait_ctx);
+    EXPECT_EQ(e.fd_in_cleanup, -1);
+    EXPECT_EQ(e.error.reason(), ASYNCJOB_R_PASSED_INVALID_ARGUMENT) << e.error.message;
+    EXPECT_FALSE(IsOpen(fd));
+  }
+}
+
+// ----- Sizes -----
+
+TEST_F(LegacyTest, InitWithHugeSizes) {
+  // init_size above max_size: refused, whatever the sizes.
+  EXPECT_EQ(ASYNC_init(1, 1, SIZE_MAX), 0);
+  ExpectError(ASYNC_R_INVALID_POOL_SIZE, "init_size");
+  EXPECT_FALSE(legacy_probe::ThisThreadPool().exists);
+  // A huge max_size with nothing made now is as good as no limit.
+  EXPECT_EQ(ASYNC_init(1, SIZE_MAX, 1), 1);
+  EXPECT_EQ(legacy_probe::ThisThreadPool().max_size, SIZE_MAX);
+  EXPECT_EQ(legacy_probe::ThisThreadPool().total, 1u);
+  ASYNC_cleanup(1);
+  // Without init_thread the sizes are not used, as in the pre-release.
+  EXPECT_EQ(ASYNC_init(0, SIZE_MAX, SIZE_MAX), 1);
+  EXPECT_FALSE(legacy_probe::ThisThreadPool().exists);
+}
+
+std::size_t VirtualMemoryBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmSize:", 0) == 0) return std::stoul(line.substr(7)) * 1024;
+  }
+  return 0;
+}
+
+// Asks for SIZE_MAX jobs at once, in a child process whose address space is
+// bounded, so that a library that tried to make them all would stop there
+// instead of running the machine out of memory: the call must fail with an
+// error queued, and the thread then run jobs normally.
+TEST(LegacyInitDeathTest, HugeInitSizeFailsWithAnError) {
+  if (legacy_probe::UnderMemoryTool()) {
+    GTEST_SKIP() << "the tools reserve address space of their own; no limit fits";
+  }
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(
+      {
+        rlimit limit{};
+        getrlimit(RLIMIT_AS, &limit);
+        limit.rlim_cur = VirtualMemoryBytes() + (std::size_t{256} << 20);
+        setrlimit(RLIMIT_AS, &limit);
+        bool ok = true;
+        for (std::size_t max_size : {std::size_t{0}, SIZE_MAX}) {
+          asyncjob_clear_errors();
+          int result = ASYNC_init(1, max_size, SIZE_MAX);
+          QueuedError error = PopError();
+          std::fprintf(stderr, "ASYNC_init(1, %zu, SIZE_MAX) = %d: %s\n", max_size, result,
+                       error.message.c_str());
+          ok = ok && result == 0 && error.code != 0 && !error.message.empty();
+          ASYNC_cleanup(1);
+        }
+        asyncjob_clear_errors();
+        int value = 6;
+        ASYNC_JOB* job = nullptr;
+        int ret = 0;
+        ok = ok && ASYNC_start_job(&job, &ret, ReturnArgument, &value, sizeof value) ==
+                       ASYNC_FINISH &&
+             ret == 6;
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST_F(LegacyTest, StartWithAnImpossibleArgumentSizeFailsCleanly) {
+  int value = 1;
+  ASYNC_JOB* job = nullptr;
+  int ret = -3;
+  // Half of SIZE_MAX: valgrind's malloc refuses it without calling the size
+  // negative, which it would report as an error of the program.
+  EXPECT_EQ(ASYNC_start_job(&job, &ret, ReturnArgument, &value, SIZE_MAX / 2), ASYNC_ERR);
+  EXPECT_EQ(CountOpenFds(), fds_at_start_);
+  EXPECT_EQ(job, nullptr);
+  EXPECT_EQ(ret, -3);
+  EXPECT_NE(PopError().code, 0u);
+  asyncjob_clear_errors();
+  EXPECT_EQ(ASYNC_start_job(&job, &ret, ReturnArgument, &value, sizeof value), ASYNC_FINISH);
+  EXPECT_EQ(ret, 1);
+}
+
+// ----- Other threads -----
+
+// The jobs pause until told to stop, clearing their wake each time they are
+// resumed; other threads ask for their wait fds and wake them while this
+// thread resumes them. Shows (under TSan) that the calls documented as
+// allowed from any thread are free of data races, and that the lazily
+// created fd is one per job whoever creates it.
+struct WakeTarget {
+  std::atomic<bool>* stop;
+  int resumes = 0;
+};
+
+int PauseUntilStopped(void* arg) {
+  WakeTarget* t = *static_cast<WakeTarget**>(arg);
+  ASYNC_JOB* self = ASYNC_get_current_job();
+  while (!t->stop->load(std::memory_order_relaxed)) {
+    ASYNC_pause_job();
+    ++t->resumes;
+    ASYNC_clear_wake(self);
+  }
+  return 1;
+}
+
+TEST_F(LegacyTest, OtherThreadsWakeJobsWhileTheirThreadResumesThem) {
+  constexpr int kJobs = 8;
+  constexpr int kWakers = 3;
+  constexpr int kWakesEach = 300;
+  std::atomic<bool> stop{false};
+  std::vector<WakeTarget> targets(kJobs, WakeTarget{&stop});
+  std::vector<ASYNC_JOB*> jobs;
+  for (WakeTarget& t : targets) jobs.push_back(StartPaused(PauseUntilStopped, &t));
+  const std::size_t fds_before = CountOpenFds();
+
+  // Handed to the threads by their creation: no wait fd exists yet, so the
+  // first calls race to create them.
+  std::vector<std::vector<int>> seen(kWakers, std::vector<int>(kJobs, -1));
+  std::atomic<int> wakers_done{0};
+  std::vector<std::thread> wakers;
+  for (int w = 0; w < kWakers; ++w) {
+    wakers.emplace_back([&, w] {
+      for (int i = 0; i < kWakesEach; ++i) {
+        int j = (i + w) % kJobs;
+        int fd = ASYNC_get_wait_fd(jobs[static_cast<std::size_t>(j)]);
+        if (seen[w][j] == -1) seen[w][j] = fd;
+        if (fd != seen[w][j]) seen[w][j] = -2;  // changed: a second fd
+        ASYNC_wake(jobs[static_cast<std::size_t>(j)]);
+      }
+      wakers_done.fetch_add(1, std::memory_order_release);
+    });
+  }
+  // Meanwhile: resume every job whose fd is readable.
+  std::vector<int> own(kJobs, -1);
+  while (wakers_done.load(std::memory_order_acquire) < kWakers) {
+    std::vector<pollfd> entries;
+    for (int j = 0; j < kJobs; ++j) {
+      own[j] = ASYNC_get_wait_fd(jobs[static_cast<std::size_t>(j)]);
+      entries.push_back(pollfd{own[j], POLLIN, 0});
+    }
+    if (poll(entries.data(), entries.size(), 10) <= 0) continue;
+    for (int j = 0; j < kJobs; ++j) {
+      if ((entries[static_cast<std::size_t>(j)].revents & POLLIN) == 0) continue;
+      // Through a copy: the wakers read the handles in `jobs`, which
+      // ASYNC_start_job would write (with the same value) as the job pauses.
+      ASYNC_JOB* job = jobs[static_cast<std::size_t>(j)];
+      int ret = 0;
+      ASSERT_EQ(ASYNC_start_job(&job, &ret, nullptr, nullptr, 0), ASYNC_PAUSE);
+      ASSERT_EQ(job, jobs[static_cast<std::size_t>(j)]);
+    }
+  }
+  for (std::thread& t : wakers) t.join();
+  for (int j = 0; j < kJobs; ++j) own[j] = ASYNC_get_wait_fd(jobs[static_cast<std::size_t>(j)]);
+  EXPECT_EQ(CountOpenFds(), fds_before + kJobs) << "one wait fd per job";
+  for (int w = 0; w < kWakers; ++w) {
+    for (int j = 0; j < kJobs; ++j) EXPECT_EQ(seen[w][j], own[j]) << w << " " << j;
+  }
+  EXPECT_TRUE(ErrorQueueEmpty()) << PopError().message;
+  stop.store(true, std::memory_order_relaxed);
+  for (ASYNC_JOB*& job : jobs) EXPECT_EQ(Resume(&job), 1);
+  EXPECT_EQ(CountOpenFds(), fds_before);
 }
 
 }  // namespace
