@@ -43,6 +43,7 @@ struct asyncjob_dwarf_eh_bases {
 const void* _Unwind_Find_FDE(void* pc, asyncjob_dwarf_eh_bases* bases);
 _Unwind_Reason_Code __gxx_personality_v0(int, _Unwind_Action, _Unwind_Exception_Class,
                                          _Unwind_Exception*, _Unwind_Context*);
+void* __cxa_begin_catch(void* exception) noexcept;
 }
 
 namespace asyncjob::job {
@@ -240,16 +241,28 @@ bool IsPltEntry(std::uintptr_t target) {
 }
 
 // Clang's __clang_call_terminate, which every object Clang built carries a
-// hidden copy of: `push %rax; call __cxa_begin_catch; call std::terminate`
-// (after an endbr64 with -fcf-protection).
+// hidden copy of: `push %rax` (after an endbr64 with -fcf-protection), then,
+// within a few instructions (ThreadSanitizer adds its entry hook), two
+// consecutive calls: __cxa_begin_catch, then std::terminate, each directly
+// or through the PLT.
 bool IsClangTerminateHelper(std::uintptr_t target) {
+  constexpr std::size_t kScan = 40;
   std::uintptr_t p = SkipEndbr(target);
-  if (!IsLoadedCode(p, 11)) return false;
+  if (!IsLoadedCode(p, kScan)) return false;
   const auto* code = reinterpret_cast<const std::uint8_t*>(p);
-  if (code[0] != 0x50 || code[1] != 0xe8 || code[6] != 0xe8) return false;
-  std::uintptr_t terminate_call = CallTarget(p + 6);
-  return terminate_call == reinterpret_cast<std::uintptr_t>(&std::terminate) ||
-         IsPltEntry(terminate_call);
+  if (code[0] != 0x50) return false;
+  auto calls = [](std::uintptr_t call, const void* function) {
+    std::uintptr_t to = CallTarget(call);
+    return to == reinterpret_cast<std::uintptr_t>(function) || IsPltEntry(to);
+  };
+  for (std::size_t i = 1; i + 10 <= kScan; ++i) {
+    if (code[i] == 0xe8 && code[i + 5] == 0xe8 &&
+        calls(p + i, reinterpret_cast<const void*>(&__cxa_begin_catch)) &&
+        calls(p + i + 5, reinterpret_cast<const void*>(&std::terminate))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Whether the landing pad of a catch (...) is Clang's terminate handler:
