@@ -28,7 +28,8 @@
 // Frames without an LSDA, and frames of another language's personality
 // (C code built with -fexceptions), run no C++ handlers and pass.
 //
-// Cold path only: a walk costs a few microseconds per frame.
+// Cold path only: each frame costs an FDE lookup and, for C++ frames, an
+// LSDA read.
 //
 //   UnwindCheck check = CheckUnwindTo(reinterpret_cast<const void*>(&Entry), 1);
 //   if (check.blocker != UnwindBlocker::kNone) { ...report check.frame... }
@@ -54,10 +55,10 @@ struct UnwindCheck {
   int frames_walked = 0;        // frames examined (after the skipped ones)
 };
 
-// Walks from the caller of CheckUnwindTo()'s caller, skipping
-// `frames_to_skip` frames counted from CheckUnwindTo()'s caller (0: start
-// there), up to the frame of the function that starts at `stop_function`
-// (not examined: it is trusted to catch the exception).
+// Examines the frames from CheckUnwindTo()'s caller outwards, after
+// skipping `frames_to_skip` of them (0: the caller is the first examined),
+// up to the frame of the function that starts at `stop_function`, which is
+// not examined: it is trusted to catch the exception.
 UnwindCheck CheckUnwindTo(const void* stop_function, int frames_to_skip);
 
 // "name" of the function containing `address`, from the dynamic symbol
