@@ -24,6 +24,7 @@
 #define ASYNCJOB_ASYNCJOB_HPP_
 
 #include <cstddef>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -101,7 +102,11 @@ class PauseBlocker {
 
 // Runs a callable if the current job is cancelled while this object lives,
 // before the job's stack unwinds (e.g. to withdraw a request submitted to a
-// device). Must be created inside a job; throws Error otherwise.
+// device). Must be created inside a job; throws Error otherwise. An action
+// that throws cannot stop the cancellation: its exception is dropped and
+// reported on the error queue (ASYNCJOB_R_CANCEL_HOOK_THREW), the other
+// actions still run and the stack still unwinds. One created while the job
+// is being cancelled (in a destructor on the unwind path) never runs.
 class OnCancel {
  public:
   explicit OnCancel(std::function<void()> action) : action_(std::move(action)) {
@@ -260,6 +265,10 @@ struct JobTask {
   // Calls the callable and keeps its value (see JobTaskFor).
   virtual void Run() = 0;
   std::exception_ptr error;
+  // Set by an owner that gave up on the job while it could not be
+  // cancelled (see Job<T>::~Job): the task then deletes itself when the
+  // job ends, should anyone resume it.
+  bool orphaned = false;
 
   // The int(void*) the C API starts: its argument is a copy of a JobTask*.
   static int Enter(void* argument) {
@@ -267,9 +276,13 @@ struct JobTask {
     try {
       task->Run();
     } catch (...) {
-      if (asyncjob_is_cancelling() != 0) throw;  // let the unwind finish
+      if (asyncjob_is_cancelling() != 0) {  // let the unwind finish
+        if (task->orphaned) delete task;
+        throw;
+      }
       task->error = std::current_exception();
     }
+    if (task->orphaned) delete task;
     return 1;
   }
 };
@@ -300,7 +313,12 @@ struct JobTaskFor : JobTaskOf<T, Base> {
 }  // namespace detail
 
 // A job started by asyncjob::start(), with a result of type T. Move-only.
-// Destroying a paused Job cancels it (its stack unwinds).
+// Destroying a paused Job cancels it (its stack unwinds). A destructor
+// cannot report failure, so when the job cannot be cancelled (see cancel())
+// the destructor leaves it paused for good: the error stays on the error
+// queue, one line goes to stderr, and the job's stack and callable are not
+// freed (they are if someone resumes the job through its handle until it
+// finishes). Assigning to a paused Job does the same to the old job.
 template <class T>
 class Job {
  public:
@@ -351,7 +369,11 @@ class Job {
   // Cancels a paused job: cancel hooks run, its stack unwinds (destructors
   // run), its wait context's fds are cleaned up and it returns to the pool.
   // Does nothing for a finished job. Throws Error if the job belongs to
-  // another thread.
+  // another thread, or if its stack cannot be unwound (it is paused in a
+  // noexcept function or a destructor, or under C code built without unwind
+  // tables: reasons ASYNCJOB_R_NOEXCEPT_FRAME, ASYNCJOB_R_STACK_NOT_UNWINDABLE);
+  // the job is then still paused and can be resumed, or cancelled once it
+  // has left that frame.
   void cancel() {
     if (state_ != State::kPaused) return;
     if (asyncjob_cancel_job(&job_) != 1) throw Error::FromQueue("asyncjob_cancel_job");
@@ -382,7 +404,23 @@ class Job {
   }
 
   void cancel_quietly() noexcept {
-    if (state_ == State::kPaused && asyncjob_cancel_job(&job_) == 1) state_ = State::kCancelled;
+    if (state_ != State::kPaused) return;
+    if (asyncjob_cancel_job(&job_) == 1) {
+      state_ = State::kCancelled;
+      return;
+    }
+    // It stays paused: the task must outlive it, and is freed only if the
+    // job is resumed until it ends. The reason stays on the error queue.
+    const char* text = nullptr;
+    asyncjob_peek_last_error(&text);
+    std::fprintf(stderr,
+                 "asyncjob: a paused asyncjob::Job was destroyed but could not be cancelled "
+                 "(%s); it stays paused\n",
+                 text != nullptr ? text : "unknown reason");
+    task_->orphaned = true;
+    static_cast<void>(task_.release());
+    job_ = nullptr;
+    state_ = State::kEmpty;
   }
 
   std::unique_ptr<detail::JobTaskOf<T>> task_;

@@ -58,6 +58,14 @@
 #define ASYNCJOB_R_WAIT_CTX_IN_USE 126
 #define ASYNCJOB_R_NOT_IN_JOB 127
 #define ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS 128
+/* asyncjob_cancel_job: the job's stack cannot be unwound (a frame between
+ * its pause and its start has no unwind information) or must not be (a
+ * noexcept function or a destructor is on it); the job is left paused. */
+#define ASYNCJOB_R_STACK_NOT_UNWINDABLE 129
+#define ASYNCJOB_R_NOEXCEPT_FRAME 130
+/* A cancel hook threw; the exception was dropped and the cancellation went
+ * on (asyncjob_cancel_job still returns 1). */
+#define ASYNCJOB_R_CANCEL_HOOK_THREW 131
 
 /* ----- Reading the queue ----- */
 

@@ -68,6 +68,14 @@ Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t siz
   return job;
 }
 
+// Run by the job layer once a job's cancellation is sure to go ahead,
+// before its cancel hooks: cancelling resumes the job, so the fds its owner
+// has seen start a new round (as in ASYNC_pause_job), and clearing them
+// reports them deleted.
+void StartNewRoundOfCancelledJob(Job* job) {
+  if (WaitContext* wait = WaitContextOf(job)) wait->StartNewRound();
+}
+
 #if ASYNCJOB_CONTEXT_RETURN_FREE
 // Return-free entries (docs/design.md): the job itself does, before
 // switching back, what ASYNC_start_job would do after the switch. This is its end,
@@ -325,10 +333,11 @@ int asyncjob_cancel_job(ASYNC_JOB** job) {
   }
   Job* target = FromHandle(*job);
   if (!asyncjob::job::CheckResumable(target)) return 0;
-  // Cancelling resumes the job: the fds its owner has seen start a new round
-  // (as in ASYNC_pause_job), so that clearing them reports them deleted.
-  if (WaitContext* wait = WaitContextOf(target)) wait->StartNewRound();
-  if (asyncjob::job::Cancel(target) == Outcome::kError) return 0;
+  // kPaused: the job's stack cannot be unwound; it is paused as it was, its
+  // wait context untouched, and the reason is queued.
+  if (asyncjob::job::Cancel(target, &StartNewRoundOfCancelledJob) != Outcome::kFinished) {
+    return 0;
+  }
   if (WaitContext* wait = WaitContextOf(target)) {
     try {
       wait->CleanUpAllFds();  // copies the fd list first

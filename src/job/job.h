@@ -282,7 +282,8 @@ inline bool CanPause(const Job* job);
 
 // Pauses the current job, which CanPause(); returns once it has been
 // resumed. Throws JobCancelled (after running the job's cancel hooks,
-// newest first) when it is resumed by Cancel().
+// newest first) when it is resumed by Cancel() and its stack can be
+// unwound; when it cannot, pauses again (see Cancel()).
 inline void PauseCurrent(Job* job);
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE
@@ -308,12 +309,25 @@ inline int PauseReturnFree(Job* job, int value);
 
 // Cancels a paused job: resumes it with JobCancelled thrown from its pause,
 // so that its stack unwinds, until it finishes (pausing is disabled
-// meanwhile). kError (error queued, job untouched) as for Resume(); else
+// meanwhile). kError (error queued, job untouched) as for Resume().
+//
+// Before throwing, the job walks its own stack from the pause to its entry
+// (unwind_check.h): if the exception would meet a frame the C++ runtime
+// cannot unwind (no unwind information) or must not leave (noexcept, a
+// destructor), std::terminate would follow, so instead nothing runs, an
+// error naming the frame is queued (ASYNCJOB_R_STACK_NOT_UNWINDABLE or
+// ASYNCJOB_R_NOEXCEPT_FRAME) and the job pauses again where it was: kPaused,
+// and it can still be resumed or cancelled. Otherwise before_unwind(job) (if
+// not nullptr) runs on the job's stack, then the cancel hooks (newest
+// first; one that throws has its exception dropped and reported as
+// ASYNCJOB_R_CANCEL_HOOK_THREW, and the others still run), then the unwind:
 // kFinished, with job->cancellation.unwound set. The caller then Release()s it.
-Outcome Cancel(Job* job);
+Outcome Cancel(Job* job, void (*before_unwind)(Job* job) = nullptr);
 
 // Cancel hooks of the current job: run when it is cancelled. false (error
-// queued) outside a job or when the job has kMaxCancelHooks already.
+// queued) outside a job or when the job has kMaxCancelHooks already. While
+// the job is being cancelled (its hooks have run or are running) a hook is
+// accepted but never runs: the hooks run once, before the unwind.
 bool AddCancelHook(void (*function)(void*), void* argument);
 // false when the current job has no such hook (nothing queued).
 bool RemoveCancelHook(void (*function)(void*), void* argument);

@@ -36,7 +36,9 @@ extern std::atomic<const SwitchHooks*> switch_hooks;
 
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
-[[noreturn]] void ThrowFromPause(void* job);
+// What a job resumed by Cancel() does at its pause (job.cc): throws, or,
+// when its stack cannot be unwound, pauses again and returns once resumed.
+void CancelFromPause(Job* job);
 // Copies arguments too large for the job's stack to the heap; false (error
 // queued) when out of memory.
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
@@ -207,7 +209,7 @@ inline void PauseCurrent(Job* job) {
   job->state = JobState::kPaused;
   thread.current = job->links.parent;
   context::Switch(&job->fibre, job->links.resume_to, internal::kPausedToken);
-  if (job->cancellation.requested) [[unlikely]] internal::RunCancelHooksAndThrow(job);
+  if (job->cancellation.requested) [[unlikely]] internal::CancelFromPause(job);
 }
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE

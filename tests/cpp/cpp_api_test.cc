@@ -312,3 +312,83 @@ TEST_F(CppApi, CancellingAJobHoldingAnFdRegistrationRunsTheCleanup) {
   EXPECT_TRUE(ctx.fds().empty());
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before);
 }
+
+// ----- Jobs that cannot be cancelled, and actions that throw -----
+
+namespace {
+__attribute__((noinline)) void PauseInNoexcept() noexcept {
+  Noisy inside("in noexcept");
+  asyncjob::pause();
+}
+}  // namespace
+
+TEST_F(CppApi, CancelThrowsWhenTheStackCannotBeUnwoundAndTheJobStaysPaused) {
+  events.clear();
+  auto job = asyncjob::start([] {
+    asyncjob::OnCancel action([] { events.push_back("action"); });
+    PauseInNoexcept();
+    return 4;
+  });
+  ASSERT_TRUE(job.paused());
+  try {
+    job.cancel();
+    ADD_FAILURE() << "cancel() returned";
+  } catch (const asyncjob::Error& error) {
+    EXPECT_EQ(error.reason(), ASYNCJOB_R_NOEXCEPT_FRAME);
+    EXPECT_NE(std::string(error.what()).find("cannot be cancelled"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_TRUE(job.paused());
+  EXPECT_FALSE(job.cancelled());
+  EXPECT_TRUE(events.empty());
+  job.resume();
+  ASSERT_TRUE(job.finished());
+  EXPECT_EQ(job.get(), 4);
+  EXPECT_EQ(events, (std::vector<std::string>{"~in noexcept"}));
+}
+
+TEST_F(CppApi, DestroyingAJobThatCannotBeCancelledLeavesItPausedAndSaysSo) {
+  events.clear();
+  ASYNC_JOB* handle = nullptr;
+  testing::internal::CaptureStderr();
+  {
+    auto job = asyncjob::start([] {
+      PauseInNoexcept();
+      events.push_back("finished after all");
+    });
+    handle = job.handle();
+  }  // no terminate: the job stays paused
+  std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("could not be cancelled"), std::string::npos) << said;
+  EXPECT_NE(said.find("a noexcept frame"), std::string::npos) << said;
+  EXPECT_EQ(asyncjob_test::PopError().reason(), ASYNCJOB_R_NOEXCEPT_FRAME);
+  EXPECT_TRUE(events.empty());
+  asyncjob_pool_stats stats;
+  ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
+  EXPECT_EQ(stats.in_use, 1u);
+  // Whoever holds the handle can still finish it; its task is freed then.
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&handle, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(events, (std::vector<std::string>{"~in noexcept", "finished after all"}));
+  ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
+  EXPECT_EQ(stats.in_use, 0u);
+}
+
+TEST_F(CppApi, AnOnCancelActionThatThrowsIsReportedAndTheOthersStillRun) {
+  events.clear();
+  auto job = asyncjob::start([] {
+    Noisy resource("resource");
+    asyncjob::OnCancel first([] { events.push_back("first action"); });
+    asyncjob::OnCancel throws([] { throw std::runtime_error("withdraw failed"); });
+    asyncjob::OnCancel last([] { events.push_back("last action"); });
+    asyncjob::pause();
+    return 1;
+  });
+  job.cancel();  // does not throw: the job was cancelled
+  EXPECT_TRUE(job.cancelled());
+  EXPECT_EQ(events, (std::vector<std::string>{"last action", "first action", "~resource"}));
+  asyncjob_test::QueuedError error = asyncjob_test::PopError();
+  EXPECT_EQ(error.reason(), ASYNCJOB_R_CANCEL_HOOK_THREW);
+  EXPECT_NE(error.message.find("withdraw failed"), std::string::npos) << error.message;
+  EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+}
