@@ -58,6 +58,9 @@
 #define ASYNCJOB_R_WAIT_CTX_IN_USE 126
 #define ASYNCJOB_R_NOT_IN_JOB 127
 #define ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS 128
+/* The job was left paused by a thread that has since exited: no thread can
+ * resume or cancel it any more. */
+#define ASYNCJOB_R_OWNER_THREAD_EXITED 129
 
 /* ----- Reading the queue ----- */
 
