@@ -25,6 +25,7 @@
 using asyncjob_test::PopError;
 
 extern "C" int asyncjob_test_c_exit_in_job(char* log, size_t log_size, void** value);
+extern "C" int asyncjob_test_legacy_resume_orphan(unsigned long* error);
 
 namespace {
 
@@ -256,6 +257,12 @@ TEST_F(OrphanedJobs, JobsOfAPoolCleanedUpBeforeExit) {
   for (ASYNC_JOB* job : orphans.jobs) ExpectRefused(job);
 }
 
+TEST_F(OrphanedJobs, TheLegacyApiRefusesThemToo) {
+  unsigned long error = 0;
+  EXPECT_EQ(asyncjob_test_legacy_resume_orphan(&error), ASYNC_ERR);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(error), ASYNCJOB_R_OWNER_THREAD_EXITED);
+}
+
 TEST(OrphanedJobsDeathTest, OverflowInTheLaterThreadStillNamesTheJob) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
@@ -345,11 +352,22 @@ TEST_F(OrphanedJobs, TheirStackPagesAreReleasedAndTheirMappingsBounded) {
 
 // ----- pthread_exit() and pthread_cancel() inside a job -----
 
+// A thread that runs a job to its end: the first one makes the mappings
+// the C library keeps for later threads (a cached stack, a malloc arena).
+void* RunOneJob(void*) {
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PauseOnce, nullptr, 0), ASYNC_PAUSE);
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PauseOnce, nullptr, 0), ASYNC_FINISH);
+  return nullptr;
+}
+
 class ThreadExitInJob : public ::testing::Test {
  protected:
   void SetUp() override {
     asyncjob_clear_errors();
     TakeEvents();
+    Join(Spawn(&RunOneJob, nullptr));
     mappings_ = asyncjob_test::CountMappings();
     fds_ = asyncjob_test::CountOpenFds();
     asyncjob_get_stats(&stats_);
