@@ -17,6 +17,10 @@
 #include "base/sanitizers.h"
 #include "stack/overflow_guard.h"
 
+#if ASYNCJOB_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace asyncjob::job {
 
 constinit thread_local ThreadState this_thread
@@ -452,6 +456,11 @@ void Pool::Orphan() {
       std::byte* high = base::AlignDown(job->header_start, page);
       if (high > low) madvise(low, static_cast<std::size_t>(high - low), MADV_DONTNEED);
     }
+#if ASYNCJOB_ASAN
+    // What the header points to (its wait context) stays reachable through
+    // it, as long as the header itself: tell the leak checker to look.
+    __lsan_register_root_region(job, sizeof(Job));
+#endif
   }
   FlushThreadCounters();
   {
