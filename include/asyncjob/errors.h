@@ -66,6 +66,9 @@
 /* A cancel hook threw; the exception was dropped and the cancellation went
  * on (asyncjob_cancel_job still returns 1). */
 #define ASYNCJOB_R_CANCEL_HOOK_THREW 131
+/* The job was left paused by a thread that has since exited: no thread can
+ * resume or cancel it any more. */
+#define ASYNCJOB_R_OWNER_THREAD_EXITED 132
 
 /* ----- Reading the queue ----- */
 

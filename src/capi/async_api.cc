@@ -76,6 +76,21 @@ void StartNewRoundOfCancelledJob(Job* job) {
   if (WaitContext* wait = WaitContextOf(job)) wait->StartNewRound();
 }
 
+// A job its thread's exit ended (pthread_exit() or cancellation inside it):
+// as for a cancelled job, the cleanup routines of its fds run and its wait
+// context is free again; the thread's unwind then goes on.
+void EndedByThreadExit(Job* job) {
+  if (WaitContext* wait = WaitContextOf(job)) {
+    wait->StartNewRound();
+    wait->CleanUpAllFds();
+    wait->attached_job = nullptr;
+  }
+}
+
+__attribute__((constructor)) void ObserveThreadExits() {
+  asyncjob::job::SetThreadExitObserver(&EndedByThreadExit);
+}
+
 #if ASYNCJOB_CONTEXT_RETURN_FREE
 // Return-free entries (docs/design.md): the job itself does, before
 // switching back, what ASYNC_start_job would do after the switch. This is its end,

@@ -4,6 +4,8 @@
 
 #include <cxxabi.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unwind.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -18,6 +20,10 @@
 #include "base/sanitizers.h"
 #include "job/unwind_check.h"
 #include "stack/overflow_guard.h"
+
+#if ASYNCJOB_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
 
 namespace asyncjob::job {
 
@@ -35,8 +41,19 @@ constexpr std::size_t kHeaderAlignment = 64;
 #if UINTPTR_MAX == UINT64_MAX && !ASYNCJOB_CONTEXT_UCONTEXT && !ASYNCJOB_ASAN && !ASYNCJOB_TSAN
 static_assert(offsetof(Job, cancellation) + offsetof(Job::Cancellation, hooks) <=
               4 * kHeaderAlignment);
-static_assert(sizeof(Job) <= 400);
+// 400 bytes, plus the pool membership links (cold, at the end).
+static_assert(sizeof(Job) <= 416);
 #endif
+
+// Thread generations (ThreadState::id): 0 means "none yet".
+std::atomic<std::uint64_t> next_thread_id{1};
+
+// Pools of exited threads that hold orphans: kept, and reachable, for the
+// life of the process, since the orphans' headers stay readable.
+std::mutex orphanage_mutex;
+Pool* orphanage = nullptr;
+
+std::atomic<void (*)(Job*)> thread_exit_observer{nullptr};
 
 // Totals of threads whose pools were cleaned up.
 std::mutex totals_mutex;
@@ -63,8 +80,8 @@ void FlushThreadCounters() {
 pthread_key_t thread_exit_key;
 pthread_once_t thread_exit_key_once = PTHREAD_ONCE_INIT;
 
-// Runs when a thread that had a pool exits.
-void OnThreadExit(void*) { Pool::CleanupThisThread(); }
+// Runs when a thread that had a pool exits, after its stack was unwound.
+void OnThreadExit(void*) { Pool::OrphanThisThreadsJobs(); }
 
 // For the overflow handler: the stack of the job running on this thread.
 const stack::Stack* RunningStack(const void** owner) {
@@ -93,9 +110,113 @@ constinit thread_local BeforeUnwind pending_before_unwind
   message.WriteAndAbort();
 }
 
+[[noreturn]] void DieOfUnknownForcedUnwind(Job* job, const char* what) {
+  base::FatalMessage message;
+  message.Add("asyncjob: the thread is exiting inside job ")
+      .AddPointer(job)
+      .Add(", but ")
+      .Add(what)
+      .Add("\n");
+  message.WriteAndAbort();
+}
+
+// The C++ runtime's header of a caught exception (Itanium C++ ABI, 2.2.1):
+// for a foreign exception, such as the C library's forced unwind, the
+// runtime records as "caught" a header placed so that its unwind_header is
+// the foreign _Unwind_Exception.
+struct ItaniumExceptionHeader {
+  void* exception_type;
+  void (*exception_destructor)(void*);
+  void (*unexpected_handler)();
+  void (*terminate_handler)();
+  void* next_exception;
+  int handler_count;
+  int handler_switch_value;
+  const unsigned char* action_record;
+  const unsigned char* language_specific_data;
+  void* catch_temp;
+  void* adjusted_pointer;
+  _Unwind_Exception unwind_header;
+};
+static_assert(sizeof(ItaniumExceptionHeader) ==
+              offsetof(ItaniumExceptionHeader, unwind_header) + sizeof(_Unwind_Exception));
+
+// The forced unwind the running job's catch block has caught (see
+// JobEntry()), or nullptr if what it caught does not look like one.
+_Unwind_Exception* CaughtForcedUnwind() {
+  void* caught = this_thread.exceptions->caught_exceptions;
+  if (caught == nullptr) return nullptr;
+  // As the runtime finds the header from the exception: just before it.
+  auto* exception = &static_cast<ItaniumExceptionHeader*>(caught)->unwind_header;
+  // _Unwind_ForcedUnwind() stored the stop function and its argument here.
+  if (exception->private_1 == 0) return nullptr;
+  return exception;
+}
+
+// What a job that its thread's exit ended hands to the stack that entered
+// it, on its own stack (which stays until the job is released).
+struct ThreadExitRecord {
+  Job* job;
+  _Unwind_Exception* exception;
+  bool entry_ended;  // EndEntry() already ran (return-free entries)
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  context::Diversion diversion;
+#endif
+};
+
+// The thread is exiting inside `job`: the forced unwind reached the job's
+// entry function and is caught there. The catch must never end (ending it
+// would delete the C library's exception object, which aborts the
+// process): leave the job's stack for good, and let the code that entered
+// the job carry the same unwind on from its own call site.
+[[noreturn]] void LeaveForThreadExit(Job* job) {
+  _Unwind_Exception* exception = CaughtForcedUnwind();
+  if (exception == nullptr) DieOfUnknownForcedUnwind(job, "its forced unwind cannot be found");
+  ThreadExitRecord record{};
+  record.job = job;
+  record.exception = exception;
+  ThreadState& thread = this_thread;
+  thread.current = job->links.parent;
+  context::Context* from = &job->fibre;
+  context::Context* to = job->links.resume_to;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  if (job->return_free) {
+    // The code that entered the job left through the switch: nothing runs
+    // there after it. Make it call ContinueThreadExit() as if from its
+    // switch's call site, and do its part of the exit here.
+    internal::EndEntry(job, thread, /*finished=*/true);
+    record.entry_ended = true;
+    record.diversion = context::Diversion{nullptr, &internal::ContinueThreadExit, &record};
+    context::Divert(to, &record.diversion);
+    context::SwitchForGood(from, to, &record.diversion);
+  }
+#endif
+  // Enter() sees a transfer value that is neither token.
+  context::SwitchForGood(from, to, &record);
+}
+
 }  // namespace
 
 namespace internal {
+
+void ContinueThreadExit(void* record_pointer) {
+  // Read the record first: it lives on the job's stack, which Release()
+  // may free.
+  const ThreadExitRecord record = *static_cast<ThreadExitRecord*>(record_pointer);
+  Job* job = record.job;
+  _Unwind_Exception* exception = record.exception;
+  if (!record.entry_ended) EndEntry(job, this_thread, /*finished=*/true);
+  if (auto observer = thread_exit_observer.load(std::memory_order_acquire)) observer(job);
+  job->entry.result = 0;
+  Release(job);
+  // The C library's unwind, continued from this frame: its stop function
+  // runs the cleanup handlers and destructors still to run on this stack
+  // (and on the stacks below, job by job) and ends the thread.
+  _Unwind_ForcedUnwind(exception,
+                       reinterpret_cast<_Unwind_Stop_Fn>(exception->private_1),
+                       reinterpret_cast<void*>(exception->private_2));
+  DieOfUnknownForcedUnwind(job, "its forced unwind could not be continued past it");
+}
 
 std::atomic<const SwitchHooks*> switch_hooks{nullptr};
 
@@ -107,6 +228,9 @@ std::atomic<const SwitchHooks*> switch_hooks{nullptr};
   } catch (const JobCancelled&) {
     job->entry.result = 0;
     job->cancellation.unwound = true;
+  } catch (abi::__forced_unwind&) {
+    // pthread_exit() or cancellation inside the job: it must go on.
+    LeaveForThreadExit(job);
   } catch (...) {
     DieOfEscapedException(job);
   }
@@ -271,6 +395,10 @@ void SetSwitchHooks(const SwitchHooks* hooks) {
   internal::switch_hooks.store(hooks, std::memory_order_release);
 }
 
+void SetThreadExitObserver(void (*observer)(Job* job)) {
+  thread_exit_observer.store(observer, std::memory_order_release);
+}
+
 Counters ProcessCounters() {
   std::lock_guard lock(totals_mutex);
   Counters sum = totals;
@@ -284,6 +412,11 @@ Counters ProcessCounters() {
 // once no pool of the thread (a newer one, or an older closing one whose
 // paused jobs may still overflow) needs it.
 void Pool::Delete(Pool* pool) {
+  if (pool->closing_) {
+    Pool** link = &this_thread.closing_pools;
+    while (*link != pool) link = &(*link)->next_closing_;
+    *link = pool->next_closing_;
+  }
   FlushThreadCounters();
   delete pool;
   if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
@@ -297,6 +430,7 @@ Pool* Pool::CreateForThisThread() {
     base::QueueError(ASYNC_R_INIT_FAILED, "out of memory for the job pool");
     return nullptr;
   }
+  if (thread.id == 0) thread.id = next_thread_id.fetch_add(1, std::memory_order_relaxed);
   if (!thread.thread_context_ready) {
     context::InitializeThreadContext(&thread.thread_context);
     thread.exceptions = reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
@@ -357,17 +491,80 @@ void Pool::CleanupThisThread() {
   if (pool == nullptr) return;
   pool->FreeIdleJobs();
   thread.pool = nullptr;
-  if (thread_exit_key_once != PTHREAD_ONCE_INIT) {
-    pthread_setspecific(thread_exit_key, nullptr);
-  }
   if (pool->total_ == 0) {
     Delete(pool);
+    // Closing pools keep the exit call: their jobs become orphans then.
+    if (thread.closing_pools == nullptr && thread_exit_key_once != PTHREAD_ONCE_INIT) {
+      pthread_setspecific(thread_exit_key, nullptr);
+    }
     return;
   }
-  pool->closing_ = true;
+  pool->MarkClosing();
   base::QueueError(ASYNCJOB_R_JOBS_OUTSTANDING,
                    "%zu jobs are still paused; each is freed when it finishes",
                    pool->total_);
+}
+
+void Pool::MarkClosing() {
+  closing_ = true;
+  next_closing_ = this_thread.closing_pools;
+  this_thread.closing_pools = this;
+}
+
+void Pool::OrphanThisThreadsJobs() {
+  ThreadState& thread = this_thread;
+  FreeFinishedUnfreedJobs();
+  if (Pool* pool = thread.pool) {
+    thread.pool = nullptr;
+    pool->FreeIdleJobs();
+    if (pool->total_ == 0) {
+      Delete(pool);
+    } else {
+      pool->MarkClosing();
+    }
+  }
+  while (Pool* pool = thread.closing_pools) {
+    thread.closing_pools = pool->next_closing_;
+    pool->Orphan();
+  }
+}
+
+void Pool::Orphan() {
+  FreeIdleJobs();
+  const std::size_t page = stack::PageSize();
+  for (Job* job = jobs_; job != nullptr; job = job->membership.next) {
+    // Running only if the thread left it without unwinding it (by a
+    // longjmp, or from code without unwind information): its context may
+    // still be the tools' current one.
+    const bool was_running = job->state == JobState::kRunning;
+    job->state = JobState::kOrphaned;
+    if (job->entry.heap_arguments != nullptr) {
+      std::free(job->entry.heap_arguments);
+      job->entry.heap_arguments = nullptr;
+    }
+    if (!was_running) context::Destroy(&job->fibre);
+    // Its frames are never run again nor unwound: their pages go back to
+    // the kernel. The page of the header stays, so that a late resume or
+    // cancel reads a header that refuses it. A custom allocator's block is
+    // left as it is (its pages are not ours to drop).
+    if (job->stack.kind != stack::StackKind::kCustom) {
+      std::byte* low = base::AlignUp(job->stack.low, page);
+      std::byte* high = base::AlignDown(job->header_start, page);
+      if (high > low) madvise(low, static_cast<std::size_t>(high - low), MADV_DONTNEED);
+    }
+#if ASYNCJOB_ASAN
+    // What the header points to (its wait context) stays reachable through
+    // it, as long as the header itself: tell the leak checker to look.
+    __lsan_register_root_region(job, sizeof(Job));
+#endif
+  }
+  FlushThreadCounters();
+  {
+    std::lock_guard lock(orphanage_mutex);
+    next_closing_ = orphanage;
+    orphanage = this;
+  }
+  if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
 }
 
 Job* Pool::AcquireSlow(bool* exhausted) {
@@ -387,6 +584,9 @@ Job* Pool::CreateJob() {
   job->stack = memory;
   job->links.pool = this;
   job->header_start = header;
+  job->membership.next = jobs_;
+  if (jobs_ != nullptr) jobs_->membership.previous = job;
+  jobs_ = job;
   ++total_;
   ++kind_counts_[static_cast<int>(memory.kind)];
   ++this_thread.counters.jobs_created;
@@ -395,6 +595,14 @@ Job* Pool::CreateJob() {
 
 void Pool::FreeJob(Job* job) {
   stack::Stack memory = job->stack;
+  if (job->membership.previous != nullptr) {
+    job->membership.previous->membership.next = job->membership.next;
+  } else {
+    jobs_ = job->membership.next;
+  }
+  if (job->membership.next != nullptr) {
+    job->membership.next->membership.previous = job->membership.previous;
+  }
   context::Destroy(&job->fibre);
   job->~Job();
   --total_;
@@ -438,13 +646,20 @@ void Pool::FreeFinishedUnfreedJobs() {
 // ----- Running jobs -----
 
 bool CheckResumable(const Job* job) {
-  if (job->links.owner == nullptr) {
+  if (job->state == JobState::kOrphaned) {
+    base::QueueError(ASYNCJOB_R_OWNER_THREAD_EXITED,
+                     "job %p was left paused by a thread that has exited; no thread "
+                     "can resume or cancel it",
+                     static_cast<const void*>(job));
+    return false;
+  }
+  if (job->links.owner == 0) {
     base::QueueError(ASYNCJOB_R_JOB_NOT_PAUSED,
                      "job %p is not paused: it finished or never started",
                      static_cast<const void*>(job));
     return false;
   }
-  if (job->links.owner != &this_thread) {
+  if (job->links.owner != this_thread.id) {
     base::QueueError(ASYNCJOB_R_WRONG_THREAD,
                      "job %p belongs to another thread; resume it on the thread "
                      "that started it",

@@ -13,7 +13,19 @@
 // below the header (up to a quarter of the stack); larger ones go to the heap.
 //
 // Threads: each thread has its own Pool; a job may only be resumed on the
-// thread that started it. All functions act on the calling thread.
+// thread that started it, which is recognised by a generation number never
+// reused within the process (ThreadState::id), not by the address of its
+// thread-local block, which the C library hands to the next thread it
+// creates. All functions act on the calling thread.
+//
+// Thread exit: a thread that exits (pthread_exit(), or cancellation) while
+// inside a job ends that job and every job it was nested in: the forced
+// unwind passes from each job's stack on to the stack that entered it, and
+// the jobs go back to their pool. Jobs the thread left paused become
+// orphans (JobState::kOrphaned): their stack pages go back to the kernel,
+// their header page stays, so that any later resume or cancel of them is
+// refused (ASYNCJOB_R_OWNER_THREAD_EXITED). docs/safety.md ("Threads that
+// exit or are cancelled") says what callers see.
 //
 //   Job* job = Pool::ForThisThread(true)->Acquire(&exhausted);
 //   Outcome outcome = Start(job, func, args, size, user_data);
@@ -36,7 +48,9 @@
 
 namespace asyncjob::job {
 
-enum class JobState : std::uint8_t { kIdle, kRunning, kPaused };
+// kOrphaned: left paused (or running) by a thread that has exited; it never
+// runs again, and only its header remains.
+enum class JobState : std::uint8_t { kIdle, kRunning, kPaused, kOrphaned };
 enum class Outcome : std::uint8_t { kError, kPaused, kFinished };
 
 // Thrown inside a job, from the pause it is parked in, when the job is
@@ -72,7 +86,7 @@ struct Job {
   struct Links {
     context::Context* resume_to = nullptr;  // where pausing or finishing returns
     Job* parent = nullptr;                  // job running when this one was entered
-    ThreadState* owner = nullptr;           // thread that started it
+    std::uint64_t owner = 0;  // ThreadState::id of the thread that started it; 0 when idle
     Pool* pool = nullptr;
     Job* next_idle = nullptr;               // in its pool's idle list
   };
@@ -132,6 +146,12 @@ struct Job {
   stack::Stack stack;
   Cancellation cancellation;
   DefaultLibraryContexts default_libctx;
+  // Every job of a pool, idle or not, so that the jobs a thread leaves
+  // paused can be found when it exits.
+  struct PoolMembership {
+    Job* next = nullptr;
+    Job* previous = nullptr;
+  } membership;
 };
 
 // Code that must follow every entry into and exit from a job (for example
@@ -149,6 +169,12 @@ struct SwitchHooks {
 // jobs run: a job must see the same hooks on entry and exit.
 void SetSwitchHooks(const SwitchHooks* hooks);
 
+// Called for a job that its thread's exit (pthread_exit() or cancellation
+// inside it) has ended, on the thread's way out and just before the job
+// goes back to its pool, so that the layer above drops what it ties to the
+// job (the C API: its wait context). Set once, before jobs run.
+void SetThreadExitObserver(void (*observer)(Job* job));
+
 // How much work the job machinery did. Counted per thread without atomics;
 // a thread's counts join the process totals when its pool is cleaned up.
 struct Counters {
@@ -165,13 +191,18 @@ struct Counters {
 Counters ProcessCounters();
 
 // Per-thread state. Plain data with constant initialisation, so that access
-// compiles to a TLS load with no guard.
+// compiles to a TLS load with no guard. A new thread gets it zeroed, often
+// at the address an exited thread's had: hence ThreadState::id.
 struct ThreadState {
+  // This thread's generation: unique within the process, never reused,
+  // given with its first pool (0 until then). Jobs record it as their owner.
+  std::uint64_t id = 0;
   context::Context thread_context;  // the thread's own stack, while jobs run
   Job* current = nullptr;
   Pool* pool = nullptr;
   bool thread_context_ready = false;
   int live_pools = 0;  // this one and closing ones whose paused jobs remain
+  Pool* closing_pools = nullptr;  // the closing ones, through Pool::next_closing_
   ExceptionState* exceptions = nullptr;  // the C++ runtime's, for this thread
   // Return-free jobs of closing pools that finished on their own stacks,
   // which they could not free: freed at the next entry or cleanup.
@@ -228,6 +259,11 @@ class Pool {
   // own stacks (ThreadState::finished_unfreed), and the pools they empty.
   static void FreeFinishedUnfreedJobs();
 
+  // At thread exit (the pthread key destructor): frees the idle jobs of the
+  // thread's pools and makes orphans of the others (see the top of this
+  // file). The pools holding orphans are kept for the life of the process.
+  static void OrphanThisThreadsJobs();
+
  private:
   explicit Pool(std::size_t max_size) : max_size_(max_size) {}
   ~Pool() = default;
@@ -242,9 +278,15 @@ class Pool {
   void FreeJob(Job* job);
   // Frees a job of this closing pool, and the pool with its last job.
   void FreeJobOfClosingPool(Job* job);
+  // Marks this pool closing and lists it on the thread's closing pools.
+  void MarkClosing();
+  // Makes orphans of this closing pool's remaining jobs; see OrphanThisThreadsJobs().
+  void Orphan();
 
   stack::StackSource stacks_;
   Job* idle_ = nullptr;
+  Job* jobs_ = nullptr;  // all of them, through Job::membership
+  Pool* next_closing_ = nullptr;
   std::size_t max_size_ = 0;
   std::size_t total_ = 0;
   std::size_t idle_count_ = 0;
@@ -259,7 +301,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
                          std::size_t size, void* user_data);
 
 // Whether `job` is paused and belongs to this thread; queues the reason
-// when not.
+// when not (ASYNCJOB_R_OWNER_THREAD_EXITED for an orphan).
 bool CheckResumable(const Job* job);
 
 // The same, inline for the common case, and counts the resume to come.

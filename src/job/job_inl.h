@@ -39,6 +39,10 @@ extern std::atomic<const SwitchHooks*> switch_hooks;
 // What a job resumed by Cancel() does at its pause (job.cc): throws, or,
 // when its stack cannot be unwound, pauses again and returns once resumed.
 void CancelFromPause(Job* job);
+// Run on the stack that entered a job which its thread's exit ended: gives
+// the job back and carries the thread's forced unwind on from here.
+// `record` is the ThreadExitRecord the job's last switch handed over.
+[[noreturn]] void ContinueThreadExit(void* record);
 // Copies arguments too large for the job's stack to the heap; false (error
 // queued) when out of memory.
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
@@ -89,9 +93,14 @@ inline Outcome Enter(Job* job, void* transfer) {
   BeginEntry(job, thread);
   job->return_free = false;
   void* token = context::Switch(job->links.resume_to, &job->fibre, transfer);
-  bool finished = token == kFinishedToken;
-  EndEntry(job, this_thread, finished);
-  return finished ? Outcome::kFinished : Outcome::kPaused;
+  if (token == kPausedToken) [[likely]] {
+    EndEntry(job, this_thread, /*finished=*/false);
+    return Outcome::kPaused;
+  }
+  // Any other value than the two tokens: the thread is exiting inside it.
+  if (token != kFinishedToken) [[unlikely]] ContinueThreadExit(token);
+  EndEntry(job, this_thread, /*finished=*/true);
+  return Outcome::kFinished;
 }
 
 }  // namespace internal
@@ -132,7 +141,7 @@ inline void Release(Job* job, bool on_its_own_stack) {
     job->entry.heap_arguments = nullptr;
   }
   job->state = JobState::kIdle;
-  job->links.owner = nullptr;
+  job->links.owner = 0;
   job->user_data = nullptr;
   job->links.pool->TakeBack(job, on_its_own_stack);
 }
@@ -169,7 +178,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   job->cancellation.unwound = false;
   job->cancellation.hook_count = 0;
   job->exceptions.inside = ExceptionState{};
-  job->links.owner = &this_thread;
+  job->links.owner = this_thread.id;  // given with the pool the job came from
   context::Prepare(&job->fibre, job->stack.low, static_cast<std::size_t>(top - job->stack.low),
                    &internal::JobEntry, job);
   job->entry.fresh = true;
@@ -178,8 +187,11 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
 }
 
 inline bool PrepareResume(Job* job) {
-  // One comparison covers the common case: paused, and this thread's.
-  if (job->links.owner != &this_thread || job->state != JobState::kPaused) [[unlikely]] {
+  // One comparison each covers the common case: this thread's, and paused.
+  // The owner is a generation number, never an address a later thread
+  // could have: an orphan (kOrphaned) or another thread's job takes the slow
+  // path, which says which.
+  if (job->links.owner != this_thread.id || job->state != JobState::kPaused) [[unlikely]] {
     if (!CheckResumable(job)) return false;
   }
   ++this_thread.counters.resumes;
