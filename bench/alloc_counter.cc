@@ -18,8 +18,8 @@ void __libc_free(void* pointer);
 }
 
 namespace bench {
-thread_local unsigned long allocations_on_this_thread
-    __attribute__((tls_model("initial-exec"))) = 0;
+thread_local unsigned long allocations_on_this_thread __attribute__((tls_model("initial-exec"))) =
+    0;
 }
 
 extern "C" {

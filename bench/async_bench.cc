@@ -81,10 +81,10 @@ class AllocationCounter {
   unsigned long start_;
 };
 
-#define EXPECT_OR_SKIP(state, condition)                 \
-  if (!(condition)) {                                    \
+#define EXPECT_OR_SKIP(state, condition)                     \
+  if (!(condition)) {                                        \
     (state).SkipWithError("unexpected result: " #condition); \
-    break;                                               \
+    break;                                                   \
   }
 
 // ----- Cases -----
@@ -96,8 +96,7 @@ void BM_StartFinish(benchmark::State& state) {
   AllocationCounter allocations;
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &ReturnOne, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &ReturnOne, nullptr, 0) == ASYNC_FINISH);
   }
   allocations.Report(state);
   benchmark::DoNotOptimize(ret);
@@ -111,10 +110,8 @@ void BM_FullCycle(benchmark::State& state) {
   AllocationCounter allocations;
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_PAUSE);
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_FINISH);
   }
   allocations.Report(state);
   benchmark::DoNotOptimize(ret);
@@ -128,14 +125,14 @@ void BM_PauseResume(benchmark::State& state) {
   std::atomic<bool>* stop_pointer = &stop;
   ASYNC_JOB* job = nullptr;
   int ret = 0;
-  if (ASYNC_start_job(&job, ctx, &ret, &PauseUntilStopped, &stop_pointer,
-                      sizeof stop_pointer) != ASYNC_PAUSE) {
+  if (ASYNC_start_job(&job, ctx, &ret, &PauseUntilStopped, &stop_pointer, sizeof stop_pointer) !=
+      ASYNC_PAUSE) {
     state.SkipWithError("the long job did not pause");
   }
   AllocationCounter allocations;
   for (auto _ : state) {
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseUntilStopped, nullptr, 0) ==
-                              ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state,
+                   ASYNC_start_job(&job, ctx, &ret, &PauseUntilStopped, nullptr, 0) == ASYNC_PAUSE);
   }
   allocations.Report(state);
   stop.store(true, std::memory_order_relaxed);
@@ -171,12 +168,12 @@ void BM_WaitCtxFds(benchmark::State& state) {
   for (auto _ : state) {
     EXPECT_OR_SKIP(state, ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 42, nullptr, nullptr) == 1);
     std::size_t added = 0, deleted = 0;
-    EXPECT_OR_SKIP(state, ASYNC_WAIT_CTX_get_changed_fds(ctx, nullptr, &added, nullptr,
-                                                         &deleted) == 1);
+    EXPECT_OR_SKIP(state,
+                   ASYNC_WAIT_CTX_get_changed_fds(ctx, nullptr, &added, nullptr, &deleted) == 1);
     OSSL_ASYNC_FD added_fds[1], deleted_fds[1];
     EXPECT_OR_SKIP(state, added == 1 && deleted == 0);
-    EXPECT_OR_SKIP(state, ASYNC_WAIT_CTX_get_changed_fds(ctx, added_fds, &added, deleted_fds,
-                                                         &deleted) == 1);
+    EXPECT_OR_SKIP(
+        state, ASYNC_WAIT_CTX_get_changed_fds(ctx, added_fds, &added, deleted_fds, &deleted) == 1);
     benchmark::DoNotOptimize(added_fds[0]);
     EXPECT_OR_SKIP(state, ASYNC_WAIT_CTX_clear_fd(ctx, &key) == 1);
   }
@@ -229,10 +226,8 @@ void BM_FpJob(benchmark::State& state) {
   AllocationCounter allocations;
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, kFunction, nullptr, 0) ==
-                              ASYNC_PAUSE);
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, kFunction, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, kFunction, nullptr, 0) == ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, kFunction, nullptr, 0) == ASYNC_FINISH);
   }
   allocations.Report(state);
   ASYNC_WAIT_CTX_free(ctx);
@@ -251,11 +246,9 @@ void BM_FpCallerClears(benchmark::State& state) {
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
     bench::ClearFpStatusFlags();
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_PAUSE);
     bench::ClearFpStatusFlags();
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_FINISH);
   }
   ASYNC_WAIT_CTX_free(ctx);
 }
@@ -266,11 +259,11 @@ void BM_FpCallerClearsJobDivides(benchmark::State& state) {
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
     bench::ClearFpStatusFlags();
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &DivideAndPause, nullptr, 0) ==
-                              ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state,
+                   ASYNC_start_job(&job, ctx, &ret, &DivideAndPause, nullptr, 0) == ASYNC_PAUSE);
     bench::ClearFpStatusFlags();
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &DivideAndPause, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state,
+                   ASYNC_start_job(&job, ctx, &ret, &DivideAndPause, nullptr, 0) == ASYNC_FINISH);
   }
   ASYNC_WAIT_CTX_free(ctx);
 }
@@ -285,10 +278,8 @@ void BM_FullCycleThreads(benchmark::State& state) {
   int ret = 0;
   for (auto _ : state) {
     ASYNC_JOB* job = nullptr;
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_PAUSE);
-    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) ==
-                              ASYNC_FINISH);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_PAUSE);
+    EXPECT_OR_SKIP(state, ASYNC_start_job(&job, ctx, &ret, &PauseOnce, nullptr, 0) == ASYNC_FINISH);
   }
   state.SetItemsProcessed(state.iterations());
   ASYNC_WAIT_CTX_free(ctx);

@@ -92,8 +92,7 @@ void BM_Scale(benchmark::State& state) {
     state.counters["resume_finish_ns_per_job"] = resume_ns / count;
     state.counters["create_pause_faults_per_job"] = (faults1 - faults0) / count;
     state.counters["resume_finish_faults_per_job"] = (faults3 - faults2) / count;
-    state.counters["rss_kib_per_paused_job"] =
-        static_cast<double>(rss_peak - rss_before) / count;
+    state.counters["rss_kib_per_paused_job"] = static_cast<double>(rss_peak - rss_before) / count;
     state.counters["page_tables_kib_per_paused_job"] =
         static_cast<double>(pte_peak - pte_before) / count;
     state.counters["rss_peak_mib"] = static_cast<double>(rss_peak) / 1024.0;

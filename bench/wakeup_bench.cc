@@ -156,13 +156,14 @@ Result Run(bool use_fd, std::uint32_t jobs, std::uint32_t rounds, int workers) {
 }
 
 void Print(const char* name, const Result& result) {
-  std::printf("%-9s %12.0f wake-ups/s  (%llu wake-ups in %.3f s; %llu resumes, %llu loop "
-              "iterations, %llu eventfd writes by callbacks)\n",
-              name, static_cast<double>(result.wakeups) / result.seconds,
-              static_cast<unsigned long long>(result.wakeups), result.seconds,
-              static_cast<unsigned long long>(result.stats.resumes),
-              static_cast<unsigned long long>(result.stats.iterations),
-              static_cast<unsigned long long>(result.stats.eventfd_signals));
+  std::printf(
+      "%-9s %12.0f wake-ups/s  (%llu wake-ups in %.3f s; %llu resumes, %llu loop "
+      "iterations, %llu eventfd writes by callbacks)\n",
+      name, static_cast<double>(result.wakeups) / result.seconds,
+      static_cast<unsigned long long>(result.wakeups), result.seconds,
+      static_cast<unsigned long long>(result.stats.resumes),
+      static_cast<unsigned long long>(result.stats.iterations),
+      static_cast<unsigned long long>(result.stats.eventfd_signals));
 }
 
 }  // namespace

@@ -51,8 +51,7 @@ struct Request {
 std::chrono::steady_clock::time_point start_time;
 
 double Elapsed() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                   start_time)
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_time)
       .count();
 }
 
@@ -88,8 +87,7 @@ int RunRequest(void* argument) {
     std::printf("%7.1f ms  job %d: step %d waits %d ms, pausing\n", Elapsed(), request->id,
                 step + 1, request->delay_ms[step]);
     if (!SlowStep(request->delay_ms[step])) return -1;
-    std::printf("%7.1f ms  job %d: step %d done, resumed\n", Elapsed(), request->id,
-                step + 1);
+    std::printf("%7.1f ms  job %d: step %d done, resumed\n", Elapsed(), request->id, step + 1);
   }
   return request->id * 100;
 }
@@ -170,9 +168,10 @@ int RunOpenSslApiPart() {
 
   asyncjob_pool_stats stats;
   asyncjob_get_pool_stats(&stats);
-  std::printf("\nsummary: %d jobs finished after %d wake-ups in %.1f ms; pool holds %zu idle jobs "
-              "(%zu with guard pages)\n",
-              kJobs - remaining, wakeups, Elapsed(), stats.idle, stats.guarded);
+  std::printf(
+      "\nsummary: %d jobs finished after %d wake-ups in %.1f ms; pool holds %zu idle jobs "
+      "(%zu with guard pages)\n",
+      kJobs - remaining, wakeups, Elapsed(), stats.idle, stats.guarded);
   for (Slot& slot : slots) ASYNC_WAIT_CTX_free(slot.ctx);
   close(epoll);
   ASYNC_cleanup_thread();
@@ -359,10 +358,11 @@ int Run() {
 
   std::printf("\n== Part 2: asyncjob::Loop, %s requests on one thread ==\n\n",
               Thousands(kRequests).c_str());
-  std::printf("Each request makes %d steps. Steps go to a simulated accelerator (2 worker\n"
-              "threads; 20-700 ms latency) that wakes the job through its wait context's\n"
-              "callback; every %dth request waits on a timerfd instead for its middle step.\n\n",
-              kSteps, timer_every);
+  std::printf(
+      "Each request makes %d steps. Steps go to a simulated accelerator (2 worker\n"
+      "threads; 20-700 ms latency) that wakes the job through its wait context's\n"
+      "callback; every %dth request waits on a timerfd instead for its middle step.\n\n",
+      kSteps, timer_every);
 
   const bool tty = isatty(STDOUT_FILENO) != 0;
   std::vector<Request> requests(kRequests);
@@ -400,13 +400,15 @@ int Run() {
   auto report = [&](bool final_line) {
     asyncjob::LoopCounters stats = loop.counters();
     double seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    unsigned long long finished = stats.succeeded + stats.failed + stats.cancelled + stats.timed_out;
-    std::printf("%s%5.2f s  finished %6s/%s  paused %6s  wake-ups: %7s callback, %6s fd  "
-                "(%s eventfd writes)%s",
-                tty ? "\r" : "", seconds, Thousands(finished).c_str(),
-                Thousands(kRequests).c_str(), Thousands(stats.paused).c_str(),
-                Thousands(stats.wakeups_callback).c_str(), Thousands(stats.wakeups_fd).c_str(),
-                Thousands(stats.eventfd_signals).c_str(), tty && !final_line ? "" : "\n");
+    unsigned long long finished =
+        stats.succeeded + stats.failed + stats.cancelled + stats.timed_out;
+    std::printf(
+        "%s%5.2f s  finished %6s/%s  paused %6s  wake-ups: %7s callback, %6s fd  "
+        "(%s eventfd writes)%s",
+        tty ? "\r" : "", seconds, Thousands(finished).c_str(), Thousands(kRequests).c_str(),
+        Thousands(stats.paused).c_str(), Thousands(stats.wakeups_callback).c_str(),
+        Thousands(stats.wakeups_fd).c_str(), Thousands(stats.eventfd_signals).c_str(),
+        tty && !final_line ? "" : "\n");
     std::fflush(stdout);
   };
   const auto interval = tty ? 100ms : 500ms;
@@ -429,24 +431,24 @@ int Run() {
     }
   }
   asyncjob::LoopCounters stats = loop.counters();
-  std::printf("\nsummary: %s requests, %s succeeded, %d wrong or failed, in %.2f s "
-              "(%s requests/s)\n",
-              Thousands(stats.spawned).c_str(), Thousands(stats.succeeded).c_str(), wrong,
-              elapsed, Thousands(static_cast<unsigned long long>(kRequests / elapsed)).c_str());
-  std::printf("         up to %s jobs paused at once; %s resumes\n",
-              Thousands(peak_paused).c_str(), Thousands(stats.resumes).c_str());
+  std::printf(
+      "\nsummary: %s requests, %s succeeded, %d wrong or failed, in %.2f s "
+      "(%s requests/s)\n",
+      Thousands(stats.spawned).c_str(), Thousands(stats.succeeded).c_str(), wrong, elapsed,
+      Thousands(static_cast<unsigned long long>(kRequests / elapsed)).c_str());
+  std::printf("         up to %s jobs paused at once; %s resumes\n", Thousands(peak_paused).c_str(),
+              Thousands(stats.resumes).c_str());
   std::printf("         wake-ups: %s by callback (%s coalesced, %s stale), %s by fd\n",
-              Thousands(stats.wakeups_callback).c_str(),
-              Thousands(stats.wakeups_coalesced).c_str(), Thousands(stats.wakeups_stale).c_str(),
-              Thousands(stats.wakeups_fd).c_str());
-  std::printf("         the callbacks needed %s eventfd writes (%.0f wake-ups per write); "
-              "one eventfd per job would need %s\n",
-              Thousands(stats.eventfd_signals).c_str(),
-              stats.eventfd_signals > 0
-                  ? static_cast<double>(stats.wakeups_callback) /
-                        static_cast<double>(stats.eventfd_signals)
-                  : 0.0,
-              Thousands(stats.wakeups_callback).c_str());
+              Thousands(stats.wakeups_callback).c_str(), Thousands(stats.wakeups_coalesced).c_str(),
+              Thousands(stats.wakeups_stale).c_str(), Thousands(stats.wakeups_fd).c_str());
+  std::printf(
+      "         the callbacks needed %s eventfd writes (%.0f wake-ups per write); "
+      "one eventfd per job would need %s\n",
+      Thousands(stats.eventfd_signals).c_str(),
+      stats.eventfd_signals > 0
+          ? static_cast<double>(stats.wakeups_callback) / static_cast<double>(stats.eventfd_signals)
+          : 0.0,
+      Thousands(stats.wakeups_callback).c_str());
   std::printf("         loop thread busy %.2f s of CPU (%.1f us per request)\n", cpu,
               cpu * 1e6 / kRequests);
   return wrong == 0 && stats.succeeded == static_cast<std::uint64_t>(kRequests) ? 0 : 1;

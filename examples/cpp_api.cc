@@ -99,12 +99,13 @@ int main() {
       asyncjob::OnCancel withdraw([&] { withdrawn = true; });
       int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       asyncjob::current_wait_ctx()
-          .register_fd(&key, fd,
-                       [](ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD owned, void* counter) {
-                         close(owned);
-                         ++*static_cast<int*>(counter);
-                       },
-                       &fd_closed)
+          .register_fd(
+              &key, fd,
+              [](ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD owned, void* counter) {
+                close(owned);
+                ++*static_cast<int*>(counter);
+              },
+              &fd_closed)
           .release();
       for (;;) asyncjob::pause();
     });

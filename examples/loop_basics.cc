@@ -115,14 +115,15 @@ int main() {
   bool ok = a.get() == 10 && b.get() == 20 && worker.get() == "pong" &&
             stuck.status() == asyncjob::JobStatus::kTimedOut;
   asyncjob::LoopCounters stats = loop.counters();
-  std::printf("\n%llu jobs: %llu succeeded, %llu timed out; %llu resumes after %llu fd and "
-              "%llu callback wake-ups\n",
-              static_cast<unsigned long long>(stats.spawned),
-              static_cast<unsigned long long>(stats.succeeded),
-              static_cast<unsigned long long>(stats.timed_out),
-              static_cast<unsigned long long>(stats.resumes),
-              static_cast<unsigned long long>(stats.wakeups_fd),
-              static_cast<unsigned long long>(stats.wakeups_callback));
+  std::printf(
+      "\n%llu jobs: %llu succeeded, %llu timed out; %llu resumes after %llu fd and "
+      "%llu callback wake-ups\n",
+      static_cast<unsigned long long>(stats.spawned),
+      static_cast<unsigned long long>(stats.succeeded),
+      static_cast<unsigned long long>(stats.timed_out),
+      static_cast<unsigned long long>(stats.resumes),
+      static_cast<unsigned long long>(stats.wakeups_fd),
+      static_cast<unsigned long long>(stats.wakeups_callback));
   std::printf("%s\n", ok ? "ok" : "FAILED");
   return ok ? 0 : 1;
 }

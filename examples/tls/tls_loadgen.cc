@@ -193,12 +193,11 @@ int LoadGenerator::Run() {
     int ready = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 1000);
     for (int i = 0; i < ready; ++i) Step(static_cast<Client*>(events[i].data.ptr));
   }
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("tls_loadgen: %ld handshakes, %ld failed, %ld aborted, %d concurrent, %.1f "
-              "handshakes/s\n",
-              succeeded_, failed_, aborted_, peak,
-              static_cast<double>(succeeded_ + aborted_) / seconds);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf(
+      "tls_loadgen: %ld handshakes, %ld failed, %ld aborted, %d concurrent, %.1f "
+      "handshakes/s\n",
+      succeeded_, failed_, aborted_, peak, static_cast<double>(succeeded_ + aborted_) / seconds);
   SSL_CTX_free(ctx_);
   close(epoll_);
   return failed_ == 0 ? 0 : 1;
@@ -211,11 +210,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string arg = argv[i];
     long value = std::atol(argv[i + 1]);
-    if (arg == "--port") options.port = static_cast<int>(value);
-    else if (arg == "--connections") options.connections = value;
-    else if (arg == "--concurrency") options.concurrency = static_cast<int>(value);
-    else if (arg == "--abort-every") options.abort_every = value;
-    else if (arg == "--timeout") options.timeout_seconds = static_cast<int>(value);
+    if (arg == "--port")
+      options.port = static_cast<int>(value);
+    else if (arg == "--connections")
+      options.connections = value;
+    else if (arg == "--concurrency")
+      options.concurrency = static_cast<int>(value);
+    else if (arg == "--abort-every")
+      options.abort_every = value;
+    else if (arg == "--timeout")
+      options.timeout_seconds = static_cast<int>(value);
     else {
       std::fprintf(stderr, "unknown option %s\n", arg.c_str());
       return 2;

@@ -85,11 +85,11 @@ struct Connection {
   SSL* ssl = nullptr;
   int socket = -1;
   Phase phase = Phase::kHandshake;
-  bool waiting_for_async = false;  // an operation is paused in its job
-  bool closing = false;            // peer gone or error: free once idle
+  bool waiting_for_async = false;   // an operation is paused in its job
+  bool closing = false;             // peer gone or error: free once idle
   std::atomic<bool> queued{false};  // on the completion queue
   Connection* next_completed = nullptr;
-  std::string pending;              // bytes read, to echo back
+  std::string pending;  // bytes read, to echo back
   std::size_t written = 0;
   std::vector<OSSL_ASYNC_FD> async_fds;  // in epoll (fds mode)
   bool socket_watched = true;            // the socket is in epoll
@@ -102,7 +102,7 @@ struct Counters {
   long echoed_bytes = 0;
   long want_async = 0;
   long want_async_job = 0;
-  long callbacks = 0;             // completion callbacks (any thread)
+  long callbacks = 0;  // completion callbacks (any thread)
   long eagain_status = 0;
   long ok_status = 0;
   long left_mid_operation = 0;
@@ -144,7 +144,7 @@ class Server {
   int listener_ = -1;
   int wake_ = -1;
   std::unordered_map<Connection*, bool> live_;
-  std::vector<Connection*> retry_later_;  // SSL_ERROR_WANT_ASYNC_JOB / EAGAIN
+  std::vector<Connection*> retry_later_;         // SSL_ERROR_WANT_ASYNC_JOB / EAGAIN
   std::atomic<Connection*> completed_{nullptr};  // lock-free LIFO of completions
   std::atomic<long> callback_count_{0};
   // Completions by which callback and argument libssl passed: the context's
@@ -362,8 +362,7 @@ void Server::Drive(Connection* c) {
     if (c->ssl == nullptr) return;  // freed (kept until the end of the iteration)
     TrackAsyncFds(c);
     if (c->waiting_for_async) return;
-    if (c->phase == before && c->written == written_before &&
-        c->pending.size() == pending_before) {
+    if (c->phase == before && c->written == written_before && c->pending.size() == pending_before) {
       return;  // waiting for the socket
     }
   }
@@ -543,10 +542,10 @@ int Server::Run() {
       "clients left mid-operation, %ld handshake errors, %zu still open, %zu fds open at "
       "exit (%zu at start)\n",
       counters_.accepted, counters_.handshakes, counters_.echoed_bytes, counters_.want_async,
-      counters_.want_async_job, counters_.callbacks, counters_.ok_status,
-      counters_.eagain_status, context_callback_context_arg_.load(),
-      context_callback_connection_arg_.load(), connection_callback_.load(),
-      counters_.left_mid_operation, counters_.errors, still_open, CountOpenFds(), fds_at_start_);
+      counters_.want_async_job, counters_.callbacks, counters_.ok_status, counters_.eagain_status,
+      context_callback_context_arg_.load(), context_callback_connection_arg_.load(),
+      connection_callback_.load(), counters_.left_mid_operation, counters_.errors, still_open,
+      CountOpenFds(), fds_at_start_);
   return 0;
 }
 
@@ -563,21 +562,30 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (arg == "--cert") options.cert = value();
-    else if (arg == "--key") options.key = value();
-    else if (arg == "--port") options.port = std::atoi(value().c_str());
+    if (arg == "--cert")
+      options.cert = value();
+    else if (arg == "--key")
+      options.key = value();
+    else if (arg == "--port")
+      options.port = std::atoi(value().c_str());
     else if (arg == "--notify") {
       std::string mode = value();
-      if (mode == "callback") options.notify = Notify::kCallback;
-      else if (mode == "fds") options.notify = Notify::kFds;
+      if (mode == "callback")
+        options.notify = Notify::kCallback;
+      else if (mode == "fds")
+        options.notify = Notify::kFds;
       else {
         std::fprintf(stderr, "--notify is callback or fds\n");
         return 2;
       }
-    } else if (arg == "--provider-path") options.provider_path = value();
-    else if (arg == "--provider") options.providers.push_back(value());
-    else if (arg == "--propquery") options.propquery = value();
-    else if (arg == "--exit-after") options.exit_after = std::atol(value().c_str());
+    } else if (arg == "--provider-path")
+      options.provider_path = value();
+    else if (arg == "--provider")
+      options.providers.push_back(value());
+    else if (arg == "--propquery")
+      options.propquery = value();
+    else if (arg == "--exit-after")
+      options.exit_after = std::atol(value().c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", arg.c_str());
       return 2;

@@ -75,9 +75,8 @@ ASYNCJOB_EXPORT void ASYNC_cleanup_thread(void);
  * size are ignored on resume; ctx too (the job keeps the context it was
  * started with). ctx may be NULL. Called inside a job it starts a nested job
  * whose pauses return to the enclosing job. */
-ASYNCJOB_EXPORT int ASYNC_start_job(ASYNC_JOB **job, ASYNC_WAIT_CTX *ctx,
-                                    int *ret, int (*func)(void *), void *args,
-                                    size_t size);
+ASYNCJOB_EXPORT int ASYNC_start_job(ASYNC_JOB **job, ASYNC_WAIT_CTX *ctx, int *ret,
+                                    int (*func)(void *), void *args, size_t size);
 /* Returns control to the code that started or last resumed the current job.
  * Returns 1; outside a job or while pausing is blocked it does nothing. */
 ASYNCJOB_EXPORT int ASYNC_pause_job(void);
@@ -115,30 +114,27 @@ ASYNCJOB_EXPORT void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX *ctx);
  * is cancelled). Reported as added by _get_changed_fds until the job is next
  * resumed. Returns 1, or 0 with an error queued: NULL ctx, negative fd, or
  * a key already registered (clear it first). */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_wait_fd(
-    ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *custom_data,
-    void (*cleanup)(ASYNC_WAIT_CTX *, const void *, OSSL_ASYNC_FD, void *));
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX *ctx, const void *key,
+                                               OSSL_ASYNC_FD fd, void *custom_data,
+                                               void (*cleanup)(ASYNC_WAIT_CTX *, const void *,
+                                                               OSSL_ASYNC_FD, void *));
 /* The fd and custom data registered under key (either output may be NULL).
  * Returns 1, or 0 when there is none (nothing queued) or ctx is NULL. */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_fd(ASYNC_WAIT_CTX *ctx, const void *key,
-                                          OSSL_ASYNC_FD *fd,
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_fd(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD *fd,
                                           void **custom_data);
 /* Stores the count of registered fds in *numfds and, when fd is not NULL,
  * the fds themselves (the caller provides room for *numfds of them: call
  * once with fd NULL to learn the count). Returns 1, or 0 with an error
  * queued for a NULL ctx or numfds. */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX *ctx,
-                                               OSSL_ASYNC_FD *fd,
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX *ctx, OSSL_ASYNC_FD *fd,
                                                size_t *numfds);
 /* The callback and argument set with _set_callback. Returns 0, leaving the
  * outputs alone, when none is set (nothing queued). */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX *ctx,
-                                                ASYNC_callback_fn *callback,
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX *ctx, ASYNC_callback_fn *callback,
                                                 void **callback_arg);
 /* Stores a callback for async-aware code to call when its work completes
  * (asyncjob itself never calls it). A NULL callback removes it. */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_callback(ASYNC_WAIT_CTX *ctx,
-                                                ASYNC_callback_fn callback,
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_set_callback(ASYNC_WAIT_CTX *ctx, ASYNC_callback_fn callback,
                                                 void *callback_arg);
 /* Status shared between async-aware code and the application:
  * ASYNC_STATUS_UNSUPPORTED, _ERR, _OK or _EAGAIN (stored as given). */
@@ -151,16 +147,13 @@ ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_status(ASYNC_WAIT_CTX *ctx);
  * lists start afresh only when a paused job is resumed, so changes made by
  * a job's last segment are still reported after it finished. Returns 1, or
  * 0 with an error queued for NULL ctx or counts. */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX *ctx,
-                                                   OSSL_ASYNC_FD *addfd,
-                                                   size_t *numaddfds,
-                                                   OSSL_ASYNC_FD *delfd,
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX *ctx, OSSL_ASYNC_FD *addfd,
+                                                   size_t *numaddfds, OSSL_ASYNC_FD *delfd,
                                                    size_t *numdelfds);
 /* Forgets the fd under key without running its cleanup routine; it is
  * reported as deleted unless it was added since the last resume. Returns 1,
  * or 0 when there is none (nothing queued) or ctx is NULL. */
-ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx,
-                                            const void *key);
+ASYNCJOB_EXPORT int ASYNC_WAIT_CTX_clear_fd(ASYNC_WAIT_CTX *ctx, const void *key);
 
 /* ----- asyncjob extensions ----- */
 
@@ -220,13 +213,13 @@ ASYNCJOB_EXPORT size_t asyncjob_get_guarded_stack_budget(void);
 
 /* Counters of this thread's pool. */
 typedef struct asyncjob_pool_stats {
-  size_t max_size;      /* 0: unlimited */
-  size_t total;         /* jobs owned by the pool: idle + in use */
-  size_t idle;          /* jobs ready for reuse */
-  size_t in_use;        /* jobs running or paused */
-  size_t guarded;       /* of total: stacks with a guard region */
-  size_t slab;          /* of total: canary-checked slab stacks */
-  size_t custom;        /* of total: stacks from ASYNC_set_mem_functions */
+  size_t max_size; /* 0: unlimited */
+  size_t total;    /* jobs owned by the pool: idle + in use */
+  size_t idle;     /* jobs ready for reuse */
+  size_t in_use;   /* jobs running or paused */
+  size_t guarded;  /* of total: stacks with a guard region */
+  size_t slab;     /* of total: canary-checked slab stacks */
+  size_t custom;   /* of total: stacks from ASYNC_set_mem_functions */
 } asyncjob_pool_stats;
 /* Fills *stats for the calling thread; returns 0 when it has no pool. */
 ASYNCJOB_EXPORT int asyncjob_get_pool_stats(asyncjob_pool_stats *stats);
@@ -238,13 +231,13 @@ ASYNCJOB_EXPORT int asyncjob_get_pool_stats(asyncjob_pool_stats *stats);
 typedef struct asyncjob_stats {
   unsigned long long jobs_created; /* stacks allocated for jobs */
   unsigned long long jobs_freed;
-  unsigned long long starts;       /* ASYNC_start_job with a new job */
-  unsigned long long resumes;      /* ASYNC_start_job resuming a paused job */
-  unsigned long long pauses;       /* ASYNC_pause_job calls that paused */
+  unsigned long long starts;  /* ASYNC_start_job with a new job */
+  unsigned long long resumes; /* ASYNC_start_job resuming a paused job */
+  unsigned long long pauses;  /* ASYNC_pause_job calls that paused */
   unsigned long long finishes;
   unsigned long long cancels;
-  unsigned long long no_jobs;      /* ASYNC_NO_JOBS answers */
-  int libcrypto_connected;         /* 1: libctx switching and error mirroring */
+  unsigned long long no_jobs; /* ASYNC_NO_JOBS answers */
+  int libcrypto_connected;    /* 1: libctx switching and error mirroring */
 } asyncjob_stats;
 ASYNCJOB_EXPORT int asyncjob_get_stats(asyncjob_stats *stats);
 

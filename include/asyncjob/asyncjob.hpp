@@ -55,8 +55,8 @@ class Error : public std::runtime_error {
   static Error FromQueue(const char* operation) {
     const char* text = nullptr;
     unsigned long code = asyncjob_peek_last_error(&text);
-    std::string message = std::string(operation) + ": " +
-                          (code != 0 && text != nullptr ? text : "failed");
+    std::string message =
+        std::string(operation) + ": " + (code != 0 && text != nullptr ? text : "failed");
     asyncjob_clear_errors();
     return Error(code, message);
   }
@@ -143,8 +143,10 @@ class FdRegistration {
   // context then runs the fd's cleanup routine itself (clearing it first
   // would skip that routine and leak the fd).
   ~FdRegistration() {
-    if (asyncjob_is_cancelling() != 0) release();
-    else clear();
+    if (asyncjob_is_cancelling() != 0)
+      release();
+    else
+      clear();
   }
 
   bool active() const noexcept { return ctx_ != nullptr; }

@@ -35,7 +35,7 @@
 
 #define ASYNCJOB_ERR_LIB_ASYNC 51
 #define ASYNCJOB_ERR_GET_LIB(code) ((int)(((code) >> 23) & 0xFFL))
-#define ASYNCJOB_ERR_GET_REASON(code) ((int)((code) & 0x7FFFFFL))
+#define ASYNCJOB_ERR_GET_REASON(code) ((int)((code)&0x7FFFFFL))
 
 /* Reason codes of the ASYNC library (same numbers as OpenSSL's asyncerr.h). */
 #define ASYNC_R_FAILED_TO_SET_POOL 101

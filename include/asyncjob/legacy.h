@@ -77,7 +77,8 @@
 /* <asyncjob/async.h> or <openssl/async.h> (OpenSSL's own, or asyncjob's
  * stand-in for it) came first. */
 #if defined(ASYNCJOB_ASYNC_H) || defined(OPENSSL_ASYNC_H) || defined(HEADER_ASYNC_H)
-#error "<asyncjob/legacy.h> (the OpenSSL 1.1.0-pre3 API) cannot be combined with <asyncjob/async.h> or <openssl/async.h> in one translation unit: use one API per file"
+#error \
+    "<asyncjob/legacy.h> (the OpenSSL 1.1.0-pre3 API) cannot be combined with <asyncjob/async.h> or <openssl/async.h> in one translation unit: use one API per file"
 #endif
 
 /* <asyncjob/async.h> or <openssl/async.h> comes later: both declare
@@ -88,9 +89,12 @@
 #else
 #define ASYNCJOB_LEGACY_STATIC_ASSERT _Static_assert
 #endif
-#define ASYNC_WAIT_CTX                                                         \
-  asyncjob_legacy_conflict;                                                    \
-  ASYNCJOB_LEGACY_STATIC_ASSERT(0, "<asyncjob/legacy.h> (the OpenSSL 1.1.0-pre3 API) cannot be combined with <asyncjob/async.h> or <openssl/async.h> in one translation unit: use one API per file")
+#define ASYNC_WAIT_CTX                                                            \
+  asyncjob_legacy_conflict;                                                       \
+  ASYNCJOB_LEGACY_STATIC_ASSERT(                                                  \
+      0,                                                                          \
+      "<asyncjob/legacy.h> (the OpenSSL 1.1.0-pre3 API) cannot be combined with " \
+      "<asyncjob/async.h> or <openssl/async.h> in one translation unit: use one API per file")
 
 #endif /* !ASYNCJOB_LEGACY_IMPLEMENTATION */
 
@@ -113,8 +117,7 @@ typedef struct async_job_st ASYNC_JOB;
  * init_size) and its result (0, error queued, for sizes it refuses);
  * otherwise 1 (there is no process-wide state to set up; the sizes are not
  * used, as in the pre-release). */
-ASYNCJOB_EXPORT int asyncjob_legacy_init(int init_thread, size_t max_size,
-                                         size_t init_size);
+ASYNCJOB_EXPORT int asyncjob_legacy_init(int init_thread, size_t max_size, size_t init_size);
 /* ASYNC_cleanup: with cleanupthread non-zero, ASYNC_cleanup_thread();
  * otherwise nothing. */
 ASYNCJOB_EXPORT void asyncjob_legacy_cleanup(int cleanupthread);
@@ -123,9 +126,8 @@ ASYNCJOB_EXPORT void asyncjob_legacy_cleanup(int cleanupthread);
  * ASYNC_PAUSE (*job set), ASYNC_FINISH (*ret set, *job NULL, the job's wait
  * fd closed), ASYNC_NO_JOBS (pool exhausted, nothing changed, no error
  * queued) or ASYNC_ERR (error queued, nothing left behind). */
-ASYNCJOB_EXPORT int asyncjob_legacy_start_job(ASYNC_JOB **job, int *ret,
-                                              int (*func)(void *), void *args,
-                                              size_t size);
+ASYNCJOB_EXPORT int asyncjob_legacy_start_job(ASYNC_JOB **job, int *ret, int (*func)(void *),
+                                              void *args, size_t size);
 /* ASYNC_in_job: 1 when called from code running inside a job, else 0. */
 ASYNCJOB_EXPORT int asyncjob_legacy_in_job(void);
 /* ASYNC_get_wait_fd: the job's wait fd (created now if need be), or -1 with

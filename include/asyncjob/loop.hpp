@@ -58,8 +58,8 @@
 // Thread rules. A Loop belongs to the thread that constructed it: run(),
 // spawn(), cancel() and everything else not marked "any thread" must be
 // called there (they throw asyncjob::Error otherwise), and the jobs run on
-// that thread; the destructor has rules of its own (see ~Loop). stop(), post() and the wait-context callbacks may be called
-// from any thread. A JobHandle is used on the loop's thread too; another
+// that thread; the destructor has rules of its own (see ~Loop). stop(), post() and the wait-context
+// callbacks may be called from any thread. A JobHandle is used on the loop's thread too; another
 // thread may read it only after it has synchronised with the loop thread
 // (e.g. after joining it).
 //
@@ -356,12 +356,13 @@ class Loop {
   // stays queued until another job finishes; with no job alive to finish,
   // it fails with PoolExhausted.
   template <class F>
-  auto spawn(F&& fn, SpawnOptions options = {}) -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
+  auto spawn(F&& fn, SpawnOptions options = {})
+      -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
     return spawn(std::forward<F>(fn), nullptr, options);
   }
   template <class F, class Done>
-    requires(!std::is_same_v<std::remove_cvref_t<Done>, SpawnOptions>)
-  auto spawn(F&& fn, Done&& on_done, SpawnOptions options = {})
+  requires(!std::is_same_v<std::remove_cvref_t<Done>, SpawnOptions>) auto spawn(
+      F&& fn, Done&& on_done, SpawnOptions options = {})
       -> JobHandle<std::invoke_result_t<std::decay_t<F>&>> {
     using T = std::invoke_result_t<std::decay_t<F>&>;
     static_assert(!std::is_reference_v<T>,

@@ -62,13 +62,13 @@ struct Options {
 };
 
 struct Counters {
-  std::uint64_t submitted = 0;        // tasks handed to workers
-  std::uint64_t completed = 0;        // of those, finished
-  std::uint64_t inline_runs = 0;      // tasks run on the caller's thread
-  std::uint64_t eagain_retries = 0;   // submissions refused by a full queue
-  std::uint64_t spurious_resumes = 0; // resumes before the task was done
-  std::uint64_t withdrawn = 0;        // queued tasks withdrawn by cancellation
-  std::uint64_t in_flight = 0;        // submitted, not yet completed
+  std::uint64_t submitted = 0;         // tasks handed to workers
+  std::uint64_t completed = 0;         // of those, finished
+  std::uint64_t inline_runs = 0;       // tasks run on the caller's thread
+  std::uint64_t eagain_retries = 0;    // submissions refused by a full queue
+  std::uint64_t spurious_resumes = 0;  // resumes before the task was done
+  std::uint64_t withdrawn = 0;         // queued tasks withdrawn by cancellation
+  std::uint64_t in_flight = 0;         // submitted, not yet completed
 };
 
 class Engine {

@@ -17,9 +17,7 @@
 
 namespace asyncjob::base {
 
-constexpr bool IsPowerOfTwo(std::size_t value) {
-  return value != 0 && (value & (value - 1)) == 0;
-}
+constexpr bool IsPowerOfTwo(std::size_t value) { return value != 0 && (value & (value - 1)) == 0; }
 
 // The largest multiple of `alignment` not above `value`.
 constexpr std::size_t AlignDown(std::size_t value, std::size_t alignment) {

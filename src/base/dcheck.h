@@ -45,11 +45,11 @@ namespace asyncjob::base {
 }  // namespace asyncjob::base
 
 #if ASYNCJOB_DCHECK_IS_ON
-#define ASYNCJOB_DCHECK(condition)                                               \
-  do {                                                                           \
-    if (!(condition)) [[unlikely]] {                                             \
-      ::asyncjob::base::DcheckFailed(__FILE__, __LINE__, #condition);            \
-    }                                                                            \
+#define ASYNCJOB_DCHECK(condition)                                    \
+  do {                                                                \
+    if (!(condition)) [[unlikely]] {                                  \
+      ::asyncjob::base::DcheckFailed(__FILE__, __LINE__, #condition); \
+    }                                                                 \
   } while (false)
 #else
 // sizeof: the condition is compiled, never evaluated.

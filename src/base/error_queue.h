@@ -23,8 +23,7 @@ inline constexpr std::size_t kErrorMessageMax = 192;
 
 // Queues an error with a printf-style message. Never allocates; the oldest
 // entry is dropped when the queue is full.
-void QueueError(int reason, const char* format, ...)
-    __attribute__((format(printf, 2, 3)));
+void QueueError(int reason, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
 // Packs a reason code of the ASYNC library as OpenSSL does.
 unsigned long PackErrorCode(int reason);

@@ -49,8 +49,7 @@ int FinishJob(Job* job) {
 
 // A fresh job from this thread's pool, attached to `wait` and ready to run;
 // nullptr with *status (error queued unless ASYNC_NO_JOBS) when there is none.
-Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t size,
-                   int* status) {
+Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t size, int* status) {
   *status = ASYNC_ERR;
   Pool* pool = Pool::ForThisThread(true);
   if (pool == nullptr) return nullptr;
@@ -116,8 +115,8 @@ int ASYNC_init_thread(size_t max_size, size_t init_size) {
 
 void ASYNC_cleanup_thread(void) { Pool::CleanupThisThread(); }
 
-int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret,
-                    int (*func)(void*), void* args, size_t size) {
+int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret, int (*func)(void*), void* args,
+                    size_t size) {
   if (job == nullptr || ret == nullptr) {
     QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_start_job: %s is NULL",
                job == nullptr ? "job" : "ret");
@@ -245,8 +244,8 @@ void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
 
 int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD fd,
                                void* custom_data,
-                               void (*cleanup)(ASYNC_WAIT_CTX*, const void*,
-                                               OSSL_ASYNC_FD, void*)) {
+                               void (*cleanup)(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD,
+                                               void*)) {
   WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_set_wait_fd");
   if (wait == nullptr) return 0;
   return wait->SetWaitFd(key, fd, custom_data, cleanup) ? 1 : 0;
@@ -263,22 +262,19 @@ int ASYNC_WAIT_CTX_get_all_fds(ASYNC_WAIT_CTX* ctx, OSSL_ASYNC_FD* fd, size_t* n
   WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_all_fds");
   if (wait == nullptr) return 0;
   if (numfds == nullptr) {
-    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER,
-               "ASYNC_WAIT_CTX_get_all_fds: numfds is NULL");
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_WAIT_CTX_get_all_fds: numfds is NULL");
     return 0;
   }
   *numfds = wait->GetAllFds(fd);
   return 1;
 }
 
-int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX* ctx, OSSL_ASYNC_FD* addfd,
-                                   size_t* numaddfds, OSSL_ASYNC_FD* delfd,
-                                   size_t* numdelfds) {
+int ASYNC_WAIT_CTX_get_changed_fds(ASYNC_WAIT_CTX* ctx, OSSL_ASYNC_FD* addfd, size_t* numaddfds,
+                                   OSSL_ASYNC_FD* delfd, size_t* numdelfds) {
   WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_get_changed_fds");
   if (wait == nullptr) return 0;
   if (numaddfds == nullptr || numdelfds == nullptr) {
-    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER,
-               "ASYNC_WAIT_CTX_get_changed_fds: %s is NULL",
+    QueueError(ASYNCJOB_R_PASSED_NULL_PARAMETER, "ASYNC_WAIT_CTX_get_changed_fds: %s is NULL",
                numaddfds == nullptr ? "numaddfds" : "numdelfds");
     return 0;
   }
@@ -392,9 +388,7 @@ int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) {
 
 size_t asyncjob_get_stack_size(void) { return asyncjob::stack::DefaultStackSize(); }
 
-void asyncjob_set_guarded_stack_budget(size_t stacks) {
-  asyncjob::stack::SetGuardedBudget(stacks);
-}
+void asyncjob_set_guarded_stack_budget(size_t stacks) { asyncjob::stack::SetGuardedBudget(stacks); }
 
 size_t asyncjob_get_guarded_stack_budget(void) { return asyncjob::stack::GuardedBudget(); }
 

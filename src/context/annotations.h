@@ -23,8 +23,7 @@ inline thread_local Context* switching_from = nullptr;
 #endif
 
 // leaving_for_good: *from will not resume, so ASan may drop its fake stack.
-inline void BeforeSwitch([[maybe_unused]] Context* from,
-                         [[maybe_unused]] Context* to,
+inline void BeforeSwitch([[maybe_unused]] Context* from, [[maybe_unused]] Context* to,
                          [[maybe_unused]] bool leaving_for_good) {
 #if ASYNCJOB_ASAN
   switching_from = from;
@@ -56,8 +55,8 @@ inline void AfterSwitch([[maybe_unused]] Context* self) {
 
 // Records in *context what every back end's Prepare() needs before it builds
 // the first frame.
-void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
-                   EntryFunction entry, void* argument);
+void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size, EntryFunction entry,
+                   void* argument);
 
 // The first code a fresh context runs: completes the tools' view of the
 // switch, then calls the entry function given to Prepare().

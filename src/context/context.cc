@@ -39,8 +39,8 @@ void EntryShim(void* transfer, void* argument) {
 }
 
 // Records what every back end's Prepare() needs before it builds its frame.
-void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
-                   EntryFunction entry, void* argument) {
+void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size, EntryFunction entry,
+                   void* argument) {
   ASYNCJOB_DCHECK(context != nullptr && entry != nullptr);
   ASYNCJOB_DCHECK(stack_low != nullptr && stack_size > 0);
   context->entry = entry;
@@ -65,8 +65,8 @@ void PrepareCommon(Context* context, void* stack_low, std::size_t stack_size,
 
 #if !ASYNCJOB_CONTEXT_UCONTEXT
 
-void Prepare(Context* context, void* stack_low, std::size_t stack_size,
-             EntryFunction entry, void* argument) {
+void Prepare(Context* context, void* stack_low, std::size_t stack_size, EntryFunction entry,
+             void* argument) {
   internal::PrepareCommon(context, stack_low, stack_size, entry, argument);
   // The ABIs want the stack 16-byte aligned at a call.
   std::byte* top = base::AlignDown(static_cast<std::byte*>(stack_low) + stack_size, 16);

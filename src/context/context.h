@@ -79,8 +79,8 @@ void InitializeThreadContext(Context* context);
 // Builds, on [stack_low, stack_low + stack_size), a context that will call
 // entry(transfer, argument) when first switched to. May be called again on the
 // same Context to reuse it once its previous run has left for good.
-void Prepare(Context* context, void* stack_low, std::size_t stack_size,
-             EntryFunction entry, void* argument);
+void Prepare(Context* context, void* stack_low, std::size_t stack_size, EntryFunction entry,
+             void* argument);
 
 // Releases what Prepare() acquired for tools (the TSan fibre).
 void Destroy(Context* context);

@@ -21,8 +21,8 @@ void* asyncjob_context_switch(void** save_sp, void* load_sp, void* transfer);
 #if ASYNCJOB_CONTEXT_RETURN_FREE
 // The same routine seen as returning an int, so that a function returning
 // int can leave through it by a tail call (see SwitchAndReturn()).
-int asyncjob_context_switch_int(void** save_sp, void* load_sp, std::intptr_t transfer)
-    __asm__("asyncjob_context_switch");
+int asyncjob_context_switch_int(void** save_sp, void* load_sp,
+                                std::intptr_t transfer) __asm__("asyncjob_context_switch");
 
 // Makes the context saved at saved_sp resume in a stub that calls
 // function(argument), read from the Diversion its transfer value points to,
@@ -33,8 +33,7 @@ void* asyncjob_context_divert(void* saved_sp);
 // Builds at stack_top (16-byte aligned, growing down) a frame that the switch
 // can load: it "returns" into a trampoline that calls shim(transfer, argument)
 // with the current FP control state. Returns the stack pointer to load.
-void* asyncjob_context_make(void* stack_top, void (*shim)(void*, void*),
-                            void* argument);
+void* asyncjob_context_make(void* stack_top, void (*shim)(void*, void*), void* argument);
 }
 
 namespace asyncjob::context {
@@ -44,14 +43,12 @@ inline void* Switch(Context* from, Context* to, void* transfer) {
   ASYNCJOB_DCHECK(from != to && to->stack_pointer != nullptr);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
   ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
-  void* received =
-      asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
+  void* received = asyncjob_context_switch(&from->stack_pointer, to->stack_pointer, transfer);
   internal::AfterSwitch(from);
   return received;
 }
 
-[[noreturn]] inline void SwitchForGood(Context* from, Context* to,
-                                       void* transfer) {
+[[noreturn]] inline void SwitchForGood(Context* from, Context* to, void* transfer) {
   ASYNCJOB_DCHECK(from != to && to->stack_pointer != nullptr);
   internal::BeforeSwitch(from, to, /*leaving_for_good=*/true);
   ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);

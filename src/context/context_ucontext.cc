@@ -22,14 +22,12 @@ namespace {
 thread_local void* pending_transfer = nullptr;
 thread_local Context* entering = nullptr;
 
-void UcontextEntry() {
-  internal::EntryShim(pending_transfer, entering);
-}
+void UcontextEntry() { internal::EntryShim(pending_transfer, entering); }
 
 }  // namespace
 
-void Prepare(Context* context, void* stack_low, std::size_t stack_size,
-             EntryFunction entry, void* argument) {
+void Prepare(Context* context, void* stack_low, std::size_t stack_size, EntryFunction entry,
+             void* argument) {
   internal::PrepareCommon(context, stack_low, stack_size, entry, argument);
   if (getcontext(&context->ucontext) != 0) std::abort();
   context->ucontext.uc_stack.ss_sp = stack_low;

@@ -27,8 +27,7 @@
 
 namespace asyncjob::job {
 
-constinit thread_local ThreadState this_thread
-    __attribute__((tls_model("initial-exec")));
+constinit thread_local ThreadState this_thread __attribute__((tls_model("initial-exec")));
 
 namespace {
 
@@ -212,8 +211,7 @@ void ContinueThreadExit(void* record_pointer) {
   // The C library's unwind, continued from this frame: its stop function
   // runs the cleanup handlers and destructors still to run on this stack
   // (and on the stacks below, job by job) and ends the thread.
-  _Unwind_ForcedUnwind(exception,
-                       reinterpret_cast<_Unwind_Stop_Fn>(exception->private_1),
+  _Unwind_ForcedUnwind(exception, reinterpret_cast<_Unwind_Stop_Fn>(exception->private_1),
                        reinterpret_cast<void*>(exception->private_2));
   DieOfUnknownForcedUnwind(job, "its forced unwind could not be continued past it");
 }
@@ -288,8 +286,7 @@ __attribute__((noinline)) void CheckThenThrow(Job* job, int frames_to_skip) {
   while (job->cancellation.requested) {
     BeforeUnwind before_unwind = pending_before_unwind;
     pending_before_unwind = nullptr;
-    UnwindCheck check =
-        CheckUnwindTo(reinterpret_cast<const void*>(&JobEntry), frames_to_skip + 1);
+    UnwindCheck check = CheckUnwindTo(reinterpret_cast<const void*>(&JobEntry), frames_to_skip + 1);
     if (check.blocker == UnwindBlocker::kNone) {
       if (before_unwind != nullptr) before_unwind(job);
       RunCancelHooksAndThrow(job);
@@ -345,9 +342,7 @@ void RunCancelHooksAndThrow(Job* job) {
 }
 
 #if ASYNCJOB_VALGRIND
-void MakeAddressable(void* memory, std::size_t size) {
-  VALGRIND_MAKE_MEM_UNDEFINED(memory, size);
-}
+void MakeAddressable(void* memory, std::size_t size) { VALGRIND_MAKE_MEM_UNDEFINED(memory, size); }
 #endif
 
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
@@ -360,8 +355,8 @@ bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
   }
   void* copy = std::malloc(size);
   if (copy == nullptr) {
-    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
-                     "out of memory copying %zu bytes of job arguments", size);
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "out of memory copying %zu bytes of job arguments",
+                     size);
     return false;
   }
   std::memcpy(copy, arguments, size);
@@ -371,7 +366,6 @@ bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
 }
 
 }  // namespace internal
-
 
 namespace {
 // The thread that exits the process gets no pthread key destructor call:
@@ -445,8 +439,8 @@ Pool* Pool::CreateForThisThread() {
 
 bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
   if (max_size != 0 && init_size > max_size) {
-    base::QueueError(ASYNC_R_INVALID_POOL_SIZE,
-                     "init_size %zu exceeds max_size %zu", init_size, max_size);
+    base::QueueError(ASYNC_R_INVALID_POOL_SIZE, "init_size %zu exceeds max_size %zu", init_size,
+                     max_size);
     return false;
   }
   if (init_size > kMaxInitSize) {
@@ -459,8 +453,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
   Pool* pool = this_thread.pool;
   if (pool != nullptr && pool->in_use() > 0) {
     base::QueueError(ASYNC_R_FAILED_TO_SET_POOL,
-                     "this thread's pool has %zu jobs in use; finish them first",
-                     pool->in_use());
+                     "this thread's pool has %zu jobs in use; finish them first", pool->in_use());
     return false;
   }
   if (pool == nullptr) {
@@ -473,8 +466,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
     Job* job = pool->CreateJob();
     if (job == nullptr) {
       pool->FreeIdleJobs();
-      base::QueueError(ASYNC_R_INIT_FAILED,
-                       "created %zu of the %zu jobs asked for", i, init_size);
+      base::QueueError(ASYNC_R_INIT_FAILED, "created %zu of the %zu jobs asked for", i, init_size);
       return false;
     }
     job->links.next_idle = pool->idle_;
@@ -501,8 +493,7 @@ void Pool::CleanupThisThread() {
   }
   pool->MarkClosing();
   base::QueueError(ASYNCJOB_R_JOBS_OUTSTANDING,
-                   "%zu jobs are still paused; each is freed when it finishes",
-                   pool->total_);
+                   "%zu jobs are still paused; each is freed when it finishes", pool->total_);
 }
 
 void Pool::MarkClosing() {
@@ -687,11 +678,10 @@ Outcome Cancel(Job* job, void (*before_unwind)(Job* job)) {
   // pause's value, only when the job is later resumed normally, and the
   // code it returns to reads that int (the casts go through void(*)(),
   // which any function pointer type may be cast to and from).
-  context::Diversion diversion{
-      nullptr,
-      reinterpret_cast<void (*)(void*)>(
-          reinterpret_cast<void (*)()>(&internal::CancelFromReturnFreePause)),
-      job};
+  context::Diversion diversion{nullptr,
+                               reinterpret_cast<void (*)(void*)>(reinterpret_cast<void (*)()>(
+                                   &internal::CancelFromReturnFreePause)),
+                               job};
   if (job->return_free) {
     context::Divert(&job->fibre, &diversion);
     transfer = &diversion;
@@ -717,9 +707,8 @@ bool AddCancelHook(void (*function)(void*), void* argument) {
   // path gets no error to throw.
   if (cancellation.requested) return true;
   if (cancellation.hook_count == kMaxCancelHooks) {
-    base::QueueError(ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS,
-                     "job %p already has %d cancel hooks", static_cast<void*>(job),
-                     kMaxCancelHooks);
+    base::QueueError(ASYNCJOB_R_TOO_MANY_CANCEL_HOOKS, "job %p already has %d cancel hooks",
+                     static_cast<void*>(job), kMaxCancelHooks);
     return false;
   }
   cancellation.hooks[cancellation.hook_count++] = CancelHook{function, argument};
@@ -731,8 +720,7 @@ bool RemoveCancelHook(void (*function)(void*), void* argument) {
   if (job == nullptr) return false;
   Job::Cancellation& cancellation = job->cancellation;
   for (int i = cancellation.hook_count - 1; i >= 0; --i) {
-    if (cancellation.hooks[i].function == function &&
-        cancellation.hooks[i].argument == argument) {
+    if (cancellation.hooks[i].function == function && cancellation.hooks[i].argument == argument) {
       for (int j = i; j + 1 < cancellation.hook_count; ++j) {
         cancellation.hooks[j] = cancellation.hooks[j + 1];
       }

@@ -88,7 +88,7 @@ struct Job {
     Job* parent = nullptr;                  // job running when this one was entered
     std::uint64_t owner = 0;  // ThreadState::id of the thread that started it; 0 when idle
     Pool* pool = nullptr;
-    Job* next_idle = nullptr;               // in its pool's idle list
+    Job* next_idle = nullptr;  // in its pool's idle list
   };
 
   // The C++ exception states the job and its caller swap at every entry and
@@ -109,8 +109,8 @@ struct Job {
 
   // What the job runs, and what came of it.
   struct Entry {
-    int result = 0;                  // what function returned
-    bool fresh = false;              // not entered yet: the next entry starts it
+    int result = 0;      // what function returned
+    bool fresh = false;  // not entered yet: the next entry starts it
     int (*function)(void*) = nullptr;
     void* arguments = nullptr;       // on the job's stack, or heap_arguments
     void* heap_arguments = nullptr;  // a copy too large for the stack
@@ -137,12 +137,12 @@ struct Job {
   // Entered by EnterReturnFree(): its pause and its end switch straight back
   // to the code that called the C API, and do the caller's work themselves.
   bool return_free = false;
-  int block_depth = 0;                    // ASYNC_block_pause() nesting
-  Entry entry;  // entry.result right after block_depth: a start resets both at once
-  void* user_data = nullptr;              // the C API's wait context
+  int block_depth = 0;        // ASYNC_block_pause() nesting
+  Entry entry;                // entry.result right after block_depth: a start resets both at once
+  void* user_data = nullptr;  // the C API's wait context
   ExceptionStates exceptions;
   ReturnFreeOutcome outcome;
-  std::byte* header_start = nullptr;      // top of the usable fibre stack
+  std::byte* header_start = nullptr;  // top of the usable fibre stack
   stack::Stack stack;
   Cancellation cancellation;
   DefaultLibraryContexts default_libctx;
@@ -201,8 +201,8 @@ struct ThreadState {
   Job* current = nullptr;
   Pool* pool = nullptr;
   bool thread_context_ready = false;
-  int live_pools = 0;  // this one and closing ones whose paused jobs remain
-  Pool* closing_pools = nullptr;  // the closing ones, through Pool::next_closing_
+  int live_pools = 0;                    // this one and closing ones whose paused jobs remain
+  Pool* closing_pools = nullptr;         // the closing ones, through Pool::next_closing_
   ExceptionState* exceptions = nullptr;  // the C++ runtime's, for this thread
   // Return-free jobs of closing pools that finished on their own stacks,
   // which they could not free: freed at the next entry or cleanup.
@@ -210,8 +210,7 @@ struct ThreadState {
   Counters counters;
 };
 
-extern constinit thread_local ThreadState this_thread
-    __attribute__((tls_model("initial-exec")));
+extern constinit thread_local ThreadState this_thread __attribute__((tls_model("initial-exec")));
 
 inline Job* CurrentJob() { return this_thread.current; }
 
@@ -242,9 +241,7 @@ class Pool {
   std::size_t total() const { return total_; }
   std::size_t idle() const { return idle_count_; }
   std::size_t in_use() const { return total_ - idle_count_; }
-  std::size_t count_of(stack::StackKind kind) const {
-    return kind_counts_[static_cast<int>(kind)];
-  }
+  std::size_t count_of(stack::StackKind kind) const { return kind_counts_[static_cast<int>(kind)]; }
   // Cleaned up while jobs were still paused: each is freed when it finishes.
   bool closing() const { return closing_; }
   void FreeIdleJobs();
@@ -297,8 +294,8 @@ class Pool {
 // Makes a fresh job ready to run (Run() or EnterReturnFree() then runs it).
 // false (error queued) when its arguments cannot be copied; the job is then
 // still the caller's to Release().
-inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
-                         std::size_t size, void* user_data);
+inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments, std::size_t size,
+                         void* user_data);
 
 // Whether `job` is paused and belongs to this thread; queues the reason
 // when not (ASYNCJOB_R_OWNER_THREAD_EXITED for an orphan).
@@ -311,8 +308,8 @@ inline bool PrepareResume(Job* job);
 inline Outcome Run(Job* job);
 
 // Start: PrepareStart() and Run(). kError (error queued) as PrepareStart().
-inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-                     std::size_t size, void* user_data);
+inline Outcome Start(Job* job, int (*function)(void*), const void* arguments, std::size_t size,
+                     void* user_data);
 
 // Resume: PrepareResume() and Run(). kError (error queued, job untouched)
 // when it is not paused or belongs to another thread.

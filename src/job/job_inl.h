@@ -55,7 +55,8 @@ void MakeAddressable(void* memory, std::size_t size);
 
 // The bookkeeping of entering `job` (fresh or paused), before the switch.
 inline void BeginEntry(Job* job, ThreadState& thread) {
-  if (thread.finished_unfreed != nullptr) [[unlikely]] Pool::FreeFinishedUnfreedJobs();
+  if (thread.finished_unfreed != nullptr) [[unlikely]]
+    Pool::FreeFinishedUnfreedJobs();
   job->links.parent = thread.current;
   job->links.resume_to =
       thread.current != nullptr ? &thread.current->fibre : &thread.thread_context;
@@ -98,7 +99,8 @@ inline Outcome Enter(Job* job, void* transfer) {
     return Outcome::kPaused;
   }
   // Any other value than the two tokens: the thread is exiting inside it.
-  if (token != kFinishedToken) [[unlikely]] ContinueThreadExit(token);
+  if (token != kFinishedToken) [[unlikely]]
+    ContinueThreadExit(token);
   EndEntry(job, this_thread, /*finished=*/true);
   return Outcome::kFinished;
 }
@@ -107,7 +109,8 @@ inline Outcome Enter(Job* job, void* transfer) {
 
 inline Pool* Pool::ForThisThread(bool create) {
   Pool* pool = this_thread.pool;
-  if (pool != nullptr || !create) [[likely]] return pool;
+  if (pool != nullptr || !create) [[likely]]
+    return pool;
   return CreateForThisThread();
 }
 
@@ -146,8 +149,8 @@ inline void Release(Job* job, bool on_its_own_stack) {
   job->links.pool->TakeBack(job, on_its_own_stack);
 }
 
-inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments,
-                         std::size_t size, void* user_data) {
+inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments, std::size_t size,
+                         void* user_data) {
   std::byte* top = job->header_start;
   job->user_data = user_data;  // set first: the caller detaches it on failure
 #if ASYNCJOB_ASAN
@@ -200,8 +203,8 @@ inline bool PrepareResume(Job* job) {
 
 inline Outcome Run(Job* job) { return internal::Enter(job, internal::kResumedToken); }
 
-inline Outcome Start(Job* job, int (*function)(void*), const void* arguments,
-                     std::size_t size, void* user_data) {
+inline Outcome Start(Job* job, int (*function)(void*), const void* arguments, std::size_t size,
+                     void* user_data) {
   if (!PrepareStart(job, function, arguments, size, user_data)) return Outcome::kError;
   return Run(job);
 }
@@ -221,7 +224,8 @@ inline void PauseCurrent(Job* job) {
   job->state = JobState::kPaused;
   thread.current = job->links.parent;
   context::Switch(&job->fibre, job->links.resume_to, internal::kPausedToken);
-  if (job->cancellation.requested) [[unlikely]] internal::CancelFromPause(job);
+  if (job->cancellation.requested) [[unlikely]]
+    internal::CancelFromPause(job);
 }
 
 #if ASYNCJOB_CONTEXT_RETURN_FREE

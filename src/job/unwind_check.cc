@@ -89,11 +89,19 @@ T ReadRaw(const std::uint8_t* p) {
 // The size of a fixed-size encoding (0 for the LEB128 ones).
 std::size_t EncodedSize(std::uint8_t encoding) {
   switch (encoding & 0x0f) {
-    case 0x00: return sizeof(void*);  // absptr
-    case 0x02: case 0x0a: return 2;   // udata2, sdata2
-    case 0x03: case 0x0b: return 4;   // udata4, sdata4
-    case 0x04: case 0x0c: return 8;   // udata8, sdata8
-    default: return 0;
+    case 0x00:
+      return sizeof(void*);  // absptr
+    case 0x02:
+    case 0x0a:
+      return 2;  // udata2, sdata2
+    case 0x03:
+    case 0x0b:
+      return 4;  // udata4, sdata4
+    case 0x04:
+    case 0x0c:
+      return 8;  // udata8, sdata8
+    default:
+      return 0;
   }
 }
 
@@ -111,25 +119,61 @@ bool ReadEncoded(const std::uint8_t** p, std::uint8_t encoding, const Bases& bas
   const std::uint8_t* field = *p;
   std::uintptr_t value;
   switch (encoding & 0x0f) {
-    case 0x00: value = ReadRaw<std::uintptr_t>(field); *p += sizeof(void*); break;
-    case 0x01: value = ReadUleb128(p); break;
-    case 0x02: value = ReadRaw<std::uint16_t>(field); *p += 2; break;
-    case 0x03: value = ReadRaw<std::uint32_t>(field); *p += 4; break;
-    case 0x04: value = static_cast<std::uintptr_t>(ReadRaw<std::uint64_t>(field)); *p += 8; break;
-    case 0x09: value = static_cast<std::uintptr_t>(ReadSleb128(p)); break;
-    case 0x0a: value = static_cast<std::uintptr_t>(ReadRaw<std::int16_t>(field)); *p += 2; break;
-    case 0x0b: value = static_cast<std::uintptr_t>(ReadRaw<std::int32_t>(field)); *p += 4; break;
-    case 0x0c: value = static_cast<std::uintptr_t>(ReadRaw<std::int64_t>(field)); *p += 8; break;
-    default: return false;
+    case 0x00:
+      value = ReadRaw<std::uintptr_t>(field);
+      *p += sizeof(void*);
+      break;
+    case 0x01:
+      value = ReadUleb128(p);
+      break;
+    case 0x02:
+      value = ReadRaw<std::uint16_t>(field);
+      *p += 2;
+      break;
+    case 0x03:
+      value = ReadRaw<std::uint32_t>(field);
+      *p += 4;
+      break;
+    case 0x04:
+      value = static_cast<std::uintptr_t>(ReadRaw<std::uint64_t>(field));
+      *p += 8;
+      break;
+    case 0x09:
+      value = static_cast<std::uintptr_t>(ReadSleb128(p));
+      break;
+    case 0x0a:
+      value = static_cast<std::uintptr_t>(ReadRaw<std::int16_t>(field));
+      *p += 2;
+      break;
+    case 0x0b:
+      value = static_cast<std::uintptr_t>(ReadRaw<std::int32_t>(field));
+      *p += 4;
+      break;
+    case 0x0c:
+      value = static_cast<std::uintptr_t>(ReadRaw<std::int64_t>(field));
+      *p += 8;
+      break;
+    default:
+      return false;
   }
   if (value != 0) {
     switch (encoding & 0x70) {
-      case 0x00: break;                                                // absolute
-      case 0x10: value += reinterpret_cast<std::uintptr_t>(field); break;  // pcrel
-      case 0x20: value += bases.text; break;                           // textrel
-      case 0x30: value += bases.data; break;                           // datarel
-      case 0x40: value += bases.function; break;                       // funcrel
-      default: return false;
+      case 0x00:
+        break;  // absolute
+      case 0x10:
+        value += reinterpret_cast<std::uintptr_t>(field);
+        break;  // pcrel
+      case 0x20:
+        value += bases.text;
+        break;  // textrel
+      case 0x30:
+        value += bases.data;
+        break;  // datarel
+      case 0x40:
+        value += bases.function;
+        break;  // funcrel
+      default:
+        return false;
     }
     if (encoding & kIndirect) value = *reinterpret_cast<const std::uintptr_t*>(value);
   }
@@ -145,8 +189,8 @@ bool ReadEncoded(const std::uint8_t** p, std::uint8_t encoding, const Bases& bas
 // layouts answer true: the LSDA is then read as C++'s.
 bool HasCxxPersonality(std::uintptr_t pc) {
   asyncjob_dwarf_eh_bases eh_bases{};
-  const auto* fde = static_cast<const std::uint8_t*>(
-      _Unwind_Find_FDE(reinterpret_cast<void*>(pc), &eh_bases));
+  const auto* fde =
+      static_cast<const std::uint8_t*>(_Unwind_Find_FDE(reinterpret_cast<void*>(pc), &eh_bases));
   if (fde == nullptr) return true;
   if (ReadRaw<std::uint32_t>(fde) == 0xffffffffu) return true;  // 64-bit DWARF: not emitted
   const std::uint8_t* cie_pointer_field = fde + 4;
@@ -175,8 +219,7 @@ bool HasCxxPersonality(std::uintptr_t pc) {
       // The same routine, linked into another object (-static-libstdc++).
       Dl_info info;
       return dladdr(reinterpret_cast<void*>(personality), &info) != 0 &&
-             info.dli_sname != nullptr &&
-             std::strcmp(info.dli_sname, "__gxx_personality_v0") == 0;
+             info.dli_sname != nullptr && std::strcmp(info.dli_sname, "__gxx_personality_v0") == 0;
     }
     if (*c == 'L' || *c == 'R') {
       ++p;
@@ -224,9 +267,9 @@ std::uintptr_t SkipEndbr(std::uintptr_t p) {
 
 // Where the `call rel32` at p goes.
 std::uintptr_t CallTarget(std::uintptr_t p) {
-  return p + 5 + static_cast<std::uintptr_t>(
-                     static_cast<std::intptr_t>(ReadRaw<std::int32_t>(
-                         reinterpret_cast<const std::uint8_t*>(p + 1))));
+  return p + 5 +
+         static_cast<std::uintptr_t>(static_cast<std::intptr_t>(
+             ReadRaw<std::int32_t>(reinterpret_cast<const std::uint8_t*>(p + 1))));
 }
 
 // A PLT entry: `jmp *slot(%rip)`, possibly after endbr64 and a bnd prefix.
@@ -307,8 +350,7 @@ UnwindBlocker ExamineFrame(_Unwind_Context* context, std::uintptr_t pc) {
   const std::uint8_t* p = lsda;
   std::uintptr_t landing_pad_base = function;
   std::uint8_t lpstart_encoding = *p++;
-  if (lpstart_encoding != kOmit &&
-      !ReadEncoded(&p, lpstart_encoding, bases, &landing_pad_base)) {
+  if (lpstart_encoding != kOmit && !ReadEncoded(&p, lpstart_encoding, bases, &landing_pad_base)) {
     return UnwindBlocker::kNone;
   }
   std::uint8_t ttype_encoding = *p++;
@@ -349,9 +391,8 @@ UnwindBlocker ExamineFrame(_Unwind_Context* context, std::uintptr_t pc) {
         std::uintptr_t type = 0;
         if (!ReadEncoded(&entry, ttype_encoding, bases, &type)) return UnwindBlocker::kNone;
         if (type == 0) {  // catch (...): assumed to rethrow, unless it terminates
-          return IsTerminateLandingPad(landing_pad_base + landing_pad)
-                     ? UnwindBlocker::kNoexcept
-                     : UnwindBlocker::kNone;
+          return IsTerminateLandingPad(landing_pad_base + landing_pad) ? UnwindBlocker::kNoexcept
+                                                                       : UnwindBlocker::kNone;
         }
         // A typed catch clause: it does not catch the cancellation.
       }
@@ -405,8 +446,7 @@ _Unwind_Reason_Code VisitFrame(_Unwind_Context* context, void* argument) {
 }  // namespace
 
 // Not inlined, so that its own frame is the first one the walk skips.
-__attribute__((noinline)) UnwindCheck CheckUnwindTo(const void* stop_function,
-                                                    int frames_to_skip) {
+__attribute__((noinline)) UnwindCheck CheckUnwindTo(const void* stop_function, int frames_to_skip) {
   Walk walk{reinterpret_cast<std::uintptr_t>(stop_function), frames_to_skip + 1, {}};
   _Unwind_Backtrace(&VisitFrame, &walk);
   if (!walk.decided) {
@@ -430,8 +470,7 @@ const char* FunctionNameAt(const void* address, const void** start) {
   void* symbol_entry = nullptr;
   int found = dladdr1(address, &info, &symbol_entry, RTLD_DL_SYMENT);
   const auto* symbol = static_cast<const ElfW(Sym)*>(symbol_entry);
-  if (found == 0 ||
-      info.dli_sname == nullptr || symbol == nullptr) {
+  if (found == 0 || info.dli_sname == nullptr || symbol == nullptr) {
     return nullptr;
   }
   // dladdr names the nearest symbol below the address, which need not
@@ -445,11 +484,16 @@ const char* FunctionNameAt(const void* address, const void** start) {
 
 const char* DescribeBlocker(UnwindBlocker blocker) {
   switch (blocker) {
-    case UnwindBlocker::kNone: return "none";
-    case UnwindBlocker::kNoUnwindInfo: return "no unwind information";
-    case UnwindBlocker::kNoexcept: return "a noexcept frame (a noexcept function or a destructor)";
-    case UnwindBlocker::kExceptionSpecification: return "an exception specification";
-    case UnwindBlocker::kStopFrameNotFound: return "the walk did not reach the job's entry";
+    case UnwindBlocker::kNone:
+      return "none";
+    case UnwindBlocker::kNoUnwindInfo:
+      return "no unwind information";
+    case UnwindBlocker::kNoexcept:
+      return "a noexcept frame (a noexcept function or a destructor)";
+    case UnwindBlocker::kExceptionSpecification:
+      return "an exception specification";
+    case UnwindBlocker::kStopFrameNotFound:
+      return "the walk did not reach the job's entry";
   }
   return "?";
 }

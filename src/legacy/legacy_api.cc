@@ -217,12 +217,12 @@ int WaitFd(LegacyJobState* state, const char* function) {
   if (fd >= 0) return fd;
   int created = asyncjob::base::CreateEventFd();
   if (created < 0) {
-    QueueError(ASYNC_R_INIT_FAILED, "%s: cannot create the job's wait fd: eventfd: %s",
-               function, std::strerror(errno));
+    QueueError(ASYNC_R_INIT_FAILED, "%s: cannot create the job's wait fd: eventfd: %s", function,
+               std::strerror(errno));
     return -1;
   }
   if (state->wait_fd.compare_exchange_strong(fd, created, std::memory_order_acq_rel,
-                                              std::memory_order_acquire)) {
+                                             std::memory_order_acquire)) {
     return created;
   }
   close(created);  // another thread was first; fd now holds its descriptor
@@ -233,8 +233,8 @@ int Wake(LegacyJobState* state, const char* function) {
   int fd = WaitFd(state, function);
   if (fd < 0) return 0;
   if (!asyncjob::base::SignalEventFd(fd)) {
-    QueueError(ASYNCJOB_R_INTERNAL_ERROR, "%s: cannot signal the job's wait fd %d: %s",
-               function, fd, std::strerror(errno));
+    QueueError(ASYNCJOB_R_INTERNAL_ERROR, "%s: cannot signal the job's wait fd %d: %s", function,
+               fd, std::strerror(errno));
     return 0;
   }
   return 1;

@@ -62,7 +62,7 @@ class DeadlineHeap {
   void SiftUp(std::size_t position) noexcept;
   void SiftDown(std::size_t position) noexcept;
 
-  std::vector<Entry> entries_;           // the heap, in array form
+  std::vector<Entry> entries_;            // the heap, in array form
   std::vector<std::uint32_t> positions_;  // by id: where in entries_, or kAbsent
 };
 

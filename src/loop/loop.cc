@@ -302,8 +302,8 @@ void LoopCore::Start(JobSlot& slot) {
   ++running_depth_;
   int ignored = 0;
   JobTask* entry_argument = task;  // what JobTask::Enter expects
-  int outcome = ASYNC_start_job(&slot.job, slot.ctx, &ignored, &JobTask::Enter,
-                                &entry_argument, sizeof entry_argument);
+  int outcome = ASYNC_start_job(&slot.job, slot.ctx, &ignored, &JobTask::Enter, &entry_argument,
+                                sizeof entry_argument);
   --running_depth_;
   if (outcome == ASYNC_NO_JOBS) {
     slot.state = SlotState::kQueued;
@@ -350,8 +350,7 @@ void LoopCore::AfterRun(JobSlot& slot, int outcome) {
       return;
     case ASYNC_FINISH:
       slot.job = nullptr;
-      Finish(slot, slot.task->error ? JobStatus::kFailed : JobStatus::kSucceeded,
-             slot.task->error);
+      Finish(slot, slot.task->error ? JobStatus::kFailed : JobStatus::kSucceeded, slot.task->error);
       return;
     default: {
       // The job could not be started or resumed (no memory for a stack, or
@@ -442,11 +441,20 @@ void LoopCore::Finish(JobSlot& slot, JobStatus status, std::exception_ptr error)
   task->loop = nullptr;
   if (error) task->error = error;
   switch (status) {
-    case JobStatus::kSucceeded: ++counters_.succeeded; break;
-    case JobStatus::kFailed: ++counters_.failed; break;
-    case JobStatus::kCancelled: ++counters_.cancelled; break;
-    case JobStatus::kTimedOut: ++counters_.timed_out; break;
-    default: break;
+    case JobStatus::kSucceeded:
+      ++counters_.succeeded;
+      break;
+    case JobStatus::kFailed:
+      ++counters_.failed;
+      break;
+    case JobStatus::kCancelled:
+      ++counters_.cancelled;
+      break;
+    case JobStatus::kTimedOut:
+      ++counters_.timed_out;
+      break;
+    default:
+      break;
   }
   ++finished_;
   // A job's stack went back to the pool: jobs waiting for one may start.
@@ -518,8 +526,8 @@ void LoopCore::ApplyFdChanges(JobSlot& slot) {
   if (added == 0 && deleted == 0) return;
   added_scratch_.resize(added);
   deleted_scratch_.resize(deleted);
-  ASYNC_WAIT_CTX_get_changed_fds(slot.ctx, added_scratch_.data(), &added,
-                                 deleted_scratch_.data(), &deleted);
+  ASYNC_WAIT_CTX_get_changed_fds(slot.ctx, added_scratch_.data(), &added, deleted_scratch_.data(),
+                                 &deleted);
   // Deleted first: a job may close an fd and register a new one that got
   // the same number.
   for (std::size_t i = 0; i < deleted; ++i) Unwatch(slot, deleted_scratch_[i]);
@@ -596,9 +604,7 @@ void LoopCore::ExpireTimeouts() {
 
 // ----- Iterations -----
 
-bool LoopCore::HasWork() const noexcept {
-  return alive_ > 0 || wake_queue_.has_posted();
-}
+bool LoopCore::HasWork() const noexcept { return alive_ > 0 || wake_queue_.has_posted(); }
 
 int LoopCore::ComputeTimeout(int max_wait_ms) const {
   if (!ready_.empty() || !start_queue_.empty() || wake_queue_.has_posted() ||
@@ -683,13 +689,20 @@ LoopCounters LoopCore::Counters() const noexcept {
 
 const char* to_string(JobStatus status) noexcept {
   switch (status) {
-    case JobStatus::kQueued: return "queued";
-    case JobStatus::kRunning: return "running";
-    case JobStatus::kPaused: return "paused";
-    case JobStatus::kSucceeded: return "succeeded";
-    case JobStatus::kFailed: return "failed";
-    case JobStatus::kCancelled: return "cancelled";
-    case JobStatus::kTimedOut: return "timed out";
+    case JobStatus::kQueued:
+      return "queued";
+    case JobStatus::kRunning:
+      return "running";
+    case JobStatus::kPaused:
+      return "paused";
+    case JobStatus::kSucceeded:
+      return "succeeded";
+    case JobStatus::kFailed:
+      return "failed";
+    case JobStatus::kCancelled:
+      return "cancelled";
+    case JobStatus::kTimedOut:
+      return "timed out";
   }
   return "unknown";
 }

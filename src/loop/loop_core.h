@@ -173,7 +173,7 @@ class LoopCore {
   Loop* const owner_;
   const std::thread::id thread_;
   const pid_t thread_tid_;  // the same thread, as messages name it
-  WakeQueue wake_queue_;  // first: the epoll set below watches its doorbell
+  WakeQueue wake_queue_;    // first: the epoll set below watches its doorbell
   const int epoll_fd_;
   FdTable fd_table_;
   DeadlineHeap deadlines_;  // of the slots whose job has a timeout
@@ -194,17 +194,17 @@ class LoopCore {
   static constexpr int kMaxEvents = 256;
   epoll_event events_[kMaxEvents];
 
-  std::size_t alive_ = 0;   // slots not free
-  std::size_t queued_ = 0;  // of which not started
-  std::size_t started_ = 0; // of which started (paused or running)
-  int running_depth_ = 0;   // jobs of this loop executing (nested by cancellation)
-  bool in_run_ = false;     // inside Run() or RunOnce() (see RunningScope)
+  std::size_t alive_ = 0;    // slots not free
+  std::size_t queued_ = 0;   // of which not started
+  std::size_t started_ = 0;  // of which started (paused or running)
+  int running_depth_ = 0;    // jobs of this loop executing (nested by cancellation)
+  bool in_run_ = false;      // inside Run() or RunOnce() (see RunningScope)
   // Calls of Run(), RunOnce(), CancelById() and CancelAll() in progress
   // (see Entry). Written by the loop thread only; atomic so that Destroy()
   // on another thread may read it.
   std::atomic<int> entered_{0};
-  bool destroying_ = false;  // TearDown() has begun
-  bool orphaned_ = false;    // the Loop is gone: the last Entry deletes the core
+  bool destroying_ = false;     // TearDown() has begun
+  bool orphaned_ = false;       // the Loop is gone: the last Entry deletes the core
   std::uint64_t finished_ = 0;  // every final state
   LoopCounters counters_;
 };

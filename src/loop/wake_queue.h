@@ -170,9 +170,9 @@ class WakeQueue {
  private:
   // The queue entry of one job slot.
   struct Node {
-    Node* next = nullptr;                  // link while queued
+    Node* next = nullptr;                   // link while queued
     std::atomic<std::uint32_t> pending{0};  // 0 or a generation
-    std::uint32_t index = 0;               // the slot's
+    std::uint32_t index = 0;                // the slot's
   };
   static constexpr unsigned kChunkBits = 10;  // nodes allocated 1,024 at a time
   static constexpr std::uint32_t kChunkSize = 1u << kChunkBits;

@@ -75,8 +75,8 @@ Engine::Engine(Options options) try : options_(options) {
   const std::string wanted = std::to_string(options_.workers);
   if (options_.workers > kMaxWorkers) {
     throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                            "asyncjob::offload::Engine: " + wanted + " workers asked for; at most " +
-                                std::to_string(kMaxWorkers));
+                            "asyncjob::offload::Engine: " + wanted +
+                                " workers asked for; at most " + std::to_string(kMaxWorkers));
   }
   // A constructor that throws runs no destructor: stop what was started
   // here, since a joinable std::thread destroyed would terminate.
@@ -86,8 +86,8 @@ Engine::Engine(Options options) try : options_(options) {
   } catch (const std::system_error& error) {
     const std::string started = std::to_string(workers_.size());
     StopWorkers();
-    throw std::system_error(error.code(), "asyncjob::offload::Engine: started " + started +
-                                              " of " + wanted + " workers");
+    throw std::system_error(error.code(), "asyncjob::offload::Engine: started " + started + " of " +
+                                              wanted + " workers");
   } catch (const std::bad_alloc&) {
     StopWorkers();
     throw;
@@ -227,9 +227,8 @@ void Engine::Withdraw(void* argument) {
     engine->withdrawn_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  engine->request_done_.wait(lock, [request] {
-    return request->state != Request::State::kRunning;
-  });
+  engine->request_done_.wait(lock,
+                             [request] { return request->state != Request::State::kRunning; });
 }
 
 // A thread's function must not throw (std::terminate): the task's

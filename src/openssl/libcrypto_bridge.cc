@@ -15,10 +15,10 @@ namespace asyncjob::openssl {
 namespace {
 
 // The libcrypto functions used, by their C signatures.
-using SetDefaultLibCtx = void* (*)(void*);                      // OSSL_LIB_CTX_set0_default
-using ErrNew = void (*)();                                      // ERR_new
-using ErrSetDebug = void (*)(const char*, int, const char*);   // ERR_set_debug
-using ErrSetError = void (*)(int, int, const char*, ...);      // ERR_set_error
+using SetDefaultLibCtx = void* (*)(void*);                    // OSSL_LIB_CTX_set0_default
+using ErrNew = void (*)();                                    // ERR_new
+using ErrSetDebug = void (*)(const char*, int, const char*);  // ERR_set_debug
+using ErrSetError = void (*)(int, int, const char*, ...);     // ERR_set_error
 
 SetDefaultLibCtx set_default_libctx = nullptr;
 ErrNew err_new = nullptr;

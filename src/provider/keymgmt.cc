@@ -124,19 +124,18 @@ int Export(void* keydata, int selection, OSSL_CALLBACK* callback, void* callback
 
 // What import and export take and give: the parameters of the default
 // provider's keys of the same type.
-const OSSL_PARAM kRsaTypes[] = {
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_D, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR1, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR2, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR3, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT1, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT2, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT3, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_COEFFICIENT1, nullptr, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_COEFFICIENT2, nullptr, 0),
-    OSSL_PARAM_END};
+const OSSL_PARAM kRsaTypes[] = {OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_D, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR1, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR2, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_FACTOR3, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT1, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT2, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_EXPONENT3, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_COEFFICIENT1, nullptr, 0),
+                                OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_COEFFICIENT2, nullptr, 0),
+                                OSSL_PARAM_END};
 
 const OSSL_PARAM kEcTypes[] = {
     OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, nullptr, 0),

@@ -43,8 +43,7 @@ void ErrorTransfer::RaiseOnThisThread() const {
     if (entry.data.empty()) {
       ERR_set_error(ERR_GET_LIB(entry.code), ERR_GET_REASON(entry.code), nullptr);
     } else {
-      ERR_set_error(ERR_GET_LIB(entry.code), ERR_GET_REASON(entry.code), "%s",
-                    entry.data.c_str());
+      ERR_set_error(ERR_GET_LIB(entry.code), ERR_GET_REASON(entry.code), "%s", entry.data.c_str());
     }
   }
 }
@@ -59,7 +58,8 @@ constexpr int kMaxWorkers = 256;
 int ConfiguredWorkers(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* in) {
   OSSL_FUNC_core_get_params_fn* core_get_params = nullptr;
   for (; in != nullptr && in->function_id != 0; ++in) {
-    if (in->function_id == OSSL_FUNC_CORE_GET_PARAMS) core_get_params = OSSL_FUNC_core_get_params(in);
+    if (in->function_id == OSSL_FUNC_CORE_GET_PARAMS)
+      core_get_params = OSSL_FUNC_core_get_params(in);
   }
   const char* text = nullptr;
   if (core_get_params != nullptr) {
@@ -96,8 +96,8 @@ Provider* Provider::Create(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* 
   try {
     provider.reset(new Provider(workers));
   } catch (const std::system_error& error) {
-    ERR_raise_data(ERR_LIB_PROV, ERR_R_INIT_FAIL,
-                   "asyncjob: could not start %d worker threads: %s", workers, error.what());
+    ERR_raise_data(ERR_LIB_PROV, ERR_R_INIT_FAIL, "asyncjob: could not start %d worker threads: %s",
+                   workers, error.what());
     return nullptr;
   } catch (const std::exception& error) {
     ERR_raise_data(ERR_LIB_PROV, ERR_R_MALLOC_FAILURE, "asyncjob: %s", error.what());
@@ -152,16 +152,15 @@ constexpr char kParamPaused[] = "asyncjob-jobs-paused";
 constexpr char kParamInline[] = "asyncjob-signatures-inline";
 constexpr char kParamWorkers[] = "asyncjob-workers";
 
-const OSSL_PARAM kGettableParams[] = {
-    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, nullptr, 0),
-    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_VERSION, nullptr, 0),
-    OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_BUILDINFO, nullptr, 0),
-    OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, nullptr),
-    OSSL_PARAM_uint64(kParamSubmitted, nullptr),
-    OSSL_PARAM_uint64(kParamPaused, nullptr),
-    OSSL_PARAM_uint64(kParamInline, nullptr),
-    OSSL_PARAM_int(kParamWorkers, nullptr),
-    OSSL_PARAM_END};
+const OSSL_PARAM kGettableParams[] = {OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, nullptr, 0),
+                                      OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_VERSION, nullptr, 0),
+                                      OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_BUILDINFO, nullptr, 0),
+                                      OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, nullptr),
+                                      OSSL_PARAM_uint64(kParamSubmitted, nullptr),
+                                      OSSL_PARAM_uint64(kParamPaused, nullptr),
+                                      OSSL_PARAM_uint64(kParamInline, nullptr),
+                                      OSSL_PARAM_int(kParamWorkers, nullptr),
+                                      OSSL_PARAM_END};
 
 const OSSL_PARAM* GettableParams(void*) { return kGettableParams; }
 

@@ -55,8 +55,8 @@ class ErrorTransfer {
 class Provider {
  public:
   struct Counters {
-    std::uint64_t submitted;  // signatures handed to a worker
-    std::uint64_t paused;     // times the engine paused a job
+    std::uint64_t submitted;    // signatures handed to a worker
+    std::uint64_t paused;       // times the engine paused a job
     std::uint64_t inline_runs;  // signatures run on the caller's thread
   };
 
@@ -72,9 +72,7 @@ class Provider {
   // The default provider's implementations in the inner context, whose
   // parameter tables the provider's own answer with.
   const EVP_KEYMGMT* keymgmt(KeyType type) const { return keymgmt_[static_cast<int>(type)]; }
-  const EVP_SIGNATURE* signature(KeyType type) const {
-    return signature_[static_cast<int>(type)];
-  }
+  const EVP_SIGNATURE* signature(KeyType type) const { return signature_[static_cast<int>(type)]; }
 
   // Runs operation() (a private-key operation returning libcrypto's 1 for
   // success) on the engine: on a worker while the calling job pauses, or

@@ -24,9 +24,9 @@ namespace {
 struct SignatureContext {
   Provider* provider;
   KeyType type;
-  EVP_PKEY* pkey = nullptr;          // a reference to the key's inner EVP_PKEY
+  EVP_PKEY* pkey = nullptr;           // a reference to the key's inner EVP_PKEY
   EVP_PKEY_CTX* operation = nullptr;  // inner, initialised to sign or verify
-  EVP_MD_CTX* digest = nullptr;      // digest-sign and digest-verify only
+  EVP_MD_CTX* digest = nullptr;       // digest-sign and digest-verify only
   bool signing = false;
 };
 
@@ -214,8 +214,8 @@ int Sign(void* vctx, unsigned char* sig, size_t* siglen, size_t sigsize, const u
   if (sig == nullptr) return EVP_PKEY_sign(ctx->operation, nullptr, siglen, tbs, tbslen) == 1;
   size_t length = sigsize;
   EVP_PKEY_CTX* operation = ctx->operation;
-  int signed_ok = ctx->provider->Offload(
-      [&] { return EVP_PKEY_sign(operation, sig, &length, tbs, tbslen); });
+  int signed_ok =
+      ctx->provider->Offload([&] { return EVP_PKEY_sign(operation, sig, &length, tbs, tbslen); });
   if (signed_ok != 1) return 0;
   *siglen = length;
   return 1;

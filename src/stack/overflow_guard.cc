@@ -76,8 +76,8 @@ void TakeDefaultAction(int signal_number, const siginfo_t* info) {
 // itself unless SA_NODEFER), with the arguments its SA_SIGINFO asks for.
 // It runs on asyncjob's alternate signal stack whether or not it asked for
 // SA_ONSTACK (the faulting stack may have no room left).
-void CallPreviousHandler(const struct sigaction& previous, int signal_number,
-                         siginfo_t* info, void* ucontext) {
+void CallPreviousHandler(const struct sigaction& previous, int signal_number, siginfo_t* info,
+                         void* ucontext) {
   sigset_t mask;
   if (ucontext != nullptr) {
     mask = static_cast<ucontext_t*>(ucontext)->uc_sigmask;

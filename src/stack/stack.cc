@@ -36,15 +36,15 @@ constexpr std::size_t kMaxSlabBytes = std::size_t{64} << 20;
 struct Slab {
   std::byte* base = nullptr;
   std::size_t slot_size = 0;
-  std::size_t bytes = 0;                  // the whole mapping
+  std::size_t bytes = 0;  // the whole mapping
   std::uint32_t capacity = 0;
   std::uint32_t in_use = 0;
-  std::uint32_t next_fresh = 0;           // slots never handed out start here
+  std::uint32_t next_fresh = 0;  // slots never handed out start here
   // Slots handed out and given back: a fixed array, so that releasing a
   // stack never allocates (and so can neither fail nor throw).
   std::uint32_t free_count = 0;
   std::uint32_t free_slots[kSlotsPerSlab];
-  Slab* next = nullptr;                   // list of slabs with room
+  Slab* next = nullptr;  // list of slabs with room
   Slab* prev = nullptr;
   bool listed = false;
   bool HasRoom() const { return next_fresh < capacity || free_count != 0; }
@@ -84,26 +84,22 @@ std::byte* MapGuarded(std::size_t usable, void** mapping) {
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (base == MAP_FAILED) {
     base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                     "mmap of a %zu-byte guarded stack failed: %s",
-                     bytes, std::strerror(errno));
+                     "mmap of a %zu-byte guarded stack failed: %s", bytes, std::strerror(errno));
     return nullptr;
   }
   auto* low = static_cast<std::byte*>(base) + guard;
   if (mprotect(low, usable, PROT_READ | PROT_WRITE) != 0) {
     int saved = errno;
     munmap(base, bytes);
-    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                     "mprotect of a %zu-byte stack failed: %s", usable,
-                     std::strerror(saved));
+    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED, "mprotect of a %zu-byte stack failed: %s",
+                     usable, std::strerror(saved));
     return nullptr;
   }
   *mapping = base;
   return low;
 }
 
-void UnmapGuarded(void* mapping, std::size_t usable) {
-  munmap(mapping, GuardSize() + usable);
-}
+void UnmapGuarded(void* mapping, std::size_t usable) { munmap(mapping, GuardSize() + usable); }
 
 // ----- The default ASYNC_stack_alloc_fn / ASYNC_stack_free_fn -----
 // Used only when a program calls the functions ASYNC_get_mem_functions()
@@ -137,8 +133,7 @@ extern "C" void* DefaultStackAlloc(size_t* num) {
     DefaultRegistry()[low] = {mapping, usable};
   } catch (...) {
     UnmapGuarded(mapping, usable);
-    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "out of memory recording a %zu-byte stack",
-                     usable);
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "out of memory recording a %zu-byte stack", usable);
     return nullptr;
   }
   *num = usable;
@@ -176,7 +171,8 @@ std::uint64_t CanarySecret() {
 }
 
 std::uint64_t CanaryWord(const Stack& stack, std::size_t index) {
-  return CanarySecret() ^ (reinterpret_cast<std::uintptr_t>(stack.canary) + index * 0x100000001b3ULL);
+  return CanarySecret() ^
+         (reinterpret_cast<std::uintptr_t>(stack.canary) + index * 0x100000001b3ULL);
 }
 
 }  // namespace
@@ -200,15 +196,13 @@ std::size_t DefaultStackSize() {
 bool SetDefaultStackSize(std::size_t bytes) {
   if (bytes < kMinimumStackSize) {
     base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
-                     "stack size %zu is below the minimum of %zu bytes", bytes,
-                     kMinimumStackSize);
+                     "stack size %zu is below the minimum of %zu bytes", bytes, kMinimumStackSize);
     return false;
   }
   // Checked before rounding: a size within a page of SIZE_MAX rounds to 0.
   if (bytes > kMaximumStackSize) {
     base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
-                     "stack size %zu is above the maximum of %zu bytes", bytes,
-                     kMaximumStackSize);
+                     "stack size %zu is above the maximum of %zu bytes", bytes, kMaximumStackSize);
     return false;
   }
   // kMaximumStackSize is a multiple of any page size: the rounding fits.
@@ -327,8 +321,8 @@ bool StackSource::Allocate(Stack* stack) {
       stack_free_fn.load(std::memory_order_acquire)(memory);
       if (too_small) {
         base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                         "the custom stack allocator gave %zu bytes; at least %zu are needed",
-                         num, skew + kMinimumStackSize);
+                         "the custom stack allocator gave %zu bytes; at least %zu are needed", num,
+                         skew + kMinimumStackSize);
       } else {
         base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
                          "the custom stack allocator gave %zu bytes at %p; at most %zu can "
@@ -348,8 +342,7 @@ bool StackSource::Allocate(Stack* stack) {
     const std::size_t budget = GuardedBudget();
     bool guarded = false;
     while (in_use < budget) {
-      if (guarded_in_use.compare_exchange_weak(in_use, in_use + 1,
-                                               std::memory_order_relaxed)) {
+      if (guarded_in_use.compare_exchange_weak(in_use, in_use + 1, std::memory_order_relaxed)) {
         guarded = true;
         break;
       }
@@ -400,8 +393,7 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) {
       base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                       "mmap of a %zu-byte stack slab failed: %s", bytes,
-                       std::strerror(errno));
+                       "mmap of a %zu-byte stack slab failed: %s", bytes, std::strerror(errno));
       return false;
     }
 #ifdef MADV_NOHUGEPAGE
@@ -432,8 +424,10 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
   ++slab->in_use;
   if (!slab->HasRoom()) {
     // Unlink: full slabs are found again through Stack::slab on release.
-    if (slab->prev != nullptr) slab->prev->next = slab->next;
-    else slabs_with_room_ = slab->next;
+    if (slab->prev != nullptr)
+      slab->prev->next = slab->next;
+    else
+      slabs_with_room_ = slab->next;
     if (slab->next != nullptr) slab->next->prev = slab->prev;
     slab->next = slab->prev = nullptr;
     slab->listed = false;
@@ -468,8 +462,10 @@ void StackSource::Release(Stack* stack) {
       --slab->in_use;
       if (slab->in_use == 0) {
         if (slab->listed) {
-          if (slab->prev != nullptr) slab->prev->next = slab->next;
-          else slabs_with_room_ = slab->next;
+          if (slab->prev != nullptr)
+            slab->prev->next = slab->next;
+          else
+            slabs_with_room_ = slab->next;
           if (slab->next != nullptr) slab->next->prev = slab->prev;
         }
         munmap(slab->base, slab->bytes);

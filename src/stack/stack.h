@@ -42,8 +42,8 @@ struct Stack {
   std::byte* low = nullptr;  // lowest usable address
   std::size_t size = 0;      // usable bytes
   StackKind kind = StackKind::kGuarded;
-  void* mapping = nullptr;   // guarded: mapping base; custom: allocator's pointer
-  Slab* slab = nullptr;      // slab stacks: the slab it was carved from
+  void* mapping = nullptr;      // guarded: mapping base; custom: allocator's pointer
+  Slab* slab = nullptr;         // slab stacks: the slab it was carved from
   std::byte* canary = nullptr;  // kCanaryBytes checked at pause and finish
   unsigned valgrind_id = 0;
   std::byte* high() const { return low + size; }

@@ -64,8 +64,7 @@ bool WaitContext::SetWaitFd(const void* key, OSSL_ASYNC_FD fd, void* custom_data
   try {
     entries_.push_back(Entry{key, fd, custom_data, cleanup, true, false});
   } catch (const std::bad_alloc&) {
-    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
-                     "ASYNC_WAIT_CTX_set_wait_fd: out of memory");
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE, "ASYNC_WAIT_CTX_set_wait_fd: out of memory");
     return false;
   }
   ++added_count_;
@@ -107,8 +106,7 @@ std::size_t WaitContext::GetAllFds(OSSL_ASYNC_FD* fds) const {
 }
 
 void WaitContext::GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
-                                OSSL_ASYNC_FD* deleted,
-                                std::size_t* deleted_count) const {
+                                OSSL_ASYNC_FD* deleted, std::size_t* deleted_count) const {
   if (added_count != nullptr) *added_count = added_count_;
   if (deleted_count != nullptr) *deleted_count = deleted_count_;
   std::size_t a = 0;

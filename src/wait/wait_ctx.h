@@ -48,8 +48,8 @@ class WaitContext {
   bool ClearFd(const void* key);
   // Fills fds (when not null) and returns the count of live entries.
   std::size_t GetAllFds(OSSL_ASYNC_FD* fds) const;
-  void GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
-                     OSSL_ASYNC_FD* deleted, std::size_t* deleted_count) const;
+  void GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count, OSSL_ASYNC_FD* deleted,
+                     std::size_t* deleted_count) const;
   void StartNewRound();
   // Runs the cleanup routine of every entry not deleted, exactly once each,
   // and empties the context (what the destructor does).

@@ -46,17 +46,16 @@ namespace ctx = asyncjob::context;
 // seed + 2, ..., calls fn(arg), then stores the registers' values into out[]
 // (in the same order) and returns. Written in assembly so that the compiler
 // has no say in what those registers hold across the call.
-extern "C" void smoke_callee_saved_probe(void (*fn)(void*), void* arg,
-                                         std::uint64_t* out,
+extern "C" void smoke_callee_saved_probe(void (*fn)(void*), void* arg, std::uint64_t* out,
                                          std::uint64_t seed);
 
 #if defined(__aarch64__)
 // x19-x28 then d8-d15. x29 stays a valid frame pointer (it is preserved by
 // the switch all the same: the ping-pong tests would crash otherwise).
 constexpr int kProbeRegisters = 18;
-const char* const kProbeNames[kProbeRegisters] = {
-    "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
-    "x28", "d8",  "d9",  "d10", "d11", "d12", "d13", "d14", "d15"};
+const char* const kProbeNames[kProbeRegisters] = {"x19", "x20", "x21", "x22", "x23", "x24",
+                                                  "x25", "x26", "x27", "x28", "d8",  "d9",
+                                                  "d10", "d11", "d12", "d13", "d14", "d15"};
 asm(R"(
         .text
         .globl  smoke_callee_saved_probe
@@ -131,8 +130,7 @@ smoke_callee_saved_probe:
 )");
 #elif defined(__x86_64__)
 constexpr int kProbeRegisters = 6;
-const char* const kProbeNames[kProbeRegisters] = {"rbx", "rbp", "r12",
-                                                  "r13", "r14", "r15"};
+const char* const kProbeNames[kProbeRegisters] = {"rbx", "rbp", "r12", "r13", "r14", "r15"};
 asm(R"(
         .text
         .globl  smoke_callee_saved_probe
@@ -185,13 +183,12 @@ namespace {
 
 int g_failures_in_test = 0;
 
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,     \
-                   __LINE__, #cond);                                  \
-      ++g_failures_in_test;                                           \
-    }                                                                 \
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures_in_test;                                                         \
+    }                                                                               \
   } while (0)
 
 // A stack from mmap with an inaccessible guard page below it.
@@ -264,8 +261,7 @@ void TestPingPong() {
     if (FromPtr(got) != ToMain(i)) ++mismatches;
   }
   CHECK(mismatches == 0);
-  CHECK(FromPtr(ctx::Switch(&g_main, &g_fibre,
-                            ToPtr(ToFibre(kPingPongRounds)))) == kDone);
+  CHECK(FromPtr(ctx::Switch(&g_main, &g_fibre, ToPtr(ToFibre(kPingPongRounds)))) == kDone);
   ctx::Destroy(&g_fibre);
 }
 
@@ -282,12 +278,9 @@ struct Mix {
 constexpr int kMixRounds = 2000;
 
 template <bool kSwitch>
-[[gnu::noinline]] Mix Compute(std::uint64_t seed, ctx::Context* self,
-                              ctx::Context* other) {
-  std::uint64_t a = seed, b = seed ^ 0x9e3779b97f4a7c15u, c = seed * 3,
-                d = ~seed;
-  double x = static_cast<double>(seed & 0xffff), y = 1.5, z = -2.25, w = 0.125,
-         u = 3.0, v = 7.0;
+[[gnu::noinline]] Mix Compute(std::uint64_t seed, ctx::Context* self, ctx::Context* other) {
+  std::uint64_t a = seed, b = seed ^ 0x9e3779b97f4a7c15u, c = seed * 3, d = ~seed;
+  double x = static_cast<double>(seed & 0xffff), y = 1.5, z = -2.25, w = 0.125, u = 3.0, v = 7.0;
   for (int i = 0; i < kMixRounds; ++i) {
     a = a * 6364136223846793005u + 1442695040888963407u;
     b ^= a >> 7;
@@ -333,14 +326,12 @@ constexpr std::uint64_t kFibrePattern = 0xa5a5a5a500000000u;
 std::uint64_t g_main_out[kProbeRegisters];
 std::uint64_t g_fibre_out[kProbeRegisters];
 
-void CheckProbe(const std::uint64_t* out, std::uint64_t seed,
-                const char* who) {
+void CheckProbe(const std::uint64_t* out, std::uint64_t seed, const char* who) {
   for (int i = 0; i < kProbeRegisters; ++i) {
     std::uint64_t want = seed + static_cast<std::uint64_t>(i) + 1;
     if (out[i] != want) {
       std::fprintf(stderr, "%s: %s = %#llx, want %#llx\n", who, kProbeNames[i],
-                   static_cast<unsigned long long>(out[i]),
-                   static_cast<unsigned long long>(want));
+                   static_cast<unsigned long long>(out[i]), static_cast<unsigned long long>(want));
       ++g_failures_in_test;
     }
   }
@@ -364,8 +355,7 @@ void TestCalleeSavedRegisters() {
     ctx::Prepare(&g_fibre, stack.low(), stack.size(), &ProbeEntry, nullptr);
     smoke_callee_saved_probe(&SwitchToFibre, nullptr, g_main_out,
                              kMainPattern + static_cast<std::uint64_t>(round));
-    CheckProbe(g_main_out, kMainPattern + static_cast<std::uint64_t>(round),
-               "main");
+    CheckProbe(g_main_out, kMainPattern + static_cast<std::uint64_t>(round), "main");
     ctx::Switch(&g_main, &g_fibre, nullptr);  // the fibre checks its own
   }
   ctx::Destroy(&g_fibre);
@@ -379,8 +369,8 @@ void TestCalleeSavedRegisters() {
 // on x86-64, so this reads MXCSR where fegetround() reads the x87 word).
 int ArithmeticRounding() {
   volatile double one = 1.0, tiny = 0x1p-60, three_quarter_ulp = 0x1.8p-53;
-  double up = one + tiny;            // > 1 only when rounding upward
-  double down = -one - tiny;         // < -1 only when rounding downward
+  double up = one + tiny;                 // > 1 only when rounding upward
+  double down = -one - tiny;              // < -1 only when rounding downward
   double near = one + three_quarter_ulp;  // > 1 when to nearest (or upward)
   if (up > 1.0) return FE_UPWARD;
   if (down < -1.0) return FE_DOWNWARD;
@@ -388,9 +378,7 @@ int ArithmeticRounding() {
   return FE_TOWARDZERO;
 }
 
-bool RoundingIs(int mode) {
-  return fegetround() == mode && ArithmeticRounding() == mode;
-}
+bool RoundingIs(int mode) { return fegetround() == mode && ArithmeticRounding() == mode; }
 
 const int kModes[4] = {FE_TONEAREST, FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
 constexpr int kRoundingRounds = 1000;
@@ -475,8 +463,8 @@ void TestReuseAfterSwitchForGood() {
     bool a = i % 3 != 2;
     // Also exercise stacks whose top is not 16-byte aligned.
     std::size_t skew = i % 16;
-    ctx::Prepare(&g_fibre, stack.low(), stack.size() - skew,
-                 a ? &ReuseEntryA : &ReuseEntryB, ToPtr(i + 100));
+    ctx::Prepare(&g_fibre, stack.low(), stack.size() - skew, a ? &ReuseEntryA : &ReuseEntryB,
+                 ToPtr(i + 100));
     void* got = ctx::Switch(&g_main, &g_fibre, ToPtr(i));
     if (a) {
       CHECK(FromPtr(got) == i + 1);
@@ -495,8 +483,7 @@ bool Aligned16(const void* p) { return FromPtr(const_cast<void*>(p)) % 16 == 0; 
 [[gnu::noinline]] bool NestedFrameAligned() {
   alignas(16) volatile unsigned char local[16] = {};
   local[0] = 1;
-  return Aligned16(const_cast<unsigned char*>(local)) &&
-         Aligned16(__builtin_frame_address(0));
+  return Aligned16(const_cast<unsigned char*>(local)) && Aligned16(__builtin_frame_address(0));
 }
 
 void AlignmentEntry(void*, void*) {
@@ -518,8 +505,7 @@ void TestStackAlignment() {
   Stack stack(kStackSize);
   ctx::InitializeThreadContext(&g_main);
   for (std::size_t skew = 0; skew < 16; skew += 8) {
-    ctx::Prepare(&g_fibre, stack.low(), stack.size() - skew, &AlignmentEntry,
-                 nullptr);
+    ctx::Prepare(&g_fibre, stack.low(), stack.size() - skew, &AlignmentEntry, nullptr);
     ctx::Switch(&g_main, &g_fibre, nullptr);
     ctx::Switch(&g_main, &g_fibre, nullptr);
   }
@@ -556,8 +542,7 @@ void UnwindEntry(void*, void*) {
   CHECK(end == _URC_END_OF_STACK);
   CHECK(trace.frames >= 2 && trace.frames <= 16);
   if (end != _URC_END_OF_STACK || trace.frames > 16)
-    std::fprintf(stderr, "backtrace: %d frames, reason %d\n", trace.frames,
-                 static_cast<int>(end));
+    std::fprintf(stderr, "backtrace: %d frames, reason %d\n", trace.frames, static_cast<int>(end));
   ctx::SwitchForGood(&g_fibre, &g_main, nullptr);
 }
 
@@ -597,12 +582,10 @@ void RawShim(void* transfer, void* argument) {
 
 void TestIndirectEntryPoints() {
   Stack stack(kStackSize);
-  void* (*volatile make_fn)(void*, void (*)(void*, void*), void*) =
-      &asyncjob_context_make;
+  void* (*volatile make_fn)(void*, void (*)(void*, void*), void*) = &asyncjob_context_make;
   char* top = stack.low() + stack.size();
   void* sp = make_fn(top, &RawShim, ToPtr(22));
-  CHECK(sp < static_cast<void*>(top) &&
-        sp >= static_cast<void*>(top - 512) && Aligned16(sp));
+  CHECK(sp < static_cast<void*>(top) && sp >= static_cast<void*>(top - 512) && Aligned16(sp));
 #if !ASYNCJOB_ASAN && !ASYNCJOB_TSAN
   void* (*volatile switch_fn)(void**, void*, void*) = &asyncjob_context_switch;
   CHECK(switch_fn(&g_raw_main_sp, sp, ToPtr(11)) == ToPtr(33));
@@ -708,8 +691,7 @@ int main() {
       std::printf("[  OK  ] %s\n", test.name);
     } else {
       ++failed;
-      std::printf("[ FAIL ] %s (%d checks failed)\n", test.name,
-                  g_failures_in_test);
+      std::printf("[ FAIL ] %s (%d checks failed)\n", test.name, g_failures_in_test);
     }
   }
   std::printf("%d passed, %d failed\n", passed, failed);

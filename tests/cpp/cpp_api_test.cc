@@ -88,8 +88,7 @@ TEST_F(CppApi, ExceptionIsRethrownToTheResumerAtFinish) {
 }
 
 TEST_F(CppApi, ExceptionBeforeTheFirstPauseLeavesStart) {
-  EXPECT_THROW(asyncjob::start([]() -> int { throw std::logic_error("early"); }),
-               std::logic_error);
+  EXPECT_THROW(asyncjob::start([]() -> int { throw std::logic_error("early"); }), std::logic_error);
   asyncjob_pool_stats stats;
   ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
   EXPECT_EQ(stats.in_use, 0u) << "the job finished and went back to the pool";

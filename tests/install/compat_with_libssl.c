@@ -27,7 +27,6 @@ int compat_with_libssl(SSL *ssl) {
   /* libssl's async calls and asyncjob's declarations together. */
   if (SSL_waiting_for_async(ssl) && SSL_get_all_async_fds(ssl, fds, &numfds))
     return ASYNC_get_current_job() != NULL;
-  if (SSL_get_async_status(ssl, &status) && status == ASYNC_STATUS_EAGAIN)
-    return ASYNC_pause_job();
+  if (SSL_get_async_status(ssl, &status) && status == ASYNC_STATUS_EAGAIN) return ASYNC_pause_job();
   return ASYNC_is_capable() + (int)asyncjob_get_stack_size();
 }

@@ -23,8 +23,7 @@ static int job_body(void *arg) {
   return ASYNC_pause_job();
 }
 
-static void fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd,
-                       void *data) {
+static void fd_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd, void *data) {
   (void)ctx;
   (void)key;
   (void)fd;
@@ -70,11 +69,20 @@ int headers_coexist_c(void) {
   sum += ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
   sum += ASYNC_WAIT_CTX_get_status(ctx);
   switch (ASYNC_start_job(&job, ctx, &ret, job_body, NULL, 0)) {
-    case ASYNC_ERR: sum += 1; break;
-    case ASYNC_NO_JOBS: sum += 2; break;
-    case ASYNC_PAUSE: sum += ASYNC_get_wait_ctx(job) == ctx; break;
-    case ASYNC_FINISH: sum += ret; break;
-    default: break;
+    case ASYNC_ERR:
+      sum += 1;
+      break;
+    case ASYNC_NO_JOBS:
+      sum += 2;
+      break;
+    case ASYNC_PAUSE:
+      sum += ASYNC_get_wait_ctx(job) == ctx;
+      break;
+    case ASYNC_FINISH:
+      sum += ret;
+      break;
+    default:
+      break;
   }
   ASYNC_block_pause();
   ASYNC_unblock_pause();
@@ -82,8 +90,8 @@ int headers_coexist_c(void) {
   ASYNC_WAIT_CTX_free(ctx);
   ASYNC_cleanup_thread();
   sum += ASYNC_STATUS_UNSUPPORTED + ASYNC_STATUS_ERR + ASYNC_STATUS_OK;
-  sum += ASYNC_R_FAILED_TO_SET_POOL + ASYNC_R_FAILED_TO_SWAP_CONTEXT +
-         ASYNC_R_INVALID_POOL_SIZE + ASYNC_R_INIT_FAILED;
+  sum += ASYNC_R_FAILED_TO_SET_POOL + ASYNC_R_FAILED_TO_SWAP_CONTEXT + ASYNC_R_INVALID_POOL_SIZE +
+         ASYNC_R_INIT_FAILED;
 
   /* asyncjob's extensions. */
   sum += (int)asyncjob_get_error(&message);

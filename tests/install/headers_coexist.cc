@@ -14,12 +14,11 @@
 #include <type_traits>
 
 // The declarations both headers make are one and the same entity.
-static_assert(std::is_same_v<decltype(&ASYNC_start_job),
-                             int (*)(ASYNC_JOB **, ASYNC_WAIT_CTX *, int *,
-                                     int (*)(void *), void *, std::size_t)>);
+static_assert(
+    std::is_same_v<decltype(&ASYNC_start_job), int (*)(ASYNC_JOB **, ASYNC_WAIT_CTX *, int *,
+                                                       int (*)(void *), void *, std::size_t)>);
 static_assert(std::is_same_v<OSSL_ASYNC_FD, int>);
-static_assert(ASYNC_ERR == 0 && ASYNC_NO_JOBS == 1 && ASYNC_PAUSE == 2 &&
-              ASYNC_FINISH == 3);
+static_assert(ASYNC_ERR == 0 && ASYNC_NO_JOBS == 1 && ASYNC_PAUSE == 2 && ASYNC_FINISH == 3);
 
 int headers_coexist_cxx();
 
@@ -32,9 +31,8 @@ int headers_coexist_cxx() {
   sum += ASYNC_set_mem_functions(alloc_fn, free_fn);
 
   ASYNC_WAIT_CTX *ctx = ASYNC_WAIT_CTX_new();
-  sum += ASYNC_WAIT_CTX_set_wait_fd(
-      ctx, &key, OSSL_BAD_ASYNC_FD, nullptr,
-      [](ASYNC_WAIT_CTX *, const void *, OSSL_ASYNC_FD, void *) {});
+  sum += ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, OSSL_BAD_ASYNC_FD, nullptr,
+                                    [](ASYNC_WAIT_CTX *, const void *, OSSL_ASYNC_FD, void *) {});
   ASYNC_callback_fn cb = [](void *) { return 1; };
   sum += ASYNC_WAIT_CTX_set_callback(ctx, cb, nullptr);
   ASYNC_JOB *job = nullptr;

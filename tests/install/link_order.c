@@ -27,8 +27,7 @@ static int job_body(void *arg) {
 /* The file name of the object that defines the code at addr. */
 static const char *object_of(const void *addr) {
   Dl_info info;
-  if (dladdr(addr, &info) == 0 || info.dli_fname == NULL)
-    return "(unknown)";
+  if (dladdr(addr, &info) == 0 || info.dli_fname == NULL) return "(unknown)";
   return info.dli_fname;
 }
 
@@ -47,15 +46,13 @@ int main(int argc, char **argv) {
   void *crypto;
 
   /* libcrypto at work. */
-  if (!EVP_Digest(text, sizeof text - 1, digest, &digest_len, EVP_sha256(),
-                  NULL) ||
+  if (!EVP_Digest(text, sizeof text - 1, digest, &digest_len, EVP_sha256(), NULL) ||
       digest_len != 32) {
     fprintf(stderr, "EVP_Digest failed\n");
     return 1;
   }
-  printf("%s; SHA-256 of \"%s\" starts %02x%02x%02x%02x\n",
-         OpenSSL_version(OPENSSL_VERSION), text, digest[0], digest[1],
-         digest[2], digest[3]);
+  printf("%s; SHA-256 of \"%s\" starts %02x%02x%02x%02x\n", OpenSSL_version(OPENSSL_VERSION), text,
+         digest[0], digest[1], digest[2], digest[3]);
 
   /* Where the program's ASYNC_start_job, and libcrypto's own, live. */
   start_job_from = object_of((const void *)&ASYNC_start_job);
@@ -65,14 +62,13 @@ int main(int argc, char **argv) {
   crypto = dlopen(crypto_from, RTLD_LAZY | RTLD_NOLOAD);
   if (crypto != NULL) {
     void *own = dlsym(crypto, "ASYNC_start_job");
-    printf("libcrypto's own ASYNC_start_job %s\n",
-           own == NULL                       ? "does not exist"
-           : own == (void *)&ASYNC_start_job ? "is the one in use"
-                                             : "is a different function");
+    printf("libcrypto's own ASYNC_start_job %s\n", own == NULL ? "does not exist"
+                                                   : own == (void *)&ASYNC_start_job
+                                                       ? "is the one in use"
+                                                       : "is a different function");
     dlclose(crypto);
   }
-  if (!must_be_asyncjob)
-    return 0;
+  if (!must_be_asyncjob) return 0;
 
   if (strstr(start_job_from, "libasyncjob") == NULL) {
     fprintf(stderr, "ASYNC_start_job is not asyncjob's\n");
@@ -85,12 +81,11 @@ int main(int argc, char **argv) {
 
   /* And it runs a job, on asyncjob's back end. */
   printf("asyncjob back end: %s\n", asyncjob_context_backend());
-  while ((status = ASYNC_start_job(&job, NULL, &result, job_body, &steps_ptr,
-                                   sizeof steps_ptr)) == ASYNC_PAUSE) {
+  while ((status = ASYNC_start_job(&job, NULL, &result, job_body, &steps_ptr, sizeof steps_ptr)) ==
+         ASYNC_PAUSE) {
   }
   if (status != ASYNC_FINISH || result != 5 || steps != 2) {
-    fprintf(stderr, "job: status %d, result %d, %d steps\n", status, result,
-            steps);
+    fprintf(stderr, "job: status %d, result %d, %d steps\n", status, result, steps);
     return 1;
   }
   printf("job finished with %d after one pause\n", result);

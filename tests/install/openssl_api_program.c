@@ -32,8 +32,8 @@ struct wake_pipe {
 static int cleanups_run;
 static OSSL_ASYNC_FD pipe_ends[2] = {-1, -1};
 
-static void close_wake_pipe(ASYNC_WAIT_CTX *ctx, const void *key,
-                            OSSL_ASYNC_FD fd, void *custom_data) {
+static void close_wake_pipe(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd,
+                            void *custom_data) {
   struct wake_pipe *wake = custom_data;
 
   (void)ctx;
@@ -71,8 +71,8 @@ static int job_main(void *arg) {
   }
   wake->read_end = pipe_ends[0] = fds[0];
   wake->write_end = pipe_ends[1] = fds[1];
-  if (!ASYNC_WAIT_CTX_set_wait_fd(ASYNC_get_wait_ctx(self), &wake_key,
-                                  wake->read_end, wake, close_wake_pipe)) {
+  if (!ASYNC_WAIT_CTX_set_wait_fd(ASYNC_get_wait_ctx(self), &wake_key, wake->read_end, wake,
+                                  close_wake_pipe)) {
     fprintf(stderr, "ASYNC_WAIT_CTX_set_wait_fd failed\n");
     close_wake_pipe(NULL, &wake_key, fds[0], wake);
     return 0;
@@ -103,8 +103,7 @@ static int wait_for_wake_up(ASYNC_WAIT_CTX *ctx) {
   fd_set readable;
 
   if (!ASYNC_WAIT_CTX_get_all_fds(ctx, NULL, &count) || count != 1) {
-    fprintf(stderr, "expected one descriptor, the wait context has %zu\n",
-            count);
+    fprintf(stderr, "expected one descriptor, the wait context has %zu\n", count);
     return 0;
   }
   if (!ASYNC_WAIT_CTX_get_all_fds(ctx, &fd, &count) || fd < 0) {
@@ -114,8 +113,7 @@ static int wait_for_wake_up(ASYNC_WAIT_CTX *ctx) {
   for (;;) {
     FD_ZERO(&readable);
     FD_SET(fd, &readable);
-    if (select(fd + 1, &readable, NULL, NULL, NULL) > 0)
-      return 1;
+    if (select(fd + 1, &readable, NULL, NULL, NULL) > 0) return 1;
     if (errno != EINTR) {
       perror("select");
       return 0;
@@ -139,8 +137,7 @@ int main(void) {
   }
 
   for (;;) {
-    int status = ASYNC_start_job(&job, ctx, &job_result, job_main, greeting,
-                                 sizeof greeting);
+    int status = ASYNC_start_job(&job, ctx, &job_result, job_main, greeting, sizeof greeting);
     if (status == ASYNC_FINISH) {
       printf("Job finished with return value %d\n", job_result);
       ok = job_result == 1 && pauses == 1;
@@ -153,8 +150,7 @@ int main(void) {
     ++pauses;
     printf("Job was paused\n");
     printf("Waiting for the job to be woken up\n");
-    if (!wait_for_wake_up(ctx))
-      break;
+    if (!wait_for_wake_up(ctx)) break;
   }
 
   ASYNC_WAIT_CTX_free(ctx);
@@ -162,8 +158,7 @@ int main(void) {
 
   /* Freeing the context ran the cleanup routine, which closed both ends. */
   if (cleanups_run != 1) {
-    fprintf(stderr, "the cleanup routine ran %d times, expected once\n",
-            cleanups_run);
+    fprintf(stderr, "the cleanup routine ran %d times, expected once\n", cleanups_run);
     ok = 0;
   }
   if (pipe_ends[0] < 0 || fcntl(pipe_ends[0], F_GETFD) != -1 ||

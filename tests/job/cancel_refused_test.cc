@@ -68,9 +68,7 @@ struct PausesWhenDestroyed {
 
 int PausesInADestructorAtScopeExit(void*) {
   Noisy guard("guard");
-  {
-    PausesWhenDestroyed pauses;
-  }
+  { PausesWhenDestroyed pauses; }
   return 8;
 }
 
@@ -87,8 +85,10 @@ int PausesBeneathCWithoutUnwindTables(void*) {
 // The refusal's message, matched as a whole.
 void ExpectRefusal(const QueuedError& error, int reason, const std::string& why) {
   EXPECT_EQ(error.reason(), reason);
-  std::regex shape("job 0x[0-9a-f]+ cannot be cancelled: its stack cannot be unwound through "
-                   "frame 0x[0-9a-f]+ \\(.*\\): " + why + ".*");
+  std::regex shape(
+      "job 0x[0-9a-f]+ cannot be cancelled: its stack cannot be unwound through "
+      "frame 0x[0-9a-f]+ \\(.*\\): " +
+      why + ".*");
   EXPECT_TRUE(std::regex_match(error.message, shape)) << error.message;
 }
 
@@ -121,8 +121,8 @@ TEST_F(CancelRefused, PausedInANoexceptFunction) {
   EXPECT_EQ(events, (std::vector<std::string>{"~noexcept", "resumed in noexcept"}));
   ASSERT_EQ(asyncjob_cancel_job(&job), 1);
   EXPECT_EQ(job, nullptr);
-  EXPECT_EQ(events, (std::vector<std::string>{"~noexcept", "resumed in noexcept", "hook h",
-                                              "~guard"}));
+  EXPECT_EQ(events,
+            (std::vector<std::string>{"~noexcept", "resumed in noexcept", "hook h", "~guard"}));
   EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
 }
 
@@ -166,8 +166,8 @@ TEST_F(CancelRefused, AJobOfAClosingPoolIsRefusedAndStillResumable) {
   ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_PAUSE);
   // Paused again, outside the noexcept frame: now it can be cancelled.
   ASSERT_EQ(asyncjob_cancel_job(&job), 1);
-  EXPECT_EQ(events, (std::vector<std::string>{"~noexcept", "resumed in noexcept", "hook h",
-                                              "~guard"}));
+  EXPECT_EQ(events,
+            (std::vector<std::string>{"~noexcept", "resumed in noexcept", "hook h", "~guard"}));
 }
 
 namespace {
@@ -219,8 +219,7 @@ int ThreeHooksOneThrowing(void*) {
 TEST_F(CancelRefused, AThrowingHookIsReportedAndTheCancellationGoesOn) {
   ASYNC_JOB* job = nullptr;
   int ret = 0;
-  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &ThreeHooksOneThrowing, nullptr, 0),
-            ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &ThreeHooksOneThrowing, nullptr, 0), ASYNC_PAUSE);
   ASSERT_EQ(asyncjob_cancel_job(&job), 1) << "the job was cancelled all the same";
   EXPECT_EQ(job, nullptr);
   EXPECT_EQ(events, (std::vector<std::string>{"hook last", "hook first", "~guard"}));

@@ -344,8 +344,7 @@ int PausesTwice(void*) {
 TEST_F(Cancel, UnwindsFromAPauseThatWasATailCall) {
   ASYNC_JOB* job = nullptr;
   int ret = 0;
-  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesThroughATailCall, nullptr, 0),
-            ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PausesThroughATailCall, nullptr, 0), ASYNC_PAUSE);
   ASSERT_EQ(asyncjob_cancel_job(&job), 1);
   EXPECT_EQ(events, (std::vector<std::string>{"caught", "~guard"}));
 }

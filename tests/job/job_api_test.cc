@@ -473,8 +473,7 @@ TEST_F(JobApi, CleanupInsideARunningJobFreesItAfterItFinishes) {
   ASYNC_JOB* job = nullptr;
   int ret = 0;
   int value = 17;
-  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value,
-                            sizeof value),
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value, sizeof value),
             ASYNC_FINISH);
   EXPECT_EQ(ret, 17);
   EXPECT_EQ(job, nullptr);
@@ -496,8 +495,8 @@ TEST_F(JobApi, CleanupInsideARunningJobThatThenPausesFreesItWhenItFinishes) {
   ASYNC_JOB* job = nullptr;
   int ret = 0;
   int value = 23;
-  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenPauseThenReturnArg,
-                            &value, sizeof value),
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenPauseThenReturnArg, &value,
+                            sizeof value),
             ASYNC_PAUSE);
   EXPECT_EQ(PopError().reason(), ASYNCJOB_R_JOBS_OUTSTANDING);
   ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
@@ -508,15 +507,18 @@ TEST_F(JobApi, CleanupInsideARunningJobThatThenPausesFreesItWhenItFinishes) {
 }
 
 TEST_F(JobApi, CleanupInsideARunningJobThenThreadExitFreesIt) {
-  std::thread([] { std::vector<char> warm(1000); (void)warm; }).join();
+  std::thread([] {
+    std::vector<char> warm(1000);
+    (void)warm;
+  }).join();
   std::size_t before = asyncjob_test::CountMappings();
   std::thread worker([] {
     ASYNC_JOB* job = nullptr;
     int ret = 0;
     int value = 5;
-    ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value,
-                              sizeof value),
-              ASYNC_FINISH);
+    ASSERT_EQ(
+        ASYNC_start_job(&job, nullptr, &ret, &CleanUpThreadThenReturnArg, &value, sizeof value),
+        ASYNC_FINISH);
     EXPECT_EQ(ret, 5);
     asyncjob_clear_errors();
   });
@@ -529,7 +531,10 @@ TEST_F(JobApi, CleanupInsideARunningJobThenThreadExitFreesIt) {
 TEST_F(JobApi, ThreadExitCleansUpItsPool) {
   // A first thread lets the C library set up what it keeps after a thread
   // (a cached thread stack, a malloc arena), so that only our mappings count.
-  std::thread([] { std::vector<char> warm(1000); (void)warm; }).join();
+  std::thread([] {
+    std::vector<char> warm(1000);
+    (void)warm;
+  }).join();
   std::size_t before = asyncjob_test::CountMappings();
   std::thread worker([] {
     ASSERT_EQ(ASYNC_init_thread(0, 8), 1);
@@ -644,12 +649,12 @@ int InnerJob(void*) {
 int OuterJob(void*) {
   nested.outer = ASYNC_get_current_job();
   ASYNC_JOB* inner = nullptr;
-  nested.inner_status_first = ASYNC_start_job(&inner, nullptr, &nested.inner_ret, &InnerJob,
-                                               nullptr, 0);
+  nested.inner_status_first =
+      ASYNC_start_job(&inner, nullptr, &nested.inner_ret, &InnerJob, nullptr, 0);
   nested.inner_seen_parent_after = ASYNC_get_current_job();
   ASYNC_pause_job();  // the outer job pauses with the inner one paused
-  nested.inner_status_second = ASYNC_start_job(&inner, nullptr, &nested.inner_ret, nullptr,
-                                                nullptr, 0);
+  nested.inner_status_second =
+      ASYNC_start_job(&inner, nullptr, &nested.inner_ret, nullptr, nullptr, 0);
   return 22;
 }
 }  // namespace
@@ -707,8 +712,7 @@ TEST_F(JobApi, NestedJobPausedCanBeResumedFromTheTopLevel) {
   };
   EXPECT_EQ(RunToFinish(+outer, nullptr, 0), ASYNC_PAUSE);
   ASSERT_NE(inner_handle, nullptr);
-  EXPECT_EQ(ASYNC_start_job(&inner_handle, nullptr, &inner_ret, nullptr, nullptr, 0),
-            ASYNC_FINISH);
+  EXPECT_EQ(ASYNC_start_job(&inner_handle, nullptr, &inner_ret, nullptr, nullptr, 0), ASYNC_FINISH);
   EXPECT_EQ(inner_ret, 11);
 }
 
@@ -716,7 +720,7 @@ TEST_F(JobApi, NestedJobPausedCanBeResumedFromTheTopLevel) {
 
 TEST_F(JobApi, ErrorQueueKeepsOrderPeekAndClear) {
   EXPECT_EQ(asyncjob_get_error(nullptr), 0u);
-  ASYNC_init_thread(1, 2);  // INVALID_POOL_SIZE
+  ASYNC_init_thread(1, 2);      // INVALID_POOL_SIZE
   ASYNC_get_wait_ctx(nullptr);  // PASSED_NULL_PARAMETER
   const char* message = nullptr;
   unsigned long first = asyncjob_peek_error(&message);

@@ -128,8 +128,8 @@ TEST_F(JobLimits, ArgumentSizesNoObjectCanHaveAreRefused) {
   char arguments[16] = "not read";
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   ASSERT_NE(ctx, nullptr);
-  for (size_t size : {SIZE_MAX, SIZE_MAX - 15, size_t{1} << 63,
-                      static_cast<size_t>(PTRDIFF_MAX) + 1}) {
+  for (size_t size :
+       {SIZE_MAX, SIZE_MAX - 15, size_t{1} << 63, static_cast<size_t>(PTRDIFF_MAX) + 1}) {
     SCOPED_TRACE(size);
     ASYNC_JOB* job = nullptr;
     int ret = -1;
@@ -181,16 +181,15 @@ TEST_F(JobLimits, SizesAroundTheOnStackLimitAreCopiedExactly) {
   // Up to a quarter of the stack is copied onto it, the rest to the heap;
   // either way the job sees the exact bytes.
   const size_t quarter = asyncjob_get_stack_size() / 4;
-  for (size_t size : {quarter - 1024, quarter - 17, quarter - 16, quarter - 1, quarter,
-                      quarter + 1, quarter + 16, 2 * quarter, 4 * quarter + 1}) {
+  for (size_t size : {quarter - 1024, quarter - 17, quarter - 16, quarter - 1, quarter, quarter + 1,
+                      quarter + 16, 2 * quarter, 4 * quarter + 1}) {
     SCOPED_TRACE(size);
     std::vector<unsigned char> arguments(size);
     for (size_t i = 0; i < size; ++i) arguments[i] = static_cast<unsigned char>(i * 131 + 7);
     received.assign(size, 0);
     ASYNC_JOB* job = nullptr;
     int ret = 0;
-    ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &Receive, arguments.data(), size),
-              ASYNC_PAUSE);
+    ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &Receive, arguments.data(), size), ASYNC_PAUSE);
     EXPECT_EQ(received, arguments);
     ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
     EXPECT_EQ(ret, 1);

@@ -70,6 +70,6 @@ TEST(Scale, AMillionPausedJobsOnOneThread) {
       "%zu jobs: create+pause %.2f us/job, resume+finish %.2f us/job, %.2f KiB RSS per paused "
       "job, %zu guarded + %zu slab stacks, %zu mappings at peak\n",
       n, us(t1 - t0).count() / static_cast<double>(n), us(t2 - t1).count() / static_cast<double>(n),
-      static_cast<double>(rss_peak - rss_before) / static_cast<double>(n), stats.guarded, stats.slab,
-      mappings_peak);
+      static_cast<double>(rss_peak - rss_before) / static_cast<double>(n), stats.guarded,
+      stats.slab, mappings_peak);
 }

@@ -81,8 +81,8 @@ int PauseOnce(void*) {
 
 struct Orphans {
   int count = 1;
-  std::size_t max_size = 0;            // the exiting thread's pool
-  bool cleanup_before_exit = false;    // ASYNC_cleanup_thread() with them paused
+  std::size_t max_size = 0;          // the exiting thread's pool
+  bool cleanup_before_exit = false;  // ASYNC_cleanup_thread() with them paused
   std::vector<ASYNC_JOB*> jobs;
   const void* tls_address = nullptr;
 };
@@ -562,8 +562,7 @@ void* ExitWithAnotherJobPaused(void* argument) {
 
 TEST_F(ThreadExitInJob, AnotherJobOfTheThreadIsPaused) {
   PausedElsewhere state;
-  EXPECT_EQ(Join(Spawn(&ExitWithAnotherJobPaused, &state)),
-            ExitValue(7));
+  EXPECT_EQ(Join(Spawn(&ExitWithAnotherJobPaused, &state)), ExitValue(7));
   EXPECT_EQ(TakeEvents(), (std::vector<std::string>{"~inner"}));
   EXPECT_EQ(in_use_at_exit.load(), 1) << "the paused job, not the exited one";
   ExpectRefused(state.paused);

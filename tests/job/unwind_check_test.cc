@@ -114,7 +114,9 @@ int CheckFromC(void*) {
   return 1;
 }
 
-TEST_FRAME void UnderCWithoutUnwindTables() { sink = CallWithoutUnwindTables(&CheckFromC, nullptr); }
+TEST_FRAME void UnderCWithoutUnwindTables() {
+  sink = CallWithoutUnwindTables(&CheckFromC, nullptr);
+}
 
 // Outer() called from a noexcept function: frames above the stop frame do
 // not matter.

@@ -74,9 +74,8 @@ void RecordTearDown(ASYNC_WAIT_CTX* ctx, const void*, OSSL_ASYNC_FD fd, void* cu
   ++seen->cleanups;
   ASYNC_callback_fn callback = nullptr;
   void* argument = nullptr;
-  seen->callback_result = ASYNC_WAIT_CTX_get_callback(ctx, &callback, &argument) == 1
-                              ? callback(argument)
-                              : -1;
+  seen->callback_result =
+      ASYNC_WAIT_CTX_get_callback(ctx, &callback, &argument) == 1 ? callback(argument) : -1;
   seen->pause_result = ASYNC_pause_job();
   ASYNC_JOB* job = ASYNC_get_current_job();
   seen->had_current_job = job != nullptr;
@@ -91,8 +90,8 @@ async_job_st* StartCurrentApiJob(bool with_wait_ctx, int result) {
   if (with_wait_ctx) probe_wait_ctx = ASYNC_WAIT_CTX_new();
   ASYNC_JOB* job = nullptr;
   int ret = 0;
-  if (ASYNC_start_job(&job, probe_wait_ctx, &ret, &PauseOnceThenReturn, &result,
-                      sizeof result) != ASYNC_PAUSE) {
+  if (ASYNC_start_job(&job, probe_wait_ctx, &ret, &PauseOnceThenReturn, &result, sizeof result) !=
+      ASYNC_PAUSE) {
     return nullptr;
   }
   return job;
@@ -137,8 +136,6 @@ int SetTearDownFdInCurrentJobWaitCtx(int fd, TearDown* tear_down) {
   return ASYNC_WAIT_CTX_set_wait_fd(ctx, &tear_down_key, fd, tear_down, &RecordTearDown);
 }
 
-bool UnderMemoryTool() {
-  return ASYNCJOB_ASAN || ASYNCJOB_TSAN || ASYNCJOB_TEST_UNDER_VALGRIND();
-}
+bool UnderMemoryTool() { return ASYNCJOB_ASAN || ASYNCJOB_TSAN || ASYNCJOB_TEST_UNDER_VALGRIND(); }
 
 }  // namespace legacy_probe

@@ -320,8 +320,7 @@ TEST_F(LegacyTest, ExhaustedPoolReturnsNoJobsAndTouchesNothing) {
   int value = 5;
   ASYNC_JOB* first = nullptr;
   int ret = 0;
-  ASSERT_EQ(ASYNC_start_job(&first, &ret, PauseOnceThenReturn, &value, sizeof value),
-            ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&first, &ret, PauseOnceThenReturn, &value, sizeof value), ASYNC_PAUSE);
   std::size_t fds = CountOpenFds();
   ASYNC_JOB* second = nullptr;
   int untouched = -7;
@@ -593,7 +592,7 @@ int BlockedPauses(void* arg) {
   EXPECT_EQ(ASYNC_pause_job(), 1);  // still blocked once
   ASYNC_unblock_pause();
   ++*pauses_taken;
-  ASYNC_pause_job();  // pauses
+  ASYNC_pause_job();      // pauses
   ASYNC_unblock_pause();  // more unblocks than blocks: ignored
   ++*pauses_taken;
   ASYNC_pause_job();  // still pauses
@@ -687,8 +686,7 @@ TEST_F(LegacyTest, WaitFdOfAJobThatNeverPausedIsClosedToo) {
   int* pointer = &fd;
   ASYNC_JOB* job = nullptr;
   int ret = 0;
-  ASSERT_EQ(ASYNC_start_job(&job, &ret, GetFdAndFinish, &pointer, sizeof pointer),
-            ASYNC_FINISH);
+  ASSERT_EQ(ASYNC_start_job(&job, &ret, GetFdAndFinish, &pointer, sizeof pointer), ASYNC_FINISH);
   EXPECT_EQ(ret, 1);
   EXPECT_FALSE(IsOpen(fd));
 }
@@ -929,8 +927,7 @@ TEST_F(LegacyTest, EachThreadRunsItsOwnPool) {
         Seen* pointer = &seen;
         ASYNC_JOB* job = nullptr;
         int ret = 0;
-        if (ASYNC_start_job(&job, &ret, WakePauseClear, &pointer, sizeof pointer) !=
-            ASYNC_PAUSE) {
+        if (ASYNC_start_job(&job, &ret, WakePauseClear, &pointer, sizeof pointer) != ASYNC_PAUSE) {
           ok = 0;
           break;
         }
@@ -1346,8 +1343,8 @@ TEST(LegacyInitDeathTest, HugeInitSizeFailsWithAnError) {
         int value = 6;
         ASYNC_JOB* job = nullptr;
         int ret = 0;
-        ok = ok && ASYNC_start_job(&job, &ret, ReturnArgument, &value, sizeof value) ==
-                       ASYNC_FINISH &&
+        ok = ok &&
+             ASYNC_start_job(&job, &ret, ReturnArgument, &value, sizeof value) == ASYNC_FINISH &&
              ret == 6;
         std::_Exit(ok ? 0 : 1);
       },

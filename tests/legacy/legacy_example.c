@@ -21,8 +21,8 @@ static int greet(void *arg) {
   printf("Executing within a job\n");
   printf("Passed in message is: %s\n", (const char *)arg);
 
-  ASYNC_wake(self);    /* the event the program will wait for */
-  ASYNC_pause_job();   /* back to main() until it resumes us */
+  ASYNC_wake(self);  /* the event the program will wait for */
+  ASYNC_pause_job(); /* back to main() until it resumes us */
   ASYNC_clear_wake(self);
 
   printf("Resumed the job after a pause\n");

@@ -105,8 +105,8 @@ TEST(LoopMisuse, NegativeTimeoutsTimeOutWithoutRunning) {
   int ran = 0;
   std::vector<JobStatus> completions;
   std::vector<JobHandle<int>> handles;
-  for (Duration timeout : {Duration(-1), Duration(-1'000'000'000), Duration::min(),
-                           -Duration::max()}) {
+  for (Duration timeout :
+       {Duration(-1), Duration(-1'000'000'000), Duration::min(), -Duration::max()}) {
     handles.push_back(loop.spawn(
         [&] {
           ++ran;
@@ -217,8 +217,8 @@ TEST(LoopMisuse, DestroyedFromItsOwnCompletionCallback) {
   loop->run_once();
   ASSERT_EQ(paused.status(), JobStatus::kPaused);
   auto finisher = loop->spawn([] { return 3; }, [&](JobHandle<int>&) { loop.reset(); });
-  auto queued = loop->spawn([&] { queued_ran = true; },
-                            [&](JobHandle<void>&) { ++other_completions; });
+  auto queued =
+      loop->spawn([&] { queued_ran = true; }, [&](JobHandle<void>&) { ++other_completions; });
   Loop* raw = loop.get();
   raw->run();  // returns although the loop is gone
   EXPECT_EQ(loop, nullptr);
@@ -237,10 +237,11 @@ TEST(LoopMisuse, DestroyedFromItsOwnCompletionCallback) {
 TEST(LoopMisuse, DestroyedFromACompletionThatThenThrows) {
   auto loop = std::make_unique<Loop>();
   auto paused = loop->spawn(WaitForever);
-  loop->spawn([] {}, [&](JobHandle<void>&) {
-    loop.reset();
-    throw std::runtime_error("after the reset");
-  });
+  loop->spawn([] {},
+              [&](JobHandle<void>&) {
+                loop.reset();
+                throw std::runtime_error("after the reset");
+              });
   Loop* raw = loop.get();
   EXPECT_THROW(raw->run_once(), std::runtime_error);
   EXPECT_EQ(paused.status(), JobStatus::kCancelled);
@@ -410,11 +411,12 @@ TEST(LoopMisuse, RunFromItsOwnCallbacksIsRefused) {
       ++refused;
     }
   };
-  loop.spawn([] {}, [&](JobHandle<void>&) {
-    count_refusal([&] { loop.run(); });
-    count_refusal([&] { loop.run_once(); });
-    count_refusal([&] { loop.run_until_stopped(); });
-  });
+  loop.spawn([] {},
+             [&](JobHandle<void>&) {
+               count_refusal([&] { loop.run(); });
+               count_refusal([&] { loop.run_once(); });
+               count_refusal([&] { loop.run_until_stopped(); });
+             });
   loop.post([&] { count_refusal([&] { loop.run(); }); });
   // From a destructor that a cancellation runs: inside the job.
   auto victim = loop.spawn([&] {

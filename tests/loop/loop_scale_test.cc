@@ -41,10 +41,10 @@ const int fd_key = 0;
 
 struct Slot {
   bool use_fd = false;
-  int fd = -1;                   // written by the job before it publishes round 1
-  asyncjob::Waker waker;         // written by the job before it publishes a round
-  std::atomic<int> round{0};     // the round the job is waiting in
-  std::atomic<int> woken{0};     // the last round a waker completed
+  int fd = -1;                // written by the job before it publishes round 1
+  asyncjob::Waker waker;      // written by the job before it publishes a round
+  std::atomic<int> round{0};  // the round the job is waiting in
+  std::atomic<int> woken{0};  // the last round a waker completed
 };
 
 void WakeInRandomOrder(std::vector<Slot>& slots, const std::vector<std::size_t>& order) {
@@ -70,7 +70,8 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   // low, or use fewer fds when the hard limit forbids it.
   std::size_t fd_jobs = n / 2;
   const rlim_t limit = loop_test::RaiseFdLimit(fds_before + fd_jobs + 64);
-  if (limit < fds_before + fd_jobs + 64) fd_jobs = limit > fds_before + 64 ? limit - fds_before - 64 : 0;
+  if (limit < fds_before + fd_jobs + 64)
+    fd_jobs = limit > fds_before + 64 ? limit - fds_before - 64 : 0;
 
   std::mt19937 random(20240517);
   std::vector<Slot> slots(n);
@@ -112,8 +113,10 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   std::vector<std::size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::shuffle(order.begin(), order.end(), random);
-  std::vector<std::size_t> first_half(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n / 2));
-  std::vector<std::size_t> second_half(order.begin() + static_cast<std::ptrdiff_t>(n / 2), order.end());
+  std::vector<std::size_t> first_half(order.begin(),
+                                      order.begin() + static_cast<std::ptrdiff_t>(n / 2));
+  std::vector<std::size_t> second_half(order.begin() + static_cast<std::ptrdiff_t>(n / 2),
+                                       order.end());
   std::thread waker_a([&] { WakeInRandomOrder(slots, first_half); });
   std::thread waker_b([&] { WakeInRandomOrder(slots, second_half); });
   loop.run();
@@ -137,15 +140,16 @@ TEST(LoopScale, TenThousandJobsWokenInRandomOrder) {
   }
   EXPECT_LE(stats.eventfd_signals, stats.wakeups_callback);
   EXPECT_GE(stats.resumes, n);
-  std::printf("%zu jobs (%zu with an eventfd): %llu resumes, %llu fd and %llu callback wake-ups "
-              "(%llu coalesced, %llu stale), %llu eventfd signals, %llu iterations\n",
-              n, fd_jobs, static_cast<unsigned long long>(stats.resumes),
-              static_cast<unsigned long long>(stats.wakeups_fd),
-              static_cast<unsigned long long>(stats.wakeups_callback),
-              static_cast<unsigned long long>(stats.wakeups_coalesced),
-              static_cast<unsigned long long>(stats.wakeups_stale),
-              static_cast<unsigned long long>(stats.eventfd_signals),
-              static_cast<unsigned long long>(stats.iterations));
+  std::printf(
+      "%zu jobs (%zu with an eventfd): %llu resumes, %llu fd and %llu callback wake-ups "
+      "(%llu coalesced, %llu stale), %llu eventfd signals, %llu iterations\n",
+      n, fd_jobs, static_cast<unsigned long long>(stats.resumes),
+      static_cast<unsigned long long>(stats.wakeups_fd),
+      static_cast<unsigned long long>(stats.wakeups_callback),
+      static_cast<unsigned long long>(stats.wakeups_coalesced),
+      static_cast<unsigned long long>(stats.wakeups_stale),
+      static_cast<unsigned long long>(stats.eventfd_signals),
+      static_cast<unsigned long long>(stats.iterations));
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before + 2) << "only the loop's own two fds";
 }
 

@@ -116,7 +116,7 @@ TEST(Loop, CallbackFromAnotherThreadWakesTheJob) {
       result_from_worker = 99;
       wake();
     });
-    asyncjob::pause();  // status OK: resumed by the callback only
+    asyncjob::pause();          // status OK: resumed by the callback only
     return result_from_worker;  // the worker's write is visible
   });
   loop.run();
@@ -271,8 +271,8 @@ TEST(Loop, EagainStatusResumesOnTheNextIteration) {
   });
   loop.run();
   EXPECT_EQ(handle.get(), 3);
-  EXPECT_EQ(statuses_after_resume,
-            std::vector<int>(3, ASYNC_STATUS_UNSUPPORTED)) << "the loop consumed each EAGAIN";
+  EXPECT_EQ(statuses_after_resume, std::vector<int>(3, ASYNC_STATUS_UNSUPPORTED))
+      << "the loop consumed each EAGAIN";
   EXPECT_EQ(loop.counters().eagain_resumes, 3u);
   EXPECT_EQ(loop.counters().resumes, 3u);
 }
@@ -317,9 +317,7 @@ TEST(Loop, TimeoutCancelsThePausedJob) {
           asyncjob::OnCancel hook([&] { ++hooks; });
           // An engine-owned fd, closed by its cleanup routine.
           int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-          asyncjob::current_wait_ctx()
-              .register_fd(&fd_key, fd, &loop_test::CloseFd)
-              .release();
+          asyncjob::current_wait_ctx().register_fd(&fd_key, fd, &loop_test::CloseFd).release();
           for (;;) asyncjob::pause();  // nobody ever wakes it
           return 0;
         },
@@ -408,10 +406,11 @@ TEST(Loop, RunUntilStoppedServesPostsFromOtherThreads) {
     for (int i = 0; i < 10; ++i) {
       loop.post([&, i] {
         EXPECT_EQ(std::this_thread::get_id(), loop_thread);
-        loop.spawn([i] { return i; }, [&](asyncjob::JobHandle<int>& done) {
-          results += done.get();
-          if (results.load() == 45) loop.stop();
-        });
+        loop.spawn([i] { return i; },
+                   [&](asyncjob::JobHandle<int>& done) {
+                     results += done.get();
+                     if (results.load() == 45) loop.stop();
+                   });
       });
     }
   });
@@ -648,11 +647,11 @@ TEST(Loop, AThrowingCompletionLeavesTheLoopUsable) {
           if (i == 0) throw std::runtime_error("completion failed");
         }));
   }
-  handles.push_back(loop.spawn([] { return 3; }, [](asyncjob::JobHandle<int>&) {
-    throw std::logic_error("completion at start failed");
-  }));
+  handles.push_back(loop.spawn(
+      [] { return 3; },
+      [](asyncjob::JobHandle<int>&) { throw std::logic_error("completion at start failed"); }));
   handles.push_back(loop.spawn([] { return 4; }));
-  EXPECT_THROW(loop.run(), std::logic_error);   // the job that finished when started
+  EXPECT_THROW(loop.run(), std::logic_error);    // the job that finished when started
   EXPECT_THROW(loop.run(), std::runtime_error);  // the first job resumed
   EXPECT_EQ(loop.run(), 2u);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(handles[static_cast<std::size_t>(i)].get(), i);
@@ -701,10 +700,9 @@ TEST(Loop, CancellingAQueuedJobMeansItNeverRuns) {
   Loop loop;
   bool ran = false;
   bool completed = false;
-  auto handle = loop.spawn([&] { ran = true; },
-                           [&](asyncjob::JobHandle<void>& done) {
-                             completed = done.status() == JobStatus::kCancelled;
-                           });
+  auto handle = loop.spawn(
+      [&] { ran = true; },
+      [&](asyncjob::JobHandle<void>& done) { completed = done.status() == JobStatus::kCancelled; });
   EXPECT_TRUE(loop.cancel(handle.id()));
   EXPECT_FALSE(loop.cancel(handle.id())) << "already finished";
   loop.run();
@@ -828,15 +826,19 @@ TEST(Loop, CallbacksAfterTheLoopIsDestroyedDoNothing) {
 TEST(Loop, SpawnFromJobsAndCompletions) {
   Loop loop;
   std::vector<int> results;
-  loop.spawn([&] {
-    asyncjob::pause();
-    loop.spawn([] { return 2; }, [&](asyncjob::JobHandle<int>& done) {
-      results.push_back(done.get());
-      loop.spawn([] { return 3; },
-                 [&](asyncjob::JobHandle<int>& last) { results.push_back(last.get()); });
-    });
-    return 1;
-  }, [&](asyncjob::JobHandle<int>& done) { results.push_back(done.get()); });
+  loop.spawn(
+      [&] {
+        asyncjob::pause();
+        loop.spawn([] { return 2; },
+                   [&](asyncjob::JobHandle<int>& done) {
+                     results.push_back(done.get());
+                     loop.spawn(
+                         [] { return 3; },
+                         [&](asyncjob::JobHandle<int>& last) { results.push_back(last.get()); });
+                   });
+        return 1;
+      },
+      [&](asyncjob::JobHandle<int>& done) { results.push_back(done.get()); });
   loop.run();
   EXPECT_EQ(results, (std::vector<int>{1, 2, 3}));
 }

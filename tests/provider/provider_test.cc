@@ -152,15 +152,14 @@ class ProviderTest : public ::testing::Test {
                      const std::vector<unsigned char>& signature) {
     EVP_MD_CTX* md = EVP_MD_CTX_new();
     EVP_PKEY_CTX* pctx = nullptr;
-    bool ok =
-        md != nullptr &&
-        EVP_DigestVerifyInit_ex(md, &pctx, scheme.digest, libctx_, kDefaultOnly, key, nullptr) ==
-            1 &&
-        std::string(OSSL_PROVIDER_get0_name(EVP_PKEY_CTX_get0_provider(pctx))) == "default" &&
-        SetPadding(pctx, scheme) &&
-        EVP_DigestVerify(md, signature.data(), signature.size(),
-                         reinterpret_cast<const unsigned char*>(message.data()),
-                         message.size()) == 1;
+    bool ok = md != nullptr &&
+              EVP_DigestVerifyInit_ex(md, &pctx, scheme.digest, libctx_, kDefaultOnly, key,
+                                      nullptr) == 1 &&
+              std::string(OSSL_PROVIDER_get0_name(EVP_PKEY_CTX_get0_provider(pctx))) == "default" &&
+              SetPadding(pctx, scheme) &&
+              EVP_DigestVerify(md, signature.data(), signature.size(),
+                               reinterpret_cast<const unsigned char*>(message.data()),
+                               message.size()) == 1;
     EVP_MD_CTX_free(md);
     return ok;
   }
@@ -373,7 +372,8 @@ TEST_F(ProviderTest, AFailureOnTheWorkerIsReportedInTheJob) {
   ASSERT_TRUE(job.finished);
   EXPECT_EQ(job.ret, 0);
   // Raised by the default provider's RSA code on the worker thread.
-  EXPECT_EQ(ERR_GET_LIB(job.first_error), ERR_LIB_RSA) << "the worker's errors were not carried back";
+  EXPECT_EQ(ERR_GET_LIB(job.first_error), ERR_LIB_RSA)
+      << "the worker's errors were not carried back";
   EXPECT_EQ(ERR_GET_REASON(job.first_error), RSA_R_DATA_TOO_LARGE_FOR_KEY_SIZE);
   EXPECT_EQ(ERR_GET_LIB(job.error), ERR_LIB_PROV);
   EXPECT_EQ(ReadCounters().submitted - before.submitted, 1u);
@@ -459,7 +459,8 @@ TEST_F(ProviderTest, KeysOfItsOwnKeyManagementBehaveLikeDefaultKeys) {
   BIO* pem = BIO_new(BIO_s_mem());
   ASSERT_EQ(PEM_write_bio_PrivateKey(pem, key, nullptr, nullptr, 0, nullptr, nullptr), 1)
       << Errors();
-  EVP_PKEY* copy = PEM_read_bio_PrivateKey_ex(pem, nullptr, nullptr, nullptr, libctx_, kDefaultOnly);
+  EVP_PKEY* copy =
+      PEM_read_bio_PrivateKey_ex(pem, nullptr, nullptr, nullptr, libctx_, kDefaultOnly);
   BIO_free(pem);
   ASSERT_NE(copy, nullptr) << Errors();
   EXPECT_STREQ(OSSL_PROVIDER_get0_name(EVP_PKEY_get0_provider(copy)), "default");
@@ -488,8 +489,8 @@ TEST_F(ProviderTest, EcdheKeysOfItsKeyManagementDeriveTheSameSecret) {
     std::vector<unsigned char> secret;
     EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_pkey(libctx_, own, kPreferAsyncjob);
     size_t length = 0;
-    if (ctx != nullptr && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
-        EVP_PKEY_derive(ctx, nullptr, &length) == 1) {
+    if (ctx != nullptr && EVP_PKEY_derive_init(ctx) == 1 &&
+        EVP_PKEY_derive_set_peer(ctx, peer) == 1 && EVP_PKEY_derive(ctx, nullptr, &length) == 1) {
       secret.resize(length);
       if (EVP_PKEY_derive(ctx, secret.data(), &length) != 1) secret.clear();
     }
@@ -528,9 +529,9 @@ TEST_F(ProviderTest, EcdheKeysOfItsKeyManagementDeriveTheSameSecret) {
 TEST_F(ProviderTest, ProviderParametersNameItAndCountItsWorkers) {
   const char* name = nullptr;
   int workers = 0;
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_ptr(OSSL_PROV_PARAM_NAME, const_cast<char**>(&name), 0),
-                         OSSL_PARAM_construct_int("asyncjob-workers", &workers),
-                         OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_ptr(OSSL_PROV_PARAM_NAME, const_cast<char**>(&name), 0),
+      OSSL_PARAM_construct_int("asyncjob-workers", &workers), OSSL_PARAM_construct_end()};
   ASSERT_EQ(OSSL_PROVIDER_get_params(asyncjob_, params), 1);
   EXPECT_STREQ(name, "asyncjob provider");
   EXPECT_GE(workers, 1);

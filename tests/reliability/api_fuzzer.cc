@@ -84,7 +84,7 @@ namespace {
 
 // ----- Limits that keep one input cheap -----
 
-constexpr std::size_t kMaxJobs = 48;   // jobs started per input
+constexpr std::size_t kMaxJobs = 48;  // jobs started per input
 constexpr int kRetSentinel = 0x5eed5eed;
 constexpr std::size_t kMaxCancelHooks = 8;
 
@@ -99,9 +99,12 @@ std::size_t g_default_stack_size = 0;
 Kind KindOf(ASYNC_JOB* handle) {
   using asyncjob::stack::StackKind;
   switch (reinterpret_cast<const asyncjob::job::Job*>(handle)->stack.kind) {
-    case StackKind::kGuarded: return kGuarded;
-    case StackKind::kSlab: return kSlab;
-    case StackKind::kCustom: return kCustom;
+    case StackKind::kGuarded:
+      return kGuarded;
+    case StackKind::kSlab:
+      return kSlab;
+    case StackKind::kCustom:
+      return kCustom;
   }
   return kCustom;
 }
@@ -147,8 +150,8 @@ std::vector<int> PopAllReasons() {
   std::vector<int> reasons;
   const char* message = nullptr;
   while (unsigned long code = asyncjob_get_error(&message)) {
-    FZ_CHECK(ASYNCJOB_ERR_GET_LIB(code) == ASYNCJOB_ERR_LIB_ASYNC, "error %lx: library %d",
-             code, ASYNCJOB_ERR_GET_LIB(code));
+    FZ_CHECK(ASYNCJOB_ERR_GET_LIB(code) == ASYNCJOB_ERR_LIB_ASYNC, "error %lx: library %d", code,
+             ASYNCJOB_ERR_GET_LIB(code));
     FZ_CHECK(message != nullptr && *message != '\0', "error %lx has no message", code);
     reasons.push_back(ASYNCJOB_ERR_GET_REASON(code));
   }
@@ -318,8 +321,8 @@ void FreeCtx(int slot, Expect& expect) {
   std::sort(want.begin(), want.end());
   std::vector<CleanupCall> got = g_cleanups;
   std::sort(got.begin(), got.end());
-  FZ_CHECK(got == want, "ASYNC_WAIT_CTX_free ran %zu cleanup routines, expected %zu",
-           got.size(), want.size());
+  FZ_CHECK(got == want, "ASYNC_WAIT_CTX_free ran %zu cleanup routines, expected %zu", got.size(),
+           want.size());
   g_cleanups.clear();
   c = MCtx{};
 }
@@ -367,8 +370,8 @@ void AfterEnter(MJob& job, int self, int status, ASYNC_JOB* handle, int ret) {
 void OnJobEntry(MJob& job, ASYNC_JOB* handle) {
   for (const auto& other : g_model->jobs) {
     if (other->id != job.id && other->state != JState::kFinished) {
-      FZ_CHECK(other->handle != handle, "job %d got handle %p, which job %d still uses",
-               job.id, static_cast<void*>(handle), other->id);
+      FZ_CHECK(other->handle != handle, "job %d got handle %p, which job %d still uses", job.id,
+               static_cast<void*>(handle), other->id);
     }
   }
   job.handle = handle;
@@ -469,12 +472,24 @@ void OpStart(Reader& r, int self) {
   spec.seed = static_cast<unsigned>(g_model->jobs.size());
   const std::size_t quarter = asyncjob_get_stack_size() / 4;
   switch (spec.mode) {
-    case 0: spec.size = 0; break;
-    case 1: spec.size = 1 + args_n; break;
-    case 2: spec.size = 0; break;
-    case 3: spec.size = 1 + args_n % 64; break;
-    case 4: spec.size = quarter - 2048; break;
-    default: spec.size = quarter + 1 + args_n; break;
+    case 0:
+      spec.size = 0;
+      break;
+    case 1:
+      spec.size = 1 + args_n;
+      break;
+    case 2:
+      spec.size = 0;
+      break;
+    case 3:
+      spec.size = 1 + args_n % 64;
+      break;
+    case 4:
+      spec.size = quarter - 2048;
+      break;
+    default:
+      spec.size = quarter + 1 + args_n;
+      break;
   }
   std::vector<std::uint8_t> buffer(spec.size + 1);
   std::memcpy(buffer.data(), spec.Bytes(), spec.size);
@@ -504,8 +519,9 @@ void OpStart(Reader& r, int self) {
   }
   Trace(self, "start ctx %p args mode %d size %zu script %zu -> %s", static_cast<void*>(ctx.handle),
         spec.mode, spec.size, script.size,
-        predicted == kRuns ? (reuse ? "runs (reused)" : "runs (new stack)")
-                           : predicted == kNoJobs ? "NO_JOBS" : "ERR");
+        predicted == kRuns     ? (reuse ? "runs (reused)" : "runs (new stack)")
+        : predicted == kNoJobs ? "NO_JOBS"
+                               : "ERR");
 
   MJob* job = nullptr;
   if (predicted == kRuns) {
@@ -548,8 +564,8 @@ void OpStart(Reader& r, int self) {
     AfterEnter(*job, self, status, handle, ret);
   } else {
     FZ_CHECK(AllocCalls() - calls_before == plan_used,
-             "start: the allocator was called %zu times, expected %zu",
-             AllocCalls() - calls_before, plan_used);
+             "start: the allocator was called %zu times, expected %zu", AllocCalls() - calls_before,
+             plan_used);
     FZ_CHECK(status == (predicted == kNoJobs ? ASYNC_NO_JOBS : ASYNC_ERR),
              "start returned %d, expected %s", status, predicted == kNoJobs ? "NO_JOBS" : "ERR");
     FZ_CHECK(handle == nullptr && ret == kRetSentinel, "a start that failed wrote *job or *ret");
@@ -621,8 +637,8 @@ void OpPause(int self) {
   // Resumed.
   FZ_CHECK(result == 1, "ASYNC_pause_job returned %d", result);
   FZ_CHECK(job.entries == entries + 1 && job.state == JState::kRunning && g_model->current == self,
-           "job %d came back from a pause without being resumed (entries %d -> %d)", self,
-           entries, job.entries);
+           "job %d came back from a pause without being resumed (entries %d -> %d)", self, entries,
+           job.entries);
   job.paused_last = false;
   if (job.ctx >= 0) g_model->ctx[job.ctx].NewRound();
 }
@@ -640,13 +656,15 @@ void OpHelperResume(std::uint8_t b, bool cancel) {
   ASYNC_JOB* current = nullptr;
   std::vector<int> reasons;
   g_helper->Run([&] {
-    if (cancel) status = asyncjob_cancel_job(&copy);
-    else status = ASYNC_start_job(&copy, nullptr, &ret, &JobMain, nullptr, 0);
+    if (cancel)
+      status = asyncjob_cancel_job(&copy);
+    else
+      status = ASYNC_start_job(&copy, nullptr, &ret, &JobMain, nullptr, 0);
     current = ASYNC_get_current_job();
     reasons = PopAllReasons();
   });
-  FZ_CHECK(status == 0, "another thread's %s of job %d returned %d",
-           cancel ? "cancel" : "resume", target->id, status);
+  FZ_CHECK(status == 0, "another thread's %s of job %d returned %d", cancel ? "cancel" : "resume",
+           target->id, status);
   FZ_CHECK(copy == target->handle && ret == kRetSentinel, "a failed call changed *job or *ret");
   FZ_CHECK(current == nullptr, "the helper thread has a current job");
   FZ_CHECK(reasons == std::vector<int>{verdict}, "the helper's errors %s, expected [ %d ]",
@@ -781,8 +799,10 @@ void OpClearFd(Reader& r, int self) {
   CtxRef ctx = ResolveCtx(r.Byte(), self, expect);
   const void* key = KeyOf(r.Byte());
   int want = 0;
-  if (ctx.handle == nullptr) expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
-  else want = g_model->ctx[ctx.slot].Clear(key) ? 1 : 0;
+  if (ctx.handle == nullptr)
+    expect.Add(ASYNCJOB_R_PASSED_NULL_PARAMETER);
+  else
+    want = g_model->ctx[ctx.slot].Clear(key) ? 1 : 0;
   Trace(self, "clear_fd(%p, key %p) -> %d", static_cast<void*>(ctx.handle), key, want);
   g_cleanups.clear();
   const int got = ASYNC_WAIT_CTX_clear_fd(ctx.handle, key);
@@ -879,9 +899,12 @@ void OpGetChangedFds(Reader& r, int self) {
 
 ASYNC_callback_fn CallbackOf(std::uint8_t b) {
   switch (b % 3) {
-    case 0: return nullptr;
-    case 1: return &CallbackA;
-    default: return &CallbackB;
+    case 0:
+      return nullptr;
+    case 1:
+      return &CallbackA;
+    default:
+      return &CallbackB;
   }
 }
 
@@ -915,7 +938,8 @@ void OpCallCallback(Reader& r, int self) {
     FZ_CHECK(got == 0, "get_callback(NULL) returned %d", got);
   } else if (g_model->ctx[ctx.slot].callback == nullptr) {
     FZ_CHECK(got == 0, "get_callback with none set returned %d", got);
-    FZ_CHECK(callback == &CallbackB && arg == &callback, "get_callback with none set wrote its outputs");
+    FZ_CHECK(callback == &CallbackB && arg == &callback,
+             "get_callback with none set wrote its outputs");
   } else {
     const MCtx& c = g_model->ctx[ctx.slot];
     FZ_CHECK(got == 1 && callback == c.callback && arg == c.callback_arg,
@@ -984,30 +1008,53 @@ void OpNullArgs(Reader& r, int self) {
   Trace(self, "NULL-argument call %d", variant);
   switch (variant) {
     case 0:
-      FZ_CHECK(ASYNC_start_job(nullptr, nullptr, &ret, &JobMain, nullptr, 0) == ASYNC_ERR, "NULL job");
+      FZ_CHECK(ASYNC_start_job(nullptr, nullptr, &ret, &JobMain, nullptr, 0) == ASYNC_ERR,
+               "NULL job");
       break;
     case 1:
-      FZ_CHECK(ASYNC_start_job(&job, nullptr, nullptr, &JobMain, nullptr, 0) == ASYNC_ERR, "NULL ret");
+      FZ_CHECK(ASYNC_start_job(&job, nullptr, nullptr, &JobMain, nullptr, 0) == ASYNC_ERR,
+               "NULL ret");
       break;
     case 2:
       FZ_CHECK(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0) == ASYNC_ERR, "NULL func");
       break;
-    case 3: FZ_CHECK(ASYNC_get_wait_ctx(nullptr) == nullptr, "get_wait_ctx(NULL)"); break;
-    case 4:
-      FZ_CHECK(ASYNC_WAIT_CTX_set_wait_fd(nullptr, &g_keys[0], 5, nullptr, nullptr) == 0, "set_wait_fd");
+    case 3:
+      FZ_CHECK(ASYNC_get_wait_ctx(nullptr) == nullptr, "get_wait_ctx(NULL)");
       break;
-    case 5: FZ_CHECK(ASYNC_WAIT_CTX_get_fd(nullptr, &g_keys[0], nullptr, nullptr) == 0, "get_fd"); break;
-    case 6: FZ_CHECK(ASYNC_WAIT_CTX_get_all_fds(nullptr, nullptr, &n) == 0, "get_all_fds"); break;
-    case 7: FZ_CHECK(ASYNC_WAIT_CTX_get_all_fds(some_ctx, nullptr, nullptr) == 0, "numfds NULL"); break;
+    case 4:
+      FZ_CHECK(ASYNC_WAIT_CTX_set_wait_fd(nullptr, &g_keys[0], 5, nullptr, nullptr) == 0,
+               "set_wait_fd");
+      break;
+    case 5:
+      FZ_CHECK(ASYNC_WAIT_CTX_get_fd(nullptr, &g_keys[0], nullptr, nullptr) == 0, "get_fd");
+      break;
+    case 6:
+      FZ_CHECK(ASYNC_WAIT_CTX_get_all_fds(nullptr, nullptr, &n) == 0, "get_all_fds");
+      break;
+    case 7:
+      FZ_CHECK(ASYNC_WAIT_CTX_get_all_fds(some_ctx, nullptr, nullptr) == 0, "numfds NULL");
+      break;
     case 8:
       FZ_CHECK(ASYNC_WAIT_CTX_get_changed_fds(nullptr, nullptr, &n, nullptr, &n) == 0, "changed");
       break;
-    case 9: FZ_CHECK(ASYNC_WAIT_CTX_clear_fd(nullptr, &g_keys[0]) == 0, "clear_fd"); break;
-    case 10: FZ_CHECK(ASYNC_WAIT_CTX_set_callback(nullptr, &CallbackA, nullptr) == 0, "set_callback"); break;
-    case 11: FZ_CHECK(ASYNC_WAIT_CTX_get_callback(nullptr, nullptr, nullptr) == 0, "get_callback"); break;
-    case 12: FZ_CHECK(ASYNC_WAIT_CTX_set_status(nullptr, 2) == 0, "set_status"); break;
-    case 13: FZ_CHECK(ASYNC_WAIT_CTX_get_status(nullptr) == ASYNC_STATUS_ERR, "get_status"); break;
-    case 14: FZ_CHECK(asyncjob_get_pool_stats(nullptr) == 0, "pool stats"); break;
+    case 9:
+      FZ_CHECK(ASYNC_WAIT_CTX_clear_fd(nullptr, &g_keys[0]) == 0, "clear_fd");
+      break;
+    case 10:
+      FZ_CHECK(ASYNC_WAIT_CTX_set_callback(nullptr, &CallbackA, nullptr) == 0, "set_callback");
+      break;
+    case 11:
+      FZ_CHECK(ASYNC_WAIT_CTX_get_callback(nullptr, nullptr, nullptr) == 0, "get_callback");
+      break;
+    case 12:
+      FZ_CHECK(ASYNC_WAIT_CTX_set_status(nullptr, 2) == 0, "set_status");
+      break;
+    case 13:
+      FZ_CHECK(ASYNC_WAIT_CTX_get_status(nullptr) == ASYNC_STATUS_ERR, "get_status");
+      break;
+    case 14:
+      FZ_CHECK(asyncjob_get_pool_stats(nullptr) == 0, "pool stats");
+      break;
     case 15:
       ASYNC_WAIT_CTX_free(nullptr);
       expect.reasons.clear();
@@ -1053,7 +1100,7 @@ void OpSetBudget(std::uint8_t b, int self) {
 
 void OpSetStackSize(std::uint8_t b, int self) {
   const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  const std::size_t size = b % 3 == 0 ? g_default_stack_size
+  const std::size_t size = b % 3 == 0   ? g_default_stack_size
                            : b % 3 == 1 ? g_default_stack_size + page
                                         : g_default_stack_size * 2;
   Trace(self, "stack size %zu", size);
@@ -1382,14 +1429,18 @@ void DoOp(Reader& r, int self) {
   ++g_op_count;
   const auto op = static_cast<Op>(r.Byte() % kOpCount);
   switch (op) {
-    case kStart: OpStart(r, self); break;
+    case kStart:
+      OpStart(r, self);
+      break;
     case kResume: {
       MJob* target = Target(r.Byte());
       const std::uint8_t flavour = r.Byte();
       if (target != nullptr) ResumeJob(*target, self, flavour);
       break;
     }
-    case kPause: OpPause(self); break;
+    case kPause:
+      OpPause(self);
+      break;
     case kBlock:
       Trace(self, "block");
       if (self >= 0) ++g_model->jobs[static_cast<std::size_t>(self)]->block;
@@ -1404,36 +1455,76 @@ void DoOp(Reader& r, int self) {
       ASYNC_unblock_pause();
       break;
     }
-    case kHelperResume: OpHelperResume(r.Byte(), false); break;
+    case kHelperResume:
+      OpHelperResume(r.Byte(), false);
+      break;
     case kInitThread: {
       const std::uint8_t a = r.Byte();
       OpInitThread(a, r.Byte(), self);
       break;
     }
-    case kCleanupThread: OpCleanupThread(self); break;
-    case kCtxNew: OpCtxNew(self); break;
-    case kCtxFree: OpCtxFree(r.Byte(), self); break;
-    case kSetFd: OpSetFd(r, self); break;
-    case kClearFd: OpClearFd(r, self); break;
-    case kGetFd: OpGetFd(r, self); break;
-    case kGetAllFds: OpGetAllFds(r, self); break;
-    case kGetChangedFds: OpGetChangedFds(r, self); break;
-    case kSetCallback: OpSetCallback(r, self); break;
-    case kCallCallback: OpCallCallback(r, self); break;
-    case kSetStatus: OpSetStatus(r, self); break;
-    case kGetStatus: OpGetStatus(r, self); break;
-    case kCheckSelf: OpCheckSelf(self); break;
-    case kNullArgs: OpNullArgs(r, self); break;
-    case kSetBudget: OpSetBudget(r.Byte(), self); break;
-    case kSetStackSize: OpSetStackSize(r.Byte(), self); break;
-    case kAllocPlan: OpAllocPlan(r.Byte(), self); break;
-    case kHelperJob: OpHelperJob(r.Byte(), self); break;
+    case kCleanupThread:
+      OpCleanupThread(self);
+      break;
+    case kCtxNew:
+      OpCtxNew(self);
+      break;
+    case kCtxFree:
+      OpCtxFree(r.Byte(), self);
+      break;
+    case kSetFd:
+      OpSetFd(r, self);
+      break;
+    case kClearFd:
+      OpClearFd(r, self);
+      break;
+    case kGetFd:
+      OpGetFd(r, self);
+      break;
+    case kGetAllFds:
+      OpGetAllFds(r, self);
+      break;
+    case kGetChangedFds:
+      OpGetChangedFds(r, self);
+      break;
+    case kSetCallback:
+      OpSetCallback(r, self);
+      break;
+    case kCallCallback:
+      OpCallCallback(r, self);
+      break;
+    case kSetStatus:
+      OpSetStatus(r, self);
+      break;
+    case kGetStatus:
+      OpGetStatus(r, self);
+      break;
+    case kCheckSelf:
+      OpCheckSelf(self);
+      break;
+    case kNullArgs:
+      OpNullArgs(r, self);
+      break;
+    case kSetBudget:
+      OpSetBudget(r.Byte(), self);
+      break;
+    case kSetStackSize:
+      OpSetStackSize(r.Byte(), self);
+      break;
+    case kAllocPlan:
+      OpAllocPlan(r.Byte(), self);
+      break;
+    case kHelperJob:
+      OpHelperJob(r.Byte(), self);
+      break;
     case kHelperCtx: {
       const std::uint8_t b = r.Byte();
       OpHelperCtx(b, r.Byte(), self);
       break;
     }
-    case kMemFunctions: OpMemFunctions(self); break;
+    case kMemFunctions:
+      OpMemFunctions(self);
+      break;
     case kCancel: {
       const std::uint8_t b = r.Byte();
       if ((b & 0x80) != 0) {
@@ -1443,12 +1534,23 @@ void DoOp(Reader& r, int self) {
       }
       break;
     }
-    case kAddHook: OpAddHook(r.Byte(), self); break;
-    case kRemoveHook: OpRemoveHook(r.Byte(), self); break;
-    case kErrorFlood: OpErrorFlood(r.Byte(), self); break;
-    case kPauseInCatch: OpPauseInCatch(self); break;
-    case kResumeInCatch: OpResumeInCatch(r, self); break;
-    case kOpCount: break;
+    case kAddHook:
+      OpAddHook(r.Byte(), self);
+      break;
+    case kRemoveHook:
+      OpRemoveHook(r.Byte(), self);
+      break;
+    case kErrorFlood:
+      OpErrorFlood(r.Byte(), self);
+      break;
+    case kPauseInCatch:
+      OpPauseInCatch(self);
+      break;
+    case kResumeInCatch:
+      OpResumeInCatch(r, self);
+      break;
+    case kOpCount:
+      break;
   }
   CheckState(self, "after an op");
 }

@@ -42,8 +42,10 @@ void CountStack(Kind kind, int delta) {
                          : kind == kCustom ? &g_model->custom_live
                                            : nullptr;
   if (counter == nullptr) return;
-  if (delta > 0) ++*counter;
-  else --*counter;
+  if (delta > 0)
+    ++*counter;
+  else
+    --*counter;
 }
 
 NewStack PredictNewStack(std::size_t plan_index, std::size_t guarded_extra) {
@@ -112,9 +114,12 @@ void ApplyFinish(MJob& job) {
 
 int ResumeVerdict(const MJob& target) {
   switch (target.state) {
-    case JState::kPaused: return 0;
-    case JState::kRunning: return ASYNCJOB_R_JOB_NOT_PAUSED;
-    case JState::kFinished: return KnownIdle(target.handle) ? ASYNCJOB_R_JOB_NOT_PAUSED : -1;
+    case JState::kPaused:
+      return 0;
+    case JState::kRunning:
+      return ASYNCJOB_R_JOB_NOT_PAUSED;
+    case JState::kFinished:
+      return KnownIdle(target.handle) ? ASYNCJOB_R_JOB_NOT_PAUSED : -1;
   }
   return -1;
 }

@@ -68,8 +68,8 @@ struct MJob {
   int ctx = -1;     // wait-context slot it is attached to
   int pool = -1;
   Kind kind = kGuarded;
-  bool created = false;      // acquired by making a new stack, not reused
-  bool paused_last = false;  // its last segment ended in a pause
+  bool created = false;              // acquired by making a new stack, not reused
+  bool paused_last = false;          // its last segment ended in a pause
   bool entered_return_free = false;  // its current run cannot free its own stack
   bool cancelling = false;
   int block = 0;
@@ -115,8 +115,10 @@ struct MCtx {
   bool Clear(const void* key) {
     for (auto it = entries.begin(); it != entries.end(); ++it) {
       if (it->key != key || it->deleted) continue;
-      if (it->added) entries.erase(it);
-      else it->deleted = true;
+      if (it->added)
+        entries.erase(it);
+      else
+        it->deleted = true;
       return true;
     }
     return false;
@@ -149,9 +151,9 @@ struct Model {
   int pool = -1;  // this thread's pool; -1: none
   std::vector<std::unique_ptr<MJob>> jobs;
   MCtx ctx[kMaxCtx];
-  int current = -1;  // running job
+  int current = -1;                      // running job
   std::vector<ASYNC_JOB*> idle_handles;  // handles known to be idle jobs of the pool
-  std::vector<int> deferred;  // finished jobs of closing pools not freed yet
+  std::vector<int> deferred;             // finished jobs of closing pools not freed yet
   std::size_t budget = 0;
   std::size_t guarded_live = 0;  // guarded stacks in the process
   std::size_t custom_live = 0;   // custom blocks the library holds

@@ -22,8 +22,8 @@ using asyncjob_test::PopError;
 namespace {
 
 std::mutex blocks_mutex;
-std::set<void*> blocks;                 // handed out and not yet freed
-std::atomic<int> fail_countdown{0};     // 0: never fail; n: fail the nth call from now
+std::set<void*> blocks;              // handed out and not yet freed
+std::atomic<int> fail_countdown{0};  // 0: never fail; n: fail the nth call from now
 std::atomic<int> calls{0};
 
 void* FailingAlloc(size_t* num) {
@@ -127,8 +127,8 @@ TEST_F(CustomAllocatorFailure, NestedStartFailsInsideAJobThatCarriesOn) {
     ASYNC_JOB* inner = nullptr;
     int inner_ret = 0;
     fail_countdown = 1;
-    nested_status = ASYNC_start_job(&inner, nullptr, &inner_ret, &PauseOnceReturnEleven,
-                                    nullptr, 0);
+    nested_status =
+        ASYNC_start_job(&inner, nullptr, &inner_ret, &PauseOnceReturnEleven, nullptr, 0);
     nested_reason = PopError().reason();
     ASYNC_pause_job();
     return inner == nullptr ? 1 : 0;

@@ -158,8 +158,8 @@ TEST(DeepStackDeathTest, OverflowMessageAfterANewerPoolCameAndWent) {
         ASYNC_cleanup_thread();  // the job's pool is closing, the job paused
         ASYNC_JOB* other = nullptr;
         ASYNC_start_job(&other, nullptr, &ret, &ReturnOne, nullptr, 0);  // a newer pool
-        ASYNC_cleanup_thread();  // which goes away at once
-        ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0);  // overflows into its guard
+        ASYNC_cleanup_thread();                                          // which goes away at once
+        ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0);       // overflows into its guard
       },
       "asyncjob: stack overflow in job 0x[0-9a-f]+: fault at 0x[0-9a-f]+ in the guard");
 }

@@ -115,7 +115,7 @@ TEST_F(LegacyFaultInjection, WakeWithEventfdFailure) {
 
 TEST_F(LegacyFaultInjection, StartWithRecordOrWaitContextAllocationFailure) {
   ASSERT_EQ(ASYNC_init_thread(2, 1), 1);  // the pool needs no allocation below
-  for (int nth = 1; nth <= 2; ++nth) {  // the job's record, then its wait context
+  for (int nth = 1; nth <= 2; ++nth) {    // the job's record, then its wait context
     ASYNC_JOB* job = nullptr;
     int ret = 1234;
     fault::Arm(fault::Call::kNothrowNew, nth);

@@ -42,12 +42,12 @@ int MustNotRun(void*) {
   QueuedError error = PopError();
   if (error.code == 0) return ::testing::AssertionFailure() << "no error queued";
   if (error.library() != ASYNCJOB_ERR_LIB_ASYNC || error.reason() != reason) {
-    return ::testing::AssertionFailure() << "reason " << error.reason() << ", want " << reason
-                                         << ": " << error.message;
+    return ::testing::AssertionFailure()
+           << "reason " << error.reason() << ", want " << reason << ": " << error.message;
   }
   if (error.message.find(text_in_message) == std::string::npos) {
-    return ::testing::AssertionFailure() << "message \"" << error.message << "\" lacks \""
-                                         << text_in_message << "\"";
+    return ::testing::AssertionFailure()
+           << "message \"" << error.message << "\" lacks \"" << text_in_message << "\"";
   }
   return ::testing::AssertionSuccess();
 }
@@ -246,7 +246,10 @@ TEST_F(FaultInjection, AlternateSignalStackMmapFailureIsTolerated) {
   // it one, which asyncjob then uses).
   // A first thread lets the C library set up what it keeps after a thread
   // (a cached thread stack, a malloc arena), so that only our mappings count.
-  std::thread([] { std::vector<char> warm(1000); (void)warm; }).join();
+  std::thread([] {
+    std::vector<char> warm(1000);
+    (void)warm;
+  }).join();
   mappings_before_ = asyncjob_test::CountMappings();
   std::thread([] {
     stack_t current;

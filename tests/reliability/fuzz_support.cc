@@ -45,7 +45,7 @@ Mode g_mode = Mode::kLibrary;
 namespace {
 
 std::mutex g_alloc_mutex;
-std::vector<AllocOutcome> g_plan;  // consumed from the front
+std::vector<AllocOutcome> g_plan;           // consumed from the front
 std::unordered_map<void*, void*> g_blocks;  // pointer handed out -> malloc'd block
 std::size_t g_alloc_calls = 0;
 
@@ -63,11 +63,19 @@ void* FuzzAlloc(std::size_t* num) {
   }
   std::size_t skew = 0;
   switch (outcome) {
-    case AllocOutcome::kNull: return nullptr;
-    case AllocOutcome::kTooSmall: *num = 4096; break;
-    case AllocOutcome::kBigger: *num += 8192; break;
-    case AllocOutcome::kMisaligned: skew = 8; break;
-    case AllocOutcome::kOk: break;
+    case AllocOutcome::kNull:
+      return nullptr;
+    case AllocOutcome::kTooSmall:
+      *num = 4096;
+      break;
+    case AllocOutcome::kBigger:
+      *num += 8192;
+      break;
+    case AllocOutcome::kMisaligned:
+      skew = 8;
+      break;
+    case AllocOutcome::kOk:
+      break;
   }
   auto* block = static_cast<char*>(std::malloc(*num + skew));
   FZ_CHECK(block != nullptr, "malloc of a %zu-byte stack failed", *num);

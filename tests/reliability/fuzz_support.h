@@ -24,8 +24,8 @@ extern std::size_t g_op_count;  // ops run in this input
 // Prints where the library and the model disagreed, and what differed, then
 // aborts (which libFuzzer reports as a crash).
 [[noreturn]] __attribute__((format(printf, 4, 5))) void Fail(const char* file, int line,
-                                                              const char* what, const char* format,
-                                                              ...);
+                                                             const char* what, const char* format,
+                                                             ...);
 
 #define FZ_CHECK(cond, ...)                                                  \
   do {                                                                       \

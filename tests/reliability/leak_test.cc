@@ -36,7 +36,10 @@ class Leaks : public ::testing::Test {
     saved_budget_ = asyncjob_get_guarded_stack_budget();
     // A first thread lets the C library set up what it keeps after a thread
     // (a cached thread stack, a malloc arena), so that only ours count.
-    std::thread([] { std::vector<char> warm(1000); (void)warm; }).join();
+    std::thread([] {
+      std::vector<char> warm(1000);
+      (void)warm;
+    }).join();
     fds_before_ = CountOpenFds();
     mappings_before_ = CountMappings();
   }
@@ -188,8 +191,7 @@ TEST_F(Leaks, CancelledJobsAndTheirNestedJobsGiveBackEverything) {
   int ret = 0;
   for (int i = 0; i < kJobs; ++i) {
     ctxs[i] = ASYNC_WAIT_CTX_new();
-    ASSERT_EQ(ASYNC_start_job(&jobs[i], ctxs[i], &ret, &CancellableJob, nullptr, 0),
-              ASYNC_PAUSE);
+    ASSERT_EQ(ASYNC_start_job(&jobs[i], ctxs[i], &ret, &CancellableJob, nullptr, 0), ASYNC_PAUSE);
     ASSERT_NE(handed_out, nullptr);
     children.push_back(handed_out);
   }
@@ -265,8 +267,7 @@ TEST_F(Leaks, ManyCyclesDoNotGrowTheHeap) {
     ASSERT_EQ(ASYNC_start_job(&jobs[0], ctx, &ret, &EngineLikeJob, &pauses, sizeof pauses),
               ASYNC_PAUSE);
     for (int i = 1; i < 5; ++i) {
-      ASSERT_EQ(ASYNC_start_job(&jobs[i], nullptr, &ret, &PauseHoldingArgs, big.data(),
-                                big.size()),
+      ASSERT_EQ(ASYNC_start_job(&jobs[i], nullptr, &ret, &PauseHoldingArgs, big.data(), big.size()),
                 ASYNC_PAUSE);
     }
     ASYNC_WAIT_CTX* cancelled_ctx = ASYNC_WAIT_CTX_new();

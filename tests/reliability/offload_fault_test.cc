@@ -106,8 +106,7 @@ TEST_F(OffloadFaults, EachAllocationWhileStarting) {
       fault::Disarm();
       ++failures;
       EXPECT_EQ(error.code(), std::errc::not_enough_memory) << error.what();
-      EXPECT_NE(std::string(error.what()).find("out of memory"), std::string::npos)
-          << error.what();
+      EXPECT_NE(std::string(error.what()).find("out of memory"), std::string::npos) << error.what();
       EXPECT_EQ(CountThreads(), threads_before_) << "every started worker was joined";
     }
   }

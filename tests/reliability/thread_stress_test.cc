@@ -73,9 +73,9 @@ void Failure(const std::string& message) {
   if (failures.size() < 20) failures.push_back(message);
 }
 
-#define STRESS_CHECK(cond, message)                                       \
-  do {                                                                    \
-    if (!(cond)) Failure(std::string(message) + " (" #cond ")");          \
+#define STRESS_CHECK(cond, message)                              \
+  do {                                                           \
+    if (!(cond)) Failure(std::string(message) + " (" #cond ")"); \
   } while (false)
 
 std::string PopReasons() {
@@ -91,7 +91,7 @@ std::string PopReasons() {
 struct WakeRequest {
   ASYNC_callback_fn callback = nullptr;  // call callback(arg) ...
   void* arg = nullptr;
-  int fd = -1;                           // ... or write to fd
+  int fd = -1;  // ... or write to fd
 };
 
 class Wakers {
@@ -159,11 +159,11 @@ struct JobRecord {
   ASYNC_WAIT_CTX* ctx = nullptr;
   std::uint32_t seed = 0;
   int pauses = 0;
-  Wake wake = Wake::kNone;   // what the job waits for in its current pause
-  int stable_fd = -1;        // an engine-style fd kept for the context's life
-  int temporary_fd = -1;     // an fd for one wait only
-  int cleared_fd = -1;       // cleared by the job; closed once its owner saw it deleted
-  bool waiting = false;      // paused and not yet woken
+  Wake wake = Wake::kNone;  // what the job waits for in its current pause
+  int stable_fd = -1;       // an engine-style fd kept for the context's life
+  int temporary_fd = -1;    // an fd for one wait only
+  int cleared_fd = -1;      // cleared by the job; closed once its owner saw it deleted
+  bool waiting = false;     // paused and not yet woken
   int expected_result() const { return index * 3 + pauses; }
 };
 
@@ -221,13 +221,14 @@ class Worker {
     }
 
     asyncjob_pool_stats stats{};
-    STRESS_CHECK(asyncjob_get_pool_stats(&stats) == 1 && stats.in_use == 0 &&
-                     stats.total <= kPoolMax,
-                 "the pool still has jobs in use, or more than its maximum");
+    STRESS_CHECK(
+        asyncjob_get_pool_stats(&stats) == 1 && stats.in_use == 0 && stats.total <= kPoolMax,
+        "the pool still has jobs in use, or more than its maximum");
     ASYNC_cleanup_thread();
     STRESS_CHECK(asyncjob_get_pool_stats(&stats) == 0, "the pool outlived ASYNC_cleanup_thread");
     const std::string leftover = PopReasons();
-    STRESS_CHECK(leftover.empty(), "errors left on worker " + std::to_string(id_) + ": " + leftover);
+    STRESS_CHECK(leftover.empty(),
+                 "errors left on worker " + std::to_string(id_) + ": " + leftover);
     close(notify_);
     close(epoll_);
   }
@@ -256,8 +257,8 @@ class Worker {
       ASYNC_WAIT_CTX_set_callback(record->ctx, &WakeCallback, record);
       int ret = -1;
       JobRecord* argument = record;
-      const int status = ASYNC_start_job(&record->handle, record->ctx, &ret, &JobBody, &argument,
-                                         sizeof argument);
+      const int status =
+          ASYNC_start_job(&record->handle, record->ctx, &ret, &JobBody, &argument, sizeof argument);
       if (status == ASYNC_NO_JOBS) {
         asyncjob_pool_stats stats{};
         asyncjob_get_pool_stats(&stats);
@@ -311,8 +312,7 @@ class Worker {
     for (JobRecord* record : batch) {
       record->waiting = false;
       int ret = -1;
-      const int status =
-          ASYNC_start_job(&record->handle, record->ctx, &ret, &JobBody, nullptr, 0);
+      const int status = ASYNC_start_job(&record->handle, record->ctx, &ret, &JobBody, nullptr, 0);
       Handle(record, status, ret);
     }
   }
@@ -373,10 +373,15 @@ class Worker {
     }
     STRESS_CHECK(ret == -1, "*ret was written at a pause");
     switch (record->wake) {
-      case Wake::kNone: local_ready_.push_back(record); break;
-      case Wake::kCallback: break;  // the waker calls the context's callback
+      case Wake::kNone:
+        local_ready_.push_back(record);
+        break;
+      case Wake::kCallback:
+        break;  // the waker calls the context's callback
       case Wake::kStableFd:
-      case Wake::kTemporaryFd: record->waiting = true; break;
+      case Wake::kTemporaryFd:
+        record->waiting = true;
+        break;
       case Wake::kLend: {
         std::lock_guard lock(lend_mutex);
         lent.push_back(record);
@@ -393,13 +398,12 @@ class Worker {
   void FollowFdChanges(JobRecord* record) {
     std::size_t n_added = 0;
     std::size_t n_deleted = 0;
-    STRESS_CHECK(ASYNC_WAIT_CTX_get_changed_fds(record->ctx, nullptr, &n_added, nullptr,
-                                                &n_deleted) == 1,
-                 "get_changed_fds failed");
+    STRESS_CHECK(
+        ASYNC_WAIT_CTX_get_changed_fds(record->ctx, nullptr, &n_added, nullptr, &n_deleted) == 1,
+        "get_changed_fds failed");
     std::vector<OSSL_ASYNC_FD> added(n_added);
     std::vector<OSSL_ASYNC_FD> deleted(n_deleted);
-    ASYNC_WAIT_CTX_get_changed_fds(record->ctx, added.data(), &n_added, deleted.data(),
-                                   &n_deleted);
+    ASYNC_WAIT_CTX_get_changed_fds(record->ctx, added.data(), &n_added, deleted.data(), &n_deleted);
     for (OSSL_ASYNC_FD fd : deleted) {
       STRESS_CHECK(epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr) == 0,
                    "a deleted fd was not being watched");
@@ -461,17 +465,18 @@ int Worker::JobBody(void* arg) {
                      "ASYNC_NO_JOBS inside a job while the pool had room");
       } else {
         STRESS_CHECK(status == ASYNC_PAUSE, "a nested job did not pause");
-        STRESS_CHECK(ASYNC_start_job(&inner, nullptr, &inner_ret, nullptr, nullptr, 0) ==
-                             ASYNC_FINISH &&
-                         inner_ret == 5,
-                     "a nested job did not finish");
+        STRESS_CHECK(
+            ASYNC_start_job(&inner, nullptr, &inner_ret, nullptr, nullptr, 0) == ASYNC_FINISH &&
+                inner_ret == 5,
+            "a nested job did not finish");
       }
     }
     const auto wake = static_cast<Wake>(rng() % 5);
     record->wake = wake;
     switch (wake) {
       case Wake::kNone:
-      case Wake::kLend: break;
+      case Wake::kLend:
+        break;
       case Wake::kCallback: {
         // As an engine does: take the callback from the context, submit.
         ASYNC_callback_fn callback = nullptr;
@@ -496,8 +501,8 @@ int Worker::JobBody(void* arg) {
       case Wake::kTemporaryFd:
         record->temporary_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         STRESS_CHECK(record->temporary_fd >= 0, "eventfd failed");
-        STRESS_CHECK(ASYNC_WAIT_CTX_set_wait_fd(record->ctx, &kTemporaryKey,
-                                                record->temporary_fd, nullptr, nullptr) == 1,
+        STRESS_CHECK(ASYNC_WAIT_CTX_set_wait_fd(record->ctx, &kTemporaryKey, record->temporary_fd,
+                                                nullptr, nullptr) == 1,
                      "set_wait_fd failed");
         wakers->Submit(WakeRequest{nullptr, nullptr, record->temporary_fd});
         break;
@@ -525,7 +530,8 @@ int Worker::JobBody(void* arg) {
         }
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   return record->expected_result();
@@ -565,8 +571,9 @@ TEST(ThreadStress, JobsWokenFromOtherThreadsResumeOnlyOnTheirOwn) {
   EXPECT_TRUE(lent.empty());
   EXPECT_EQ(asyncjob_test::CountOpenFds(), fds_before) << "an eventfd was left open";
   EXPECT_EQ(asyncjob_get_error(nullptr), 0u);
-  std::printf("%d threads x %d jobs in %.2f s: %ld wrong-thread resumes refused, %ld NO_JOBS, "
-              "%ld callback and %ld fd wake-ups\n",
-              kWorkers, kJobsPerThread, seconds, refused_resumes.load(), no_jobs_seen.load(),
-              wakes_by_callback.load(), wakes_by_fd.load());
+  std::printf(
+      "%d threads x %d jobs in %.2f s: %ld wrong-thread resumes refused, %ld NO_JOBS, "
+      "%ld callback and %ld fd wake-ups\n",
+      kWorkers, kJobsPerThread, seconds, refused_resumes.load(), no_jobs_seen.load(),
+      wakes_by_callback.load(), wakes_by_fd.load());
 }

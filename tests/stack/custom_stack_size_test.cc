@@ -26,8 +26,8 @@ constexpr size_t kBlock = 96 * 1024;  // what the allocator really allocates
 
 // What the next allocation reports and returns.
 size_t reported_num = kBlock;
-size_t offset = 0;                // returned pointer = block + offset
-uintptr_t fake_address = 0;       // nonzero: return this instead of a block
+size_t offset = 0;           // returned pointer = block + offset
+uintptr_t fake_address = 0;  // nonzero: return this instead of a block
 int allocations = 0;
 int frees = 0;
 int fake_frees = 0;
@@ -96,9 +96,7 @@ void ExpectAJobRuns() {
 class CustomStackSize : public ::testing::Test {
  protected:
   // Once per process: the allocators are fixed once a stack exists.
-  static void SetUpTestSuite() {
-    ASSERT_EQ(ASYNC_set_mem_functions(&LyingAlloc, &LyingFree), 1);
-  }
+  static void SetUpTestSuite() { ASSERT_EQ(ASYNC_set_mem_functions(&LyingAlloc, &LyingFree), 1); }
   void SetUp() override {
     asyncjob_clear_errors();
     offset = 0;

@@ -178,36 +178,36 @@ bool Expect(bool condition, std::string* why, const std::string& text) {
 std::vector<Case> Cases() {
   std::vector<Case> cases;
 
-  cases.push_back({"a fault with SIGSEGV ignored before us kills the process by SIGSEGV",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, SIG_IGN);
-                       RunInJob(&DereferenceNull);
-                     });
-                     return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe());
-                   }});
+  cases.push_back(
+      {"a fault with SIGSEGV ignored before us kills the process by SIGSEGV", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, SIG_IGN);
+           RunInJob(&DereferenceNull);
+         });
+         return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe());
+       }});
 
-  cases.push_back({"a one-shot (SA_RESETHAND) handler runs once, then SIGSEGV kills",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, &SayHandlerRan, SA_RESETHAND);
-                       RunInJob(&DereferenceNull);
-                     });
-                     return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
-                            Expect(Occurrences(ended.output, "previous handler ran") == 1, why,
-                                   "handler output: " + ended.output);
-                   }});
+  cases.push_back(
+      {"a one-shot (SA_RESETHAND) handler runs once, then SIGSEGV kills", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, &SayHandlerRan, SA_RESETHAND);
+           RunInJob(&DereferenceNull);
+         });
+         return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
+                Expect(Occurrences(ended.output, "previous handler ran") == 1, why,
+                       "handler output: " + ended.output);
+       }});
 
-  cases.push_back({"a fault with the default disposition kills the process by SIGSEGV",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, SIG_DFL);
-                       RunInJob(&DereferenceNull);
-                     });
-                     return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
-                            Expect(ended.output.find("asyncjob") == std::string::npos, why,
-                                   "unexpected output: " + ended.output);
-                   }});
+  cases.push_back(
+      {"a fault with the default disposition kills the process by SIGSEGV", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, SIG_DFL);
+           RunInJob(&DereferenceNull);
+         });
+         return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
+                Expect(ended.output.find("asyncjob") == std::string::npos, why,
+                       "unexpected output: " + ended.output);
+       }});
 
   cases.push_back({"raise(SIGSEGV) reaches the previous handler and ours stays installed",
                    [](std::string* why) {
@@ -229,33 +229,32 @@ std::vector<Case> Cases() {
                                    why, "no overflow message: " + ended.output);
                    }});
 
-  cases.push_back({"raise(SIGSEGV) with the default disposition kills by SIGSEGV",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, SIG_DFL);
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(10);
-                       raise(SIGSEGV);
-                       _exit(12);
-                     });
-                     return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe());
-                   }});
+  cases.push_back(
+      {"raise(SIGSEGV) with the default disposition kills by SIGSEGV", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, SIG_DFL);
+           if (ASYNC_init_thread(0, 1) != 1) _exit(10);
+           raise(SIGSEGV);
+           _exit(12);
+         });
+         return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe());
+       }});
 
-  cases.push_back({"raise(SIGSEGV) and raise(SIGBUS) with SIG_IGN are ignored",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, SIG_IGN);
-                       SetDisposition(SIGBUS, SIG_IGN);
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(10);
-                       raise(SIGSEGV);
-                       raise(SIGBUS);
-                       if (asyncjob_overflow_handler_installed() != 1) _exit(11);
-                       _exit(0);
-                     });
-                     return Expect(ended.ExitedWith(0), why, ended.Describe());
-                   }});
+  cases.push_back(
+      {"raise(SIGSEGV) and raise(SIGBUS) with SIG_IGN are ignored", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, SIG_IGN);
+           SetDisposition(SIGBUS, SIG_IGN);
+           if (ASYNC_init_thread(0, 1) != 1) _exit(10);
+           raise(SIGSEGV);
+           raise(SIGBUS);
+           if (asyncjob_overflow_handler_installed() != 1) _exit(11);
+           _exit(0);
+         });
+         return Expect(ended.ExitedWith(0), why, ended.Describe());
+       }});
 
-  cases.push_back({"SIGBUS goes to the previous SIGBUS handler",
-                   [](std::string* why) {
+  cases.push_back({"SIGBUS goes to the previous SIGBUS handler", [](std::string* why) {
                      Ended ended = RunInChild([] {
                        SetDisposition(SIGBUS, &SayHandlerRan);
                        if (ASYNC_init_thread(0, 1) != 1) _exit(10);
@@ -267,129 +266,130 @@ std::vector<Case> Cases() {
                                    "output: " + ended.output);
                    }});
 
-  cases.push_back({"an SA_SIGINFO handler gets the fault's siginfo and its own sa_mask",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       struct sigaction action;
-                       std::memset(&action, 0, sizeof action);
-                       action.sa_sigaction = &RecoverWithInfo;
-                       action.sa_flags = SA_SIGINFO;
-                       sigemptyset(&action.sa_mask);
-                       sigaddset(&action.sa_mask, SIGUSR1);
-                       sigaction(SIGSEGV, &action, nullptr);
-                       if (RunInJob(&FaultAndRecover) != 42) _exit(10);
-                       if (seen_signal != SIGSEGV) _exit(11);
-                       if (seen_siginfo_code <= 0) _exit(12);
-                       if (seen_address != fault_address) _exit(13);
-                       if (segv_blocked_inside != 1) _exit(14);
-                       if (usr1_blocked_inside != 1) _exit(15);
-                       // siglongjmp restored the mask saved by sigsetjmp.
-                       sigset_t now;
-                       pthread_sigmask(SIG_SETMASK, nullptr, &now);
-                       if (sigismember(&now, SIGSEGV) || sigismember(&now, SIGUSR1)) _exit(16);
-                       // And it works a second time: nothing was reset.
-                       if (RunInJob(&FaultAndRecover) != 42) _exit(17);
-                       _exit(0);
-                     });
-                     return Expect(ended.ExitedWith(0), why, ended.Describe());
-                   }});
+  cases.push_back(
+      {"an SA_SIGINFO handler gets the fault's siginfo and its own sa_mask", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           struct sigaction action;
+           std::memset(&action, 0, sizeof action);
+           action.sa_sigaction = &RecoverWithInfo;
+           action.sa_flags = SA_SIGINFO;
+           sigemptyset(&action.sa_mask);
+           sigaddset(&action.sa_mask, SIGUSR1);
+           sigaction(SIGSEGV, &action, nullptr);
+           if (RunInJob(&FaultAndRecover) != 42) _exit(10);
+           if (seen_signal != SIGSEGV) _exit(11);
+           if (seen_siginfo_code <= 0) _exit(12);
+           if (seen_address != fault_address) _exit(13);
+           if (segv_blocked_inside != 1) _exit(14);
+           if (usr1_blocked_inside != 1) _exit(15);
+           // siglongjmp restored the mask saved by sigsetjmp.
+           sigset_t now;
+           pthread_sigmask(SIG_SETMASK, nullptr, &now);
+           if (sigismember(&now, SIGSEGV) || sigismember(&now, SIGUSR1)) _exit(16);
+           // And it works a second time: nothing was reset.
+           if (RunInJob(&FaultAndRecover) != 42) _exit(17);
+           _exit(0);
+         });
+         return Expect(ended.ExitedWith(0), why, ended.Describe());
+       }});
 
-  cases.push_back({"a plain handler with SA_NODEFER runs with the signal unblocked",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, &RecoverPlain, SA_NODEFER);
-                       if (RunInJob(&FaultAndRecover) != 42) _exit(10);
-                       if (seen_signal != SIGSEGV) _exit(11);
-                       if (segv_blocked_inside != 0) _exit(12);
-                       if (usr1_blocked_inside != 0) _exit(13);
-                       _exit(0);
-                     });
-                     return Expect(ended.ExitedWith(0), why, ended.Describe());
-                   }});
+  cases.push_back(
+      {"a plain handler with SA_NODEFER runs with the signal unblocked", [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, &RecoverPlain, SA_NODEFER);
+           if (RunInJob(&FaultAndRecover) != 42) _exit(10);
+           if (seen_signal != SIGSEGV) _exit(11);
+           if (segv_blocked_inside != 0) _exit(12);
+           if (usr1_blocked_inside != 0) _exit(13);
+           _exit(0);
+         });
+         return Expect(ended.ExitedWith(0), why, ended.Describe());
+       }});
 
-  cases.push_back({"a handler installed after ours that chains to ours still gets overflows "
-                   "reported",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(10);
-                       static struct sigaction ours;
-                       struct sigaction mine;
-                       std::memset(&mine, 0, sizeof mine);
-                       mine.sa_sigaction = [](int signal_number, siginfo_t* info, void* context) {
-                         Say("later handler ran\n");
-                         ours.sa_sigaction(signal_number, info, context);
-                       };
-                       mine.sa_flags = SA_SIGINFO | SA_ONSTACK;
-                       sigemptyset(&mine.sa_mask);
-                       sigaction(SIGSEGV, &mine, &ours);
-                       if ((ours.sa_flags & SA_SIGINFO) == 0) _exit(11);
-                       ASYNC_JOB* job = nullptr;
-                       int ret = 0;
-                       ASYNC_start_job(&job, nullptr, &ret, &Overflow, nullptr, 0);
-                     });
-                     return Expect(ended.KilledBy(SIGABRT), why, ended.Describe()) &&
-                            Expect(ended.output.find("later handler ran") != std::string::npos,
-                                   why, "output: " + ended.output) &&
-                            Expect(ended.output.find("asyncjob: stack overflow in job") !=
-                                       std::string::npos,
-                                   why, "no overflow message: " + ended.output);
-                   }});
+  cases.push_back(
+      {"a handler installed after ours that chains to ours still gets overflows "
+       "reported",
+       [](std::string* why) {
+         Ended ended = RunInChild([] {
+           if (ASYNC_init_thread(0, 1) != 1) _exit(10);
+           static struct sigaction ours;
+           struct sigaction mine;
+           std::memset(&mine, 0, sizeof mine);
+           mine.sa_sigaction = [](int signal_number, siginfo_t* info, void* context) {
+             Say("later handler ran\n");
+             ours.sa_sigaction(signal_number, info, context);
+           };
+           mine.sa_flags = SA_SIGINFO | SA_ONSTACK;
+           sigemptyset(&mine.sa_mask);
+           sigaction(SIGSEGV, &mine, &ours);
+           if ((ours.sa_flags & SA_SIGINFO) == 0) _exit(11);
+           ASYNC_JOB* job = nullptr;
+           int ret = 0;
+           ASYNC_start_job(&job, nullptr, &ret, &Overflow, nullptr, 0);
+         });
+         return Expect(ended.KilledBy(SIGABRT), why, ended.Describe()) &&
+                Expect(ended.output.find("later handler ran") != std::string::npos, why,
+                       "output: " + ended.output) &&
+                Expect(ended.output.find("asyncjob: stack overflow in job") != std::string::npos,
+                       why, "no overflow message: " + ended.output);
+       }});
 
-  cases.push_back({"ASYNCJOB_OVERFLOW_HANDLER=0 keeps the handler out; the guard still stops "
-                   "an overflow",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       setenv("ASYNCJOB_OVERFLOW_HANDLER", "0", 1);
-                       SetDisposition(SIGSEGV, SIG_DFL);
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(10);
-                       if (asyncjob_overflow_handler_installed() != 0) _exit(11);
-                       struct sigaction current;
-                       sigaction(SIGSEGV, nullptr, &current);
-                       if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL) {
-                         _exit(12);
-                       }
-                       ASYNC_JOB* job = nullptr;
-                       int ret = 0;
-                       ASYNC_start_job(&job, nullptr, &ret, &Overflow, nullptr, 0);
-                     });
-                     return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
-                            Expect(ended.output.find("asyncjob") == std::string::npos, why,
-                                   "unexpected output: " + ended.output);
-                   }});
+  cases.push_back(
+      {"ASYNCJOB_OVERFLOW_HANDLER=0 keeps the handler out; the guard still stops "
+       "an overflow",
+       [](std::string* why) {
+         Ended ended = RunInChild([] {
+           setenv("ASYNCJOB_OVERFLOW_HANDLER", "0", 1);
+           SetDisposition(SIGSEGV, SIG_DFL);
+           if (ASYNC_init_thread(0, 1) != 1) _exit(10);
+           if (asyncjob_overflow_handler_installed() != 0) _exit(11);
+           struct sigaction current;
+           sigaction(SIGSEGV, nullptr, &current);
+           if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_DFL) {
+             _exit(12);
+           }
+           ASYNC_JOB* job = nullptr;
+           int ret = 0;
+           ASYNC_start_job(&job, nullptr, &ret, &Overflow, nullptr, 0);
+         });
+         return Expect(ended.KilledBy(SIGSEGV), why, ended.Describe()) &&
+                Expect(ended.output.find("asyncjob") == std::string::npos, why,
+                       "unexpected output: " + ended.output);
+       }});
 
-  cases.push_back({"asyncjob_set_overflow_handler(0) puts the previous disposition back; (1) "
-                   "installs ours again",
-                   [](std::string* why) {
-                     Ended ended = RunInChild([] {
-                       SetDisposition(SIGSEGV, &SayHandlerRan);
-                       SetDisposition(SIGBUS, SIG_IGN);
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(10);
-                       if (asyncjob_overflow_handler_installed() != 1) _exit(11);
-                       if (asyncjob_set_overflow_handler(0) != 1) _exit(12);
-                       if (asyncjob_overflow_handler_installed() != 0) _exit(13);
-                       struct sigaction current;
-                       sigaction(SIGSEGV, nullptr, &current);
-                       if ((current.sa_flags & SA_SIGINFO) != 0 ||
-                           current.sa_handler != &SayHandlerRan) {
-                         _exit(14);
-                       }
-                       sigaction(SIGBUS, nullptr, &current);
-                       if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_IGN) {
-                         _exit(15);
-                       }
-                       // A new pool on another thread does not reinstall it.
-                       ASYNC_cleanup_thread();
-                       if (ASYNC_init_thread(0, 1) != 1) _exit(16);
-                       if (asyncjob_overflow_handler_installed() != 0) _exit(17);
-                       if (asyncjob_set_overflow_handler(1) != 1) _exit(18);
-                       if (asyncjob_overflow_handler_installed() != 1) _exit(19);
-                       raise(SIGSEGV);  // still reaches the program's handler
-                       _exit(0);
-                     });
-                     return Expect(ended.ExitedWith(0), why, ended.Describe()) &&
-                            Expect(Occurrences(ended.output, "previous handler ran") == 1, why,
-                                   "output: " + ended.output);
-                   }});
+  cases.push_back(
+      {"asyncjob_set_overflow_handler(0) puts the previous disposition back; (1) "
+       "installs ours again",
+       [](std::string* why) {
+         Ended ended = RunInChild([] {
+           SetDisposition(SIGSEGV, &SayHandlerRan);
+           SetDisposition(SIGBUS, SIG_IGN);
+           if (ASYNC_init_thread(0, 1) != 1) _exit(10);
+           if (asyncjob_overflow_handler_installed() != 1) _exit(11);
+           if (asyncjob_set_overflow_handler(0) != 1) _exit(12);
+           if (asyncjob_overflow_handler_installed() != 0) _exit(13);
+           struct sigaction current;
+           sigaction(SIGSEGV, nullptr, &current);
+           if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != &SayHandlerRan) {
+             _exit(14);
+           }
+           sigaction(SIGBUS, nullptr, &current);
+           if ((current.sa_flags & SA_SIGINFO) != 0 || current.sa_handler != SIG_IGN) {
+             _exit(15);
+           }
+           // A new pool on another thread does not reinstall it.
+           ASYNC_cleanup_thread();
+           if (ASYNC_init_thread(0, 1) != 1) _exit(16);
+           if (asyncjob_overflow_handler_installed() != 0) _exit(17);
+           if (asyncjob_set_overflow_handler(1) != 1) _exit(18);
+           if (asyncjob_overflow_handler_installed() != 1) _exit(19);
+           raise(SIGSEGV);  // still reaches the program's handler
+           _exit(0);
+         });
+         return Expect(ended.ExitedWith(0), why, ended.Describe()) &&
+                Expect(Occurrences(ended.output, "previous handler ran") == 1, why,
+                       "output: " + ended.output);
+       }});
 
   return cases;
 }

@@ -27,10 +27,9 @@ size_t Page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
 // Sizes no stack may have.
 std::vector<size_t> TooLarge() {
-  return {kSizeMax,          kSizeMax - 1,          kSizeMax - Page() + 2,
-          kSizeMax - Page(), size_t{1} << 63,       (size_t{1} << 63) + 1,
-          size_t{1} << 56,   (size_t{1} << 56) - 1, size_t{1} << 40,
-          kMaximum + 1,      kMaximum + Page() - 1, kMaximum + Page(),
+  return {kSizeMax,        kSizeMax - 1,          kSizeMax - Page() + 2, kSizeMax - Page(),
+          size_t{1} << 63, (size_t{1} << 63) + 1, size_t{1} << 56,       (size_t{1} << 56) - 1,
+          size_t{1} << 40, kMaximum + 1,          kMaximum + Page() - 1, kMaximum + Page(),
           2 * kMaximum};
 }
 
@@ -51,8 +50,8 @@ int TouchAndPause(void* arg) {
     return ::testing::AssertionFailure() << "reason " << error.reason() << ": " << error.message;
   }
   if (error.message.find(expected_text) == std::string::npos) {
-    return ::testing::AssertionFailure() << "message \"" << error.message << "\" lacks \""
-                                         << expected_text << "\"";
+    return ::testing::AssertionFailure()
+           << "message \"" << error.message << "\" lacks \"" << expected_text << "\"";
   }
   return ::testing::AssertionSuccess();
 }
@@ -149,8 +148,7 @@ TEST_P(StackLimits, TheMaximumItselfRunsJobs) {
   ASYNC_JOB* second = nullptr;
   int ret = 0;
   ASSERT_EQ(ASYNC_start_job(&first, nullptr, &ret, &TouchAndPause, nullptr, 0), ASYNC_PAUSE);
-  ASSERT_EQ(ASYNC_start_job(&second, nullptr, &ret, &TouchAndPause, &ret, sizeof ret),
-            ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&second, nullptr, &ret, &TouchAndPause, &ret, sizeof ret), ASYNC_PAUSE);
   ASSERT_EQ(ASYNC_start_job(&second, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
   EXPECT_EQ(ret, 2);
   ASSERT_EQ(ASYNC_start_job(&first, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);

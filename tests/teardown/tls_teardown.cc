@@ -231,13 +231,20 @@ Options Parse(int argc, char** argv) {
       if (i + 1 >= argc) Die(("missing value after " + arg).c_str());
       return argv[++i];
     };
-    if (arg == "--provider-dir") options.provider_dir = value();
-    else if (arg == "--teardowns") options.teardowns = std::atoi(value());
-    else if (arg == "--healthy-every") options.healthy_every = std::atoi(value());
-    else if (arg == "--notify") options.callback = std::string(value()) == "callback";
-    else if (arg == "--key") options.ec = std::string(value()) == "ec";
-    else if (arg == "--expect-clean") options.expect_clean = true;
-    else Die(("unknown argument " + arg).c_str());
+    if (arg == "--provider-dir")
+      options.provider_dir = value();
+    else if (arg == "--teardowns")
+      options.teardowns = std::atoi(value());
+    else if (arg == "--healthy-every")
+      options.healthy_every = std::atoi(value());
+    else if (arg == "--notify")
+      options.callback = std::string(value()) == "callback";
+    else if (arg == "--key")
+      options.ec = std::string(value()) == "ec";
+    else if (arg == "--expect-clean")
+      options.expect_clean = true;
+    else
+      Die(("unknown argument " + arg).c_str());
   }
   if (options.provider_dir == nullptr) Die("--provider-dir is required");
   if (options.healthy_every < 1) options.healthy_every = 1;
@@ -305,18 +312,17 @@ int main(int argc, char** argv) {
   const long jobs_after = JobsInUse();
 
   const double rss_per_teardown =
-      teardowns_paused > 0 ? static_cast<double>(rss_after - rss_before) * 1024.0 /
-                                 teardowns_paused
+      teardowns_paused > 0 ? static_cast<double>(rss_after - rss_before) * 1024.0 / teardowns_paused
                            : 0.0;
   std::printf(
       "%s, %s key, %s: %d teardowns at WANT_ASYNC, %d healthy connections (%d failed); "
       "RSS %+ld KiB (%.0f bytes per teardown); fds %d -> %d; jobs in use %s\n",
       asyncjob_get_pool_stats != nullptr ? "asyncjob" : "libcrypto",
-      options.ec ? "EC P-256" : "RSA-2048", options.callback ? "callback" : "fds",
-      teardowns_paused, healthy, healthy_failed, rss_after - rss_before, rss_per_teardown,
-      fds_before, fds_after,
-      jobs_before < 0 ? "n/a"
-                      : (std::to_string(jobs_before) + " -> " + std::to_string(jobs_after)).c_str());
+      options.ec ? "EC P-256" : "RSA-2048", options.callback ? "callback" : "fds", teardowns_paused,
+      healthy, healthy_failed, rss_after - rss_before, rss_per_teardown, fds_before, fds_after,
+      jobs_before < 0
+          ? "n/a"
+          : (std::to_string(jobs_before) + " -> " + std::to_string(jobs_after)).c_str());
 
   SSL_CTX_free(server_ctx);
   SSL_CTX_free(client_ctx);
@@ -325,8 +331,7 @@ int main(int argc, char** argv) {
 
   if (!options.expect_clean) return 0;
   bool clean = teardowns_paused == options.teardowns && healthy_failed == 0 &&
-               rss_per_teardown < 1024.0 && fds_after == fds_before &&
-               jobs_after == jobs_before;
+               rss_per_teardown < 1024.0 && fds_after == fds_before && jobs_after == jobs_before;
   if (!clean) std::printf("FAILED: the teardowns left something behind\n");
   return clean ? 0 : 1;
 }

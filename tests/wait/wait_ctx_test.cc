@@ -66,9 +66,9 @@ const void* const k4 = &key_storage[3];
            << "library " << ASYNCJOB_ERR_GET_LIB(code) << ", want " << ASYNCJOB_ERR_LIB_ASYNC;
   }
   if (ASYNCJOB_ERR_GET_REASON(code) != reason) {
-    return ::testing::AssertionFailure() << "reason " << ASYNCJOB_ERR_GET_REASON(code)
-                                         << ", want " << reason << " (message: \""
-                                         << (message != nullptr ? message : "(null)") << "\")";
+    return ::testing::AssertionFailure()
+           << "reason " << ASYNCJOB_ERR_GET_REASON(code) << ", want " << reason << " (message: \""
+           << (message != nullptr ? message : "(null)") << "\")";
   }
   if (message == nullptr || *message == '\0') {
     return ::testing::AssertionFailure() << "empty message";
@@ -80,8 +80,8 @@ const void* const k4 = &key_storage[3];
   const char* message = nullptr;
   const unsigned long code = asyncjob_peek_error(&message);
   if (code == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "error queued: reason " << ASYNCJOB_ERR_GET_REASON(code)
-                                       << ": " << message;
+  return ::testing::AssertionFailure()
+         << "error queued: reason " << ASYNCJOB_ERR_GET_REASON(code) << ": " << message;
 }
 
 // ----- Contexts -----
@@ -618,8 +618,7 @@ TEST_F(WaitCtx, ChangedFdsOnNewContextIsEmpty) {
   std::size_t num_deleted = 99;
   OSSL_ASYNC_FD added[2] = {kSentinel, kSentinel};
   OSSL_ASYNC_FD deleted[2] = {kSentinel, kSentinel};
-  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), added, &num_added, deleted, &num_deleted),
-            1);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), added, &num_added, deleted, &num_deleted), 1);
   EXPECT_EQ(num_added, 0u);
   EXPECT_EQ(num_deleted, 0u);
   EXPECT_EQ(added[0], kSentinel);
@@ -662,8 +661,7 @@ TEST_F(WaitCtx, NullCtxGetAllFds) {
 TEST_F(WaitCtx, NullCtxGetChangedFds) {
   std::size_t num_added = 99;
   std::size_t num_deleted = 99;
-  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(nullptr, nullptr, &num_added, nullptr, &num_deleted),
-            0);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(nullptr, nullptr, &num_added, nullptr, &num_deleted), 0);
   EXPECT_TRUE(PoppedError(ASYNCJOB_R_PASSED_NULL_PARAMETER));
   EXPECT_TRUE(NoErrorQueued());
 }
@@ -766,8 +764,7 @@ TEST_F(WaitCtx, NullNumAddFdsIsRejected) {
   std::size_t num_deleted = 99;
   EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), added, nullptr, nullptr, &num_deleted), 0);
   EXPECT_TRUE(PoppedError(ASYNCJOB_R_PASSED_NULL_PARAMETER));
-  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), nullptr, nullptr, nullptr, &num_deleted),
-            0);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), nullptr, nullptr, nullptr, &num_deleted), 0);
   EXPECT_TRUE(PoppedError(ASYNCJOB_R_PASSED_NULL_PARAMETER));
   EXPECT_TRUE(NoErrorQueued());
 }
@@ -1160,8 +1157,7 @@ TEST_F(WaitCtxJob, ChangedFdsWithOneListNull) {
   OSSL_ASYNC_FD added[3] = {kSentinel, kSentinel, kSentinel};
   OSSL_ASYNC_FD deleted[4] = {kSentinel, kSentinel, kSentinel, kSentinel};
 
-  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), added, &num_added, nullptr, &num_deleted),
-            1);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_changed_fds(ctx.get(), added, &num_added, nullptr, &num_deleted), 1);
   EXPECT_EQ(num_added, 1u);
   EXPECT_EQ(num_deleted, 2u);
   EXPECT_EQ(added[0], 92);

@@ -19,14 +19,12 @@ int main(void) {
   int result = 0;
   int status;
 
-  while ((status = ASYNC_start_job(&job, NULL, &result, pause_twice,
-                                   &pauses_ptr, sizeof pauses_ptr)) ==
-         ASYNC_PAUSE) {
+  while ((status = ASYNC_start_job(&job, NULL, &result, pause_twice, &pauses_ptr,
+                                   sizeof pauses_ptr)) == ASYNC_PAUSE) {
   }
   ASYNC_cleanup_thread();
   if (status != ASYNC_FINISH || result != 7 || pauses != 2) {
-    fprintf(stderr, "status %d, result %d, %d pauses\n", status, result,
-            pauses);
+    fprintf(stderr, "status %d, result %d, %d pauses\n", status, result, pauses);
     return 1;
   }
   printf("consumer_c_static: job finished after 2 pauses (back end %s)\n",

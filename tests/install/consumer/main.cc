@@ -32,8 +32,7 @@ int main() {
   int result = 0;
   int paused_returns = 0;
   for (;;) {
-    int status = ASYNC_start_job(&job, nullptr, &result, PauseThreeTimes,
-                                 &counter, sizeof counter);
+    int status = ASYNC_start_job(&job, nullptr, &result, PauseThreeTimes, &counter, sizeof counter);
     if (status == ASYNC_PAUSE) {
       ++paused_returns;
       continue;
@@ -46,11 +45,10 @@ int main() {
   }
   ASYNC_cleanup_thread();
   if (result != 42 || pauses != 3 || paused_returns != 3 || job != nullptr) {
-    std::fprintf(stderr, "result %d, %d pauses, %d ASYNC_PAUSE returns\n",
-                 result, pauses, paused_returns);
+    std::fprintf(stderr, "result %d, %d pauses, %d ASYNC_PAUSE returns\n", result, pauses,
+                 paused_returns);
     return 1;
   }
-  std::printf("consumer: job finished after 3 pauses (back end %s)\n",
-              asyncjob_context_backend());
+  std::printf("consumer: job finished after 3 pauses (back end %s)\n", asyncjob_context_backend());
   return 0;
 }
