@@ -163,7 +163,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
 #endif
   job->entry.arguments = nullptr;
-  if (arguments != nullptr) {
+  if (arguments != nullptr && size > 0) {  // no bytes: NULL, as libcrypto
     // Small arguments are copied onto the job's own stack: no allocation.
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {

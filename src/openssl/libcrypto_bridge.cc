@@ -47,7 +47,27 @@ void LeftJob(job::Job* job) {
 
 const job::SwitchHooks libctx_hooks{&EnteringJob, &LeftJob};
 
+// Whether libcrypto itself raises an error where asyncjob reports `reason`.
+// Only those are mirrored: libssl reports whatever sits in libcrypto's
+// queue as the failure of the thread's next operation, so an entry there
+// where libcrypto leaves none (a lookup that finds nothing, a refusal
+// libcrypto answers with a bare 0, a misuse where libcrypto would crash, a
+// legal act such as freeing a context) would fail an unrelated connection.
+// asyncjob's own queue keeps every entry.
+bool LibcryptoRaises(int reason) {
+  switch (reason) {
+    case ASYNC_R_INVALID_POOL_SIZE:       // ASYNC_init_thread(max, init > max)
+    case ASYNC_R_FAILED_TO_SWAP_CONTEXT:  // a switch that failed
+    case ASYNC_R_INIT_FAILED:             // a pool or its jobs not made
+    case ASYNCJOB_R_MALLOC_FAILURE:       // out of memory
+      return true;
+    default:
+      return false;
+  }
+}
+
 void MirrorError(int reason, const char* message) {
+  if (!LibcryptoRaises(reason)) return;
   err_new();
   err_set_debug("asyncjob", 0, "asyncjob");
   err_set_error(ASYNCJOB_ERR_LIB_ASYNC, reason, "%s", message);

@@ -80,6 +80,50 @@ TEST(LibcryptoBridge, ErrorsAreMirroredIntoLibcryptosQueue) {
   EXPECT_EQ(ERR_get_error(), 0u);
 }
 
+// Where libcrypto raises no error, asyncjob leaves none in libcrypto's queue
+// either (libssl would report it as the failure of the thread's next,
+// unrelated operation); its own queue keeps the detailed entry.
+TEST(LibcryptoBridge, OnlyErrorsLibcryptoWouldRaiseAreMirrored) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  // A refusal libcrypto answers with a bare 0: stacks already exist.
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  auto pause_once = [](void*) -> int {
+    ASYNC_pause_job();
+    return 3;
+  };
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +pause_once, nullptr, 0), ASYNC_PAUSE);
+  EXPECT_EQ(ASYNC_set_mem_functions(nullptr, nullptr), 0);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNCJOB_R_MEM_FUNCTIONS_LOCKED);
+  // Lookups that find nothing, and a misuse where libcrypto would crash.
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASSERT_NE(ctx, nullptr);
+  OSSL_ASYNC_FD fd = -1;
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_fd(ctx, &fd, &fd, nullptr), 0);
+  EXPECT_EQ(ASYNC_WAIT_CTX_clear_fd(ctx, &fd), 0);
+  EXPECT_EQ(ASYNC_get_wait_ctx(nullptr), nullptr);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASYNC_WAIT_CTX_free(ctx);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 3);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  asyncjob_clear_errors();
+  ASYNC_cleanup_thread();
+}
+
+// Arguments with a size of 0 reach the job as NULL, as with libcrypto.
+TEST(LibcryptoBridge, ArgumentsOfSizeZeroAreNull) {
+  char byte = 1;
+  auto report = [](void* args) -> int { return args == nullptr ? 1 : 0; };
+  ASYNC_JOB* job = nullptr;
+  int ret = -1;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +report, &byte, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 1);
+  ASYNC_cleanup_thread();
+}
+
 TEST(LibcryptoBridge, CryptoInsideAJobWorks) {
   auto digest = [](void*) -> int {
     unsigned char out[32];
