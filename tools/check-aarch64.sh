@@ -64,7 +64,8 @@ trap 'rm -rf "$work"' EXIT
 CXXFLAGS_COMMON=(-std=c++20 -Wall -Wextra -Wshadow -Wconversion
                  -Wno-sign-conversion -Werror
                  -Isrc -Iinclude -DASYNCJOB_CONTEXT_UCONTEXT=0)
-UNIT=(src/context/context.cc)
+# fatal.cc: the message of the context unit's DCHECKs.
+UNIT=(src/context/context.cc src/base/fatal.cc)
 TEST=tests/context/context_smoke.cc
 
 failures=0
