@@ -54,28 +54,32 @@ namespace {
 constexpr std::uint8_t kOmit = 0xff;
 constexpr std::uint8_t kIndirect = 0x80;
 
-std::uintptr_t ReadUleb128(const std::uint8_t** p) {
+// The 7-bit groups of a LEB128 number, low first; *shift ends as the
+// number of bits read and *last as its last byte (for the sign).
+std::uintptr_t ReadLeb128Bits(const std::uint8_t** p, unsigned* shift, std::uint8_t* last) {
   std::uintptr_t value = 0;
-  unsigned shift = 0;
+  *shift = 0;
   std::uint8_t byte;
   do {
     byte = *(*p)++;
-    if (shift < sizeof(value) * 8) value |= static_cast<std::uintptr_t>(byte & 0x7f) << shift;
-    shift += 7;
+    if (*shift < sizeof(value) * 8) value |= static_cast<std::uintptr_t>(byte & 0x7f) << *shift;
+    *shift += 7;
   } while (byte & 0x80);
+  *last = byte;
   return value;
 }
 
+std::uintptr_t ReadUleb128(const std::uint8_t** p) {
+  unsigned shift;
+  std::uint8_t last;
+  return ReadLeb128Bits(p, &shift, &last);
+}
+
 std::intptr_t ReadSleb128(const std::uint8_t** p) {
-  std::uintptr_t value = 0;
-  unsigned shift = 0;
-  std::uint8_t byte;
-  do {
-    byte = *(*p)++;
-    if (shift < sizeof(value) * 8) value |= static_cast<std::uintptr_t>(byte & 0x7f) << shift;
-    shift += 7;
-  } while (byte & 0x80);
-  if (shift < sizeof(value) * 8 && (byte & 0x40)) value |= ~std::uintptr_t{0} << shift;
+  unsigned shift;
+  std::uint8_t last;
+  std::uintptr_t value = ReadLeb128Bits(p, &shift, &last);
+  if (shift < sizeof(value) * 8 && (last & 0x40)) value |= ~std::uintptr_t{0} << shift;
   return static_cast<std::intptr_t>(value);
 }
 
