@@ -220,6 +220,10 @@ typedef struct asyncjob_pool_stats {
   size_t guarded;  /* of total: stacks with a guard region */
   size_t slab;     /* of total: canary-checked slab stacks */
   size_t custom;   /* of total: stacks from ASYNC_set_mem_functions */
+  /* of total, and neither idle nor in use: jobs orphaned when their wait
+   * context was freed while they were paused, kept as tombstones until
+   * released (docs/teardown.md). They do not count towards max_size. */
+  size_t tombstones;
 } asyncjob_pool_stats;
 /* Fills *stats for the calling thread; returns 0 when it has no pool. */
 ASYNCJOB_EXPORT int asyncjob_get_pool_stats(asyncjob_pool_stats *stats);
@@ -238,6 +242,14 @@ typedef struct asyncjob_stats {
   unsigned long long cancels;
   unsigned long long no_jobs; /* ASYNC_NO_JOBS answers */
   int libcrypto_connected;    /* 1: libctx switching and error mirroring */
+  /* Paused jobs whose wait context was freed under them (a connection torn
+   * down mid-operation; docs/teardown.md): of those, unwound and reused at
+   * once (the code that paused them registered cancel hooks), the rest kept
+   * as tombstones until their context is signalled. */
+  unsigned long long orphans;
+  unsigned long long orphans_unwound;
+  unsigned long long tombstones;          /* made */
+  unsigned long long tombstones_released; /* made - released: still kept */
 } asyncjob_stats;
 ASYNCJOB_EXPORT int asyncjob_get_stats(asyncjob_stats *stats);
 

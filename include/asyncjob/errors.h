@@ -69,6 +69,10 @@
 /* The job was left paused by a thread that has since exited: no thread can
  * resume or cancel it any more. */
 #define ASYNCJOB_R_OWNER_THREAD_EXITED 132
+/* The job's wait context was freed while it was paused (a connection torn
+ * down mid-operation): the job was orphaned and never runs again
+ * (docs/teardown.md). ASYNC_WAIT_CTX_free itself queues nothing. */
+#define ASYNCJOB_R_JOB_ORPHANED 133
 
 /* ----- Reading the queue ----- */
 

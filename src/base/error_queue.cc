@@ -27,6 +27,7 @@ struct Queue {
 
 // Plain storage, zero-initialised: no constructor runs on first use.
 thread_local Queue queue;
+constinit thread_local int suppression_depth = 0;
 
 std::atomic<ErrorMirror> error_mirror{nullptr};
 
@@ -39,6 +40,8 @@ unsigned long PackErrorCode(int reason) {
 
 void QueueError(int reason, const char* format, ...) {
   ASYNCJOB_DCHECK(format != nullptr);
+  if (suppression_depth > 0) [[unlikely]]
+    return;
   Queue& q = queue;
   ASYNCJOB_DCHECK(q.count <= kErrorQueueDepth && q.first < kErrorQueueDepth);
   if (q.count == kErrorQueueDepth) {
@@ -84,5 +87,8 @@ void ClearErrors() {
 }
 
 std::size_t ErrorCount() { return queue.count; }
+
+ScopedErrorSuppression::ScopedErrorSuppression() { ++suppression_depth; }
+ScopedErrorSuppression::~ScopedErrorSuppression() { --suppression_depth; }
 
 }  // namespace asyncjob::base

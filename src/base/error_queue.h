@@ -37,6 +37,18 @@ void ClearErrors();
 // Number of entries queued on this thread.
 std::size_t ErrorCount();
 
+// While one exists on this thread, QueueError() queues (and mirrors)
+// nothing: for an attempt made on the caller's behalf whose failure is not
+// the caller's error (the C API unwinding the orphans of a context being
+// freed). Nests.
+class ScopedErrorSuppression {
+ public:
+  ScopedErrorSuppression();
+  ~ScopedErrorSuppression();
+  ScopedErrorSuppression(const ScopedErrorSuppression&) = delete;
+  ScopedErrorSuppression& operator=(const ScopedErrorSuppression&) = delete;
+};
+
 // Also hands every queued error to `mirror` (e.g. to libcrypto's own error
 // queue when libcrypto is in the process). nullptr stops mirroring.
 using ErrorMirror = void (*)(int reason, const char* message);

@@ -4,11 +4,14 @@
 // This file owns argument checking (every bad input gets an error-queue
 // entry and an error return, never a crash) and the glue between jobs and
 // wait contexts: which context a job was started with, when a round of fd
-// changes ends (a paused job resumed), and detaching a job from a context
-// freed under it.
+// changes ends (a paused job resumed), and what becomes of the jobs of a
+// context freed under them (docs/teardown.md).
+#include <poll.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "asyncjob/async.h"
 #include "base/error_queue.h"
@@ -39,9 +42,116 @@ WaitContext* CheckedWaitContext(ASYNC_WAIT_CTX* ctx, const char* function) {
   return WaitContext::FromHandle(ctx);
 }
 
+// ----- Wait contexts freed under their jobs (docs/teardown.md) -----
+
+// At most this many tombstones per thread: past it the oldest are released
+// (each keeps a page of memory, its stack's address space and its
+// context's fds until then).
+constexpr std::size_t kMaxTombstonesPerThread = 1024;
+
+// One job fewer refers to a detached context; the last one frees it, which
+// runs the cleanup routines of its fds.
+void LetGoOfDetachedContext(WaitContext* wait) {
+  if (--wait->holders == 0) delete wait;
+}
+
+// A job no longer refers to its context (it finished, was cancelled, or
+// its thread's exit ended it).
+void DetachFromItsContext(Job* job, WaitContext* wait) {
+  wait->DetachJob(job);
+  if (wait->detached()) [[unlikely]]
+    LetGoOfDetachedContext(wait);
+}
+
+// Releases a tombstone and lets go of its detached context.
+void ReleaseTombstoneAndContext(Job* job) {
+  WaitContext* wait = WaitContextOf(job);
+  asyncjob::job::ReleaseTombstone(job);
+  if (wait != nullptr) LetGoOfDetachedContext(wait);
+}
+
+// Whether whatever was to complete a tombstone's job has signalled its
+// detached context: one of its fds is readable, or was closed under it.
+bool Signalled(WaitContext* wait) {
+  const std::size_t count = wait->GetAllFds(nullptr);
+  if (count == 0) return false;
+  std::vector<pollfd> polled;
+  try {
+    std::vector<OSSL_ASYNC_FD> fds(count);
+    wait->GetAllFds(fds.data());
+    polled.reserve(count);
+    for (OSSL_ASYNC_FD fd : fds) polled.push_back(pollfd{fd, POLLIN, 0});
+  } catch (const std::bad_alloc&) {
+    return false;  // looked at again at the next check
+  }
+  return poll(polled.data(), polled.size(), 0) > 0;
+}
+
+// Releases this thread's tombstones whose contexts were signalled, and the
+// oldest past the per-thread bound. Runs where an application calls
+// asyncjob anyway as connections begin and end (a context made or freed, a
+// pool set up), never on the start/pause/resume path.
+void ReleaseSignalledTombstones() {
+  Job* job = asyncjob::job::FirstTombstone();
+  if (job == nullptr) [[likely]]
+    return;
+  std::size_t kept = 0;
+  while (job != nullptr) {
+    Job* next = job->links.next_idle;  // newest first
+    WaitContext* wait = WaitContextOf(job);
+    if (kept >= kMaxTombstonesPerThread || wait == nullptr || Signalled(wait)) {
+      ReleaseTombstoneAndContext(job);
+    } else {
+      ++kept;
+    }
+    job = next;
+  }
+}
+
+// A job of a context its owner is freeing (the context is detached, the job
+// detached from it). A running job (the context is freed from inside it,
+// or from a job it started) carries on without a context. A paused job of
+// another thread keeps the detached context until it ends there. A paused
+// job of this thread is an orphan: its owner has dropped it with the
+// context, and nobody can legally resume it. If the code that paused it
+// registered cancel hooks, it knows how to withdraw what it handed out: the
+// job is cancelled now (hooks, then its stack unwinds) and goes back to the
+// pool. Otherwise code we know nothing of may still hold the job, write into
+// its stack or signal its fds: it becomes a tombstone, which holds the
+// context until one of its fds is signalled (or the bound, or the thread's
+// cleanup, releases it).
+void Orphan(Job* job, WaitContext* wait) {
+  if (job->state != asyncjob::job::JobState::kPaused) {
+    job->user_data = nullptr;
+    return;
+  }
+  if (!asyncjob::job::OwnedByThisThread(job)) {
+    ++wait->holders;
+    return;
+  }
+  if (job->cancellation.hook_count > 0) {
+    // Freeing a context is no error of the caller's: the attempt queues
+    // nothing, whether it succeeds or not. (The hooks run with errors
+    // suppressed too; what they do is their own business.)
+    bool unwound;
+    {
+      asyncjob::base::ScopedErrorSuppression quiet;
+      unwound = asyncjob::job::Cancel(job) == Outcome::kFinished;
+    }
+    if (unwound) {
+      asyncjob::job::CountOrphan(/*unwound=*/true);
+      asyncjob::job::Release(job);
+      return;
+    }
+  }
+  asyncjob::job::CountOrphan(/*unwound=*/false);
+  ++wait->holders;
+  asyncjob::job::Abandon(job);
+}
+
 // Called once a job has finished: hands back its result and its pool slot.
 int FinishJob(Job* job) {
-  if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
+  if (WaitContext* wait = WaitContextOf(job)) DetachFromItsContext(job, wait);
   int result = job->entry.result;
   asyncjob::job::Release(job);
   return result;
@@ -59,7 +169,10 @@ Job* PrepareNewJob(WaitContext* wait, int (*func)(void*), void* args, size_t siz
     if (exhausted) *status = ASYNC_NO_JOBS;
     return nullptr;
   }
-  if (wait != nullptr) wait->attached_job = job;
+  if (wait != nullptr && !wait->AttachJob(job)) [[unlikely]] {
+    asyncjob::job::Release(job);
+    return nullptr;
+  }
   if (!asyncjob::job::PrepareStart(job, func, args, size, wait)) {
     FinishJob(job);
     return nullptr;
@@ -75,14 +188,31 @@ void StartNewRoundOfCancelledJob(Job* job) {
   if (WaitContext* wait = WaitContextOf(job)) wait->StartNewRound();
 }
 
+// The fds of a cancelled job's context are cleaned up (their routines run,
+// they are reported deleted), unless other jobs share the context: whose
+// fds are whose is not known, so they stay until the context is freed.
+void CleanUpFdsOfEndedJob(Job* job, WaitContext* wait, const char* function) {
+  if (wait->detached() || !wait->OnlyJobIs(job)) return;
+  try {
+    wait->CleanUpAllFds();  // copies the fd list first
+  } catch (const std::bad_alloc&) {
+    // Nothing was cleaned up yet: the fds stay set, and their cleanup
+    // routines run when the context is freed. The job has ended.
+    QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+               "%s: out of memory; the wait context's fds are cleaned up when it is freed",
+               function);
+  }
+}
+
 // A job its thread's exit ended (pthread_exit() or cancellation inside it):
 // as for a cancelled job, the cleanup routines of its fds run and its wait
-// context is free again; the thread's unwind then goes on.
+// context lets go of it; the thread's unwind then goes on.
 void EndedByThreadExit(Job* job) {
   if (WaitContext* wait = WaitContextOf(job)) {
     wait->StartNewRound();
-    wait->CleanUpAllFds();
-    wait->attached_job = nullptr;
+    CleanUpFdsOfEndedJob(job, wait, "thread exit inside a job");
+    DetachFromItsContext(job, wait);
+    job->user_data = nullptr;
   }
 }
 
@@ -96,7 +226,7 @@ __attribute__((constructor)) void ObserveThreadExits() {
 // run on its own stack: FinishJob() (the job layer then releases it) and
 // the caller's outcome.
 int FinishOnItsOwnStack(Job* job) {
-  if (WaitContext* wait = WaitContextOf(job)) wait->attached_job = nullptr;
+  if (WaitContext* wait = WaitContextOf(job)) DetachFromItsContext(job, wait);
   *job->outcome.result_slot = job->entry.result;
   *static_cast<ASYNC_JOB**>(job->outcome.handle_slot) = nullptr;
   return ASYNC_FINISH;
@@ -110,6 +240,7 @@ extern "C" {
 // ----- Jobs and pools -----
 
 int ASYNC_init_thread(size_t max_size, size_t init_size) {
+  ReleaseSignalledTombstones();
   return Pool::InitThisThread(max_size, init_size) ? 1 : 0;
 }
 
@@ -133,11 +264,12 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret, int (*func)(
       return ASYNC_ERR;
     }
     WaitContext* wait = WaitContext::FromHandle(ctx);
-    if (wait != nullptr && wait->attached_job != nullptr) {
+    if (wait != nullptr && wait->detached()) [[unlikely]] {
+      // Only reachable through a stale pointer: the owner freed it, and it
+      // lives on only for the orphans that still hold it.
       QueueError(ASYNCJOB_R_WAIT_CTX_IN_USE,
-                 "ASYNC_start_job: the wait context is in use by paused job %p; a "
-                 "context serves one job at a time",
-                 wait->attached_job);
+                 "ASYNC_start_job: the wait context was freed (it is kept only for the "
+                 "orphaned jobs that still refer to it)");
       return ASYNC_ERR;
     }
     int status;
@@ -212,6 +344,7 @@ void ASYNC_get_mem_functions(ASYNC_stack_alloc_fn* alloc_fn, ASYNC_stack_free_fn
 // ----- Wait contexts -----
 
 ASYNC_WAIT_CTX* ASYNC_WAIT_CTX_new(void) {
+  ReleaseSignalledTombstones();
   // The nothrow new covers the object; its constructor reserves room for
   // fds, whose bad_alloc must not leave this C function either.
   WaitContext* wait = nullptr;
@@ -230,16 +363,27 @@ ASYNC_WAIT_CTX* ASYNC_WAIT_CTX_new(void) {
 void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
   WaitContext* wait = WaitContext::FromHandle(ctx);
   if (wait == nullptr) return;
-  if (wait->attached_job != nullptr) {
-    // A paused job still refers to it: detach the job, which carries on
-    // without a wait context, rather than leave it a dangling pointer.
-    static_cast<Job*>(wait->attached_job)->user_data = nullptr;
-    QueueError(ASYNCJOB_R_WAIT_CTX_IN_USE,
-               "ASYNC_WAIT_CTX_free: job %p was still using this context; it "
-               "continues without one",
-               wait->attached_job);
+  // Freed again by one of its own cleanup routines or unwinding jobs, or
+  // through a stale pointer after its owner freed it: nothing to do.
+  if (wait->being_freed || wait->detached()) return;
+  ReleaseSignalledTombstones();
+  if (!wait->HasJobs()) [[likely]] {
+    delete wait;
+    return;
   }
-  delete wait;
+  // Jobs still refer to it. From here on nothing can call into the owner's
+  // objects through it (its callback is gone), and freeing it queues no
+  // error: it is a legal act, and an entry left in the queue would fail the
+  // thread's next, unrelated operation.
+  wait->being_freed = true;
+  wait->Detach();
+  while (void* any = wait->AnyJob()) {
+    auto* job = static_cast<Job*>(any);
+    wait->DetachJob(job);
+    Orphan(job, wait);
+  }
+  wait->being_freed = false;
+  if (wait->holders == 0) delete wait;
 }
 
 int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD fd,
@@ -350,15 +494,7 @@ int asyncjob_cancel_job(ASYNC_JOB** job) {
     return 0;
   }
   if (WaitContext* wait = WaitContextOf(target)) {
-    try {
-      wait->CleanUpAllFds();  // copies the fd list first
-    } catch (const std::bad_alloc&) {
-      // Nothing was cleaned up yet: the fds stay set, and their cleanup
-      // routines run when the context is freed. The job was cancelled.
-      QueueError(ASYNCJOB_R_MALLOC_FAILURE,
-                 "asyncjob_cancel_job: out of memory; the wait context's fds are "
-                 "cleaned up when it is freed");
-    }
+    CleanUpFdsOfEndedJob(target, wait, "asyncjob_cancel_job");
   }
   FinishJob(target);
   *job = nullptr;
@@ -408,6 +544,7 @@ int asyncjob_get_pool_stats(asyncjob_pool_stats* stats) {
   stats->guarded = pool->count_of(StackKind::kGuarded);
   stats->slab = pool->count_of(StackKind::kSlab);
   stats->custom = pool->count_of(StackKind::kCustom);
+  stats->tombstones = pool->tombstones();
   return 1;
 }
 
@@ -440,6 +577,10 @@ int asyncjob_get_stats(asyncjob_stats* stats) {
   stats->finishes = counters.finishes;
   stats->cancels = counters.cancels;
   stats->no_jobs = counters.exhausted;
+  stats->orphans = counters.orphans;
+  stats->orphans_unwound = counters.orphans_unwound;
+  stats->tombstones = counters.tombstones;
+  stats->tombstones_released = counters.tombstones_released;
   stats->libcrypto_connected = asyncjob::openssl::LibcryptoConnected() ? 1 : 0;
   return 1;
 }
@@ -453,12 +594,19 @@ void PrintStatsAtExit() {
   asyncjob_get_stats(&stats);
   std::fprintf(stderr,
                "asyncjob: %llu jobs started, %llu resumes, %llu pauses, %llu finished, "
-               "%llu cancelled, %llu no-jobs; %llu stacks created; context switch %s; "
-               "libcrypto %s\n",
+               "%llu cancelled, %llu no-jobs; %llu stacks created; %llu orphaned (%llu "
+               "unwound, %llu tombstones, %llu released); context switch %s; libcrypto %s\n",
                stats.starts, stats.resumes, stats.pauses, stats.finishes, stats.cancels,
-               stats.no_jobs, stats.jobs_created, asyncjob_context_backend(),
+               stats.no_jobs, stats.jobs_created, stats.orphans, stats.orphans_unwound,
+               stats.tombstones, stats.tombstones_released, asyncjob_context_backend(),
                stats.libcrypto_connected ? "connected (per-job libctx, errors mirrored)"
                                          : "not in the process");
+}
+
+// Tombstones left when a thread's pool is cleaned up let go of their
+// contexts too.
+__attribute__((constructor)) void RegisterTombstoneReleaser() {
+  asyncjob::job::SetTombstoneReleaser(&ReleaseTombstoneAndContext);
 }
 
 __attribute__((constructor)) void RegisterStatsPrinter() {

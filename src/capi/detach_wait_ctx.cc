@@ -8,9 +8,11 @@ namespace asyncjob::capi {
 
 void DetachWaitCtx(ASYNC_WAIT_CTX* ctx) {
   wait::WaitContext* wait = wait::WaitContext::FromHandle(ctx);
-  if (wait == nullptr || wait->attached_job == nullptr) return;
-  static_cast<job::Job*>(wait->attached_job)->user_data = nullptr;
-  wait->attached_job = nullptr;
+  if (wait == nullptr) return;
+  while (void* job = wait->AnyJob()) {
+    static_cast<job::Job*>(job)->user_data = nullptr;
+    wait->DetachJob(job);
+  }
 }
 
 }  // namespace asyncjob::capi

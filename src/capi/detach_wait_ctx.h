@@ -3,9 +3,9 @@
 // context and its job quietly, so that the context can be freed while the
 // job is still running or paused.
 //
-// ASYNC_WAIT_CTX_free() does the same for a context freed under a job, but
-// queues ASYNCJOB_R_WAIT_CTX_IN_USE, since for an application that is a
-// mistake. A layer that frees its context on purpose as the job ends (from
+// ASYNC_WAIT_CTX_free() under a paused job orphans the job instead (it never
+// runs again: docs/teardown.md), since an application that frees the
+// context has dropped the job too. A layer that frees its context on purpose as the job ends (from
 // inside the job, where the C API still holds the context until the job has
 // returned) or at its thread's exit (under a job that can never run again)
 // detaches it first. Nothing of this runs on the C API's own paths.
@@ -16,8 +16,8 @@
 
 namespace asyncjob::capi {
 
-// If a job was started with ctx and has not ended, it carries on without a
-// wait context (ASYNC_get_wait_ctx() gives NULL, and its end and
+// Every job started with ctx that has not ended carries on without a wait
+// context (ASYNC_get_wait_ctx() gives NULL, and its end and
 // cancellation leave ctx alone); ctx can then be started with again or
 // freed. Nothing is queued. NULL does nothing. Call it on the job's thread.
 void DetachWaitCtx(ASYNC_WAIT_CTX* ctx);

@@ -53,6 +53,7 @@ std::mutex orphanage_mutex;
 Pool* orphanage = nullptr;
 
 std::atomic<void (*)(Job*)> thread_exit_observer{nullptr};
+std::atomic<void (*)(Job*)> tombstone_releaser{nullptr};
 
 // Totals of threads whose pools were cleaned up.
 std::mutex totals_mutex;
@@ -67,6 +68,37 @@ void AddCounters(Counters& into, const Counters& from) {
   into.finishes += from.finishes;
   into.cancels += from.cancels;
   into.exhausted += from.exhausted;
+  into.orphans += from.orphans;
+  into.orphans_unwound += from.orphans_unwound;
+  into.tombstones += from.tombstones;
+  into.tombstones_released += from.tombstones_released;
+}
+
+// Gives the pages of a job's stack below its header page back to the
+// kernel: for a job whose frames never run nor unwind again, while its
+// header must stay readable. A custom allocator's block is left as it is
+// (its pages are not ours to drop). The range stays mapped: a late write
+// into it (a completion filling in a result on the job's stack) lands in a
+// fresh zero page.
+void DropStackPages(Job* job) {
+  if (job->stack.kind == stack::StackKind::kCustom) return;
+  const std::size_t page = stack::PageSize();
+  std::byte* low = base::AlignUp(job->stack.low, page);
+  std::byte* high = base::AlignDown(job->header_start, page);
+  if (high > low) madvise(low, static_cast<std::size_t>(high - low), MADV_DONTNEED);
+}
+
+// Releases every tombstone of this thread, through the layer above's
+// releaser when there is one.
+void ReleaseAllTombstones() {
+  void (*release)(Job*) = tombstone_releaser.load(std::memory_order_acquire);
+  while (Job* job = this_thread.tombstones) {
+    if (release != nullptr) {
+      release(job);  // ends with ReleaseTombstone(job)
+    } else {
+      ReleaseTombstone(job);
+    }
+  }
 }
 
 // Moves the calling thread's counts into the process totals.
@@ -282,6 +314,7 @@ namespace {
 __attribute__((destructor)) void CleanUpTheExitingThread() {
   base::SetErrorMirror(nullptr);
   Pool::FreeFinishedUnfreedJobs();
+  ReleaseAllTombstones();
   Pool* pool = this_thread.pool;
   if (pool == nullptr) return;
   if (pool->in_use() == 0) {
@@ -386,6 +419,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
 void Pool::CleanupThisThread() {
   ThreadState& thread = this_thread;
   FreeFinishedUnfreedJobs();
+  ReleaseAllTombstones();
   Pool* pool = thread.pool;
   if (pool == nullptr) return;
   pool->FreeIdleJobs();
@@ -412,6 +446,7 @@ void Pool::MarkClosing() {
 void Pool::OrphanThisThreadsJobs() {
   ThreadState& thread = this_thread;
   FreeFinishedUnfreedJobs();
+  ReleaseAllTombstones();
   if (Pool* pool = thread.pool) {
     thread.pool = nullptr;
     pool->FreeIdleJobs();
@@ -429,7 +464,6 @@ void Pool::OrphanThisThreadsJobs() {
 
 void Pool::Orphan() {
   FreeIdleJobs();
-  const std::size_t page = stack::PageSize();
   for (Job* job = jobs_; job != nullptr; job = job->membership.next) {
     // Running only if the thread left it without unwinding it (by a
     // longjmp, or from code without unwind information): its context may
@@ -443,13 +477,8 @@ void Pool::Orphan() {
     if (!was_running) context::Destroy(&job->fibre);
     // Its frames are never run again nor unwound: their pages go back to
     // the kernel. The page of the header stays, so that a late resume or
-    // cancel reads a header that refuses it. A custom allocator's block is
-    // left as it is (its pages are not ours to drop).
-    if (job->stack.kind != stack::StackKind::kCustom) {
-      std::byte* low = base::AlignUp(job->stack.low, page);
-      std::byte* high = base::AlignDown(job->header_start, page);
-      if (high > low) madvise(low, static_cast<std::size_t>(high - low), MADV_DONTNEED);
-    }
+    // cancel reads a header that refuses it.
+    DropStackPages(job);
 #if ASYNCJOB_ASAN
     // What the header points to (its wait context) stays reachable through
     // it, as long as the header itself: tell the leak checker to look.
@@ -466,7 +495,7 @@ void Pool::Orphan() {
 }
 
 Job* Pool::AcquireSlow(bool* exhausted) {
-  if (max_size_ != 0 && total_ >= max_size_) {
+  if (max_size_ != 0 && total_ - tombstones_ >= max_size_) {
     *exhausted = true;
     ++this_thread.counters.exhausted;
     return nullptr;
@@ -541,9 +570,55 @@ void Pool::FreeFinishedUnfreedJobs() {
   }
 }
 
+// ----- Tombstones -----
+
+void SetTombstoneReleaser(void (*release)(Job* job)) {
+  tombstone_releaser.store(release, std::memory_order_release);
+}
+
+void Abandon(Job* job) {
+  ASYNCJOB_DCHECK(job->state == JobState::kPaused && OwnedByThisThread(job));
+  ThreadState& thread = this_thread;
+  job->state = JobState::kTombstone;
+  ++job->links.pool->tombstones_;
+  job->links.next_idle = thread.tombstones;
+  thread.tombstones = job;
+  ++thread.tombstone_count;
+  ++thread.counters.tombstones;
+  DropStackPages(job);
+}
+
+void ReleaseTombstone(Job* job) {
+  ASYNCJOB_DCHECK(job->state == JobState::kTombstone);
+  ThreadState& thread = this_thread;
+  for (Job** link = &thread.tombstones; *link != nullptr; link = &(*link)->links.next_idle) {
+    if (*link == job) {
+      *link = job->links.next_idle;
+      --thread.tombstone_count;
+      break;
+    }
+  }
+  job->links.next_idle = nullptr;
+  --job->links.pool->tombstones_;
+  ++thread.counters.tombstones_released;
+  Release(job);
+}
+
+void CountOrphan(bool unwound) {
+  ++this_thread.counters.orphans;
+  if (unwound) ++this_thread.counters.orphans_unwound;
+}
+
 // ----- Running jobs -----
 
 bool CheckResumable(const Job* job) {
+  if (job->state == JobState::kTombstone) {
+    base::QueueError(ASYNCJOB_R_JOB_ORPHANED,
+                     "job %p was orphaned when its wait context was freed while it was "
+                     "paused; it never runs again",
+                     static_cast<const void*>(job));
+    return false;
+  }
   if (job->state == JobState::kOrphaned) {
     base::QueueError(ASYNCJOB_R_OWNER_THREAD_EXITED,
                      "job %p was left paused by a thread that has exited; no thread "

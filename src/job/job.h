@@ -50,7 +50,10 @@ namespace asyncjob::job {
 
 // kOrphaned: left paused (or running) by a thread that has exited; it never
 // runs again, and only its header remains.
-enum class JobState : std::uint8_t { kIdle, kRunning, kPaused, kOrphaned };
+// kTombstone: a paused job its owner can never resume, abandoned by the
+// layer above (see Abandon()); it never runs again, and waits on its
+// thread's tombstone list to be released.
+enum class JobState : std::uint8_t { kIdle, kRunning, kPaused, kOrphaned, kTombstone };
 enum class Outcome : std::uint8_t { kError, kPaused, kFinished };
 
 // Thrown inside a job, from the pause it is parked in, when the job is
@@ -186,6 +189,13 @@ struct Counters {
   std::uint64_t finishes = 0;
   std::uint64_t cancels = 0;
   std::uint64_t exhausted = 0;  // ASYNC_NO_JOBS answers
+  // Paused jobs their owner can no longer resume (the C API: their wait
+  // context was freed under them): unwound at once (the code that paused
+  // them registered cancel hooks), or kept as tombstones until released.
+  std::uint64_t orphans = 0;
+  std::uint64_t orphans_unwound = 0;
+  std::uint64_t tombstones = 0;  // made
+  std::uint64_t tombstones_released = 0;
 };
 // The process totals plus the calling thread's own counts.
 Counters ProcessCounters();
@@ -207,12 +217,20 @@ struct ThreadState {
   // Return-free jobs of closing pools that finished on their own stacks,
   // which they could not free: freed at the next entry or cleanup.
   Job* finished_unfreed = nullptr;
+  // Tombstones (see Abandon()), newest first, through links.next_idle.
+  Job* tombstones = nullptr;
+  std::size_t tombstone_count = 0;
   Counters counters;
 };
 
 extern constinit thread_local ThreadState this_thread __attribute__((tls_model("initial-exec")));
 
 inline Job* CurrentJob() { return this_thread.current; }
+
+// Whether `job` (started, not idle) was started by the calling thread.
+inline bool OwnedByThisThread(const Job* job) {
+  return job->links.owner != 0 && job->links.owner == this_thread.id;
+}
 
 class Pool {
  public:
@@ -240,7 +258,10 @@ class Pool {
   std::size_t max_size() const { return max_size_; }
   std::size_t total() const { return total_; }
   std::size_t idle() const { return idle_count_; }
-  std::size_t in_use() const { return total_ - idle_count_; }
+  // Jobs running or paused. Tombstones count neither here nor towards
+  // max_size: a pool with a maximum never runs dry because of them.
+  std::size_t in_use() const { return total_ - idle_count_ - tombstones_; }
+  std::size_t tombstones() const { return tombstones_; }
   std::size_t count_of(stack::StackKind kind) const { return kind_counts_[static_cast<int>(kind)]; }
   // Cleaned up while jobs were still paused: each is freed when it finishes.
   bool closing() const { return closing_; }
@@ -288,7 +309,11 @@ class Pool {
   std::size_t total_ = 0;
   std::size_t idle_count_ = 0;
   std::size_t kind_counts_[3] = {0, 0, 0};
-  bool closing_ = false;  // cleaned up while jobs were still paused
+  std::size_t tombstones_ = 0;  // of total_: abandoned jobs not yet released
+  bool closing_ = false;        // cleaned up while jobs were still paused
+
+  friend void Abandon(Job* job);
+  friend void ReleaseTombstone(Job* job);
 };
 
 // Makes a fresh job ready to run (Run() or EnterReturnFree() then runs it).
@@ -370,6 +395,33 @@ Outcome Cancel(Job* job, void (*before_unwind)(Job* job) = nullptr);
 bool AddCancelHook(void (*function)(void*), void* argument);
 // false when the current job has no such hook (nothing queued).
 bool RemoveCancelHook(void (*function)(void*), void* argument);
+
+// ----- Tombstones -----
+// A paused job whose owner can never resume it (the C API: its wait context
+// was freed under it) must never run again. The layer above either cancels
+// it (when the code that paused it registered cancel hooks, which withdraw
+// what it handed out) or, when code it knows nothing of may still hold the
+// job or write into its stack, abandons it:
+
+// Turns a paused job of this thread into a tombstone: it can no longer be
+// resumed or cancelled (CheckResumable() refuses it with
+// ASYNCJOB_R_JOB_ORPHANED), it leaves its pool's in_use() count, and the
+// resident pages of its stack below the header page go back to the kernel
+// (its frames are never run nor unwound). Its memory stays mapped and its
+// header keeps user_data, so that whatever still holds the job or points
+// into its stack touches memory that is ours, until ReleaseTombstone().
+void Abandon(Job* job);
+// Returns a tombstone of this thread to its pool, as if it had finished.
+void ReleaseTombstone(Job* job);
+// Counts an orphan the layer above handled: unwound, or abandoned.
+void CountOrphan(bool unwound);
+// Run for each tombstone left when the thread's pool is cleaned up
+// (ASYNC_cleanup_thread(), thread exit), so that the layer above lets go of
+// what it ties to it; it must end with ReleaseTombstone(job). Set once.
+void SetTombstoneReleaser(void (*release)(Job* job));
+// This thread's tombstones, newest first (the next: job->links.next_idle).
+inline Job* FirstTombstone() { return this_thread.tombstones; }
+inline std::size_t TombstoneCount() { return this_thread.tombstone_count; }
 
 // Returns a job that finished (or never started) to its pool: frees what
 // the run left and hands the job to Pool::TakeBack().

@@ -2,6 +2,7 @@
 // callback and status.
 #include "wait/wait_ctx.h"
 
+#include <algorithm>
 #include <new>
 
 #include "base/dcheck.h"
@@ -147,6 +148,24 @@ void WaitContext::CleanUpAllFds() {
     ClearFd(entry.key);
     if (entry.cleanup != nullptr) entry.cleanup(handle(), entry.key, entry.fd, entry.custom_data);
   }
+}
+
+bool WaitContext::AttachAnotherJob(void* job) {
+  try {
+    more_jobs_.push_back(job);
+  } catch (const std::bad_alloc&) {
+    base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
+                     "ASYNC_start_job: out of memory sharing the wait context with one more job");
+    return false;
+  }
+  return true;
+}
+
+void WaitContext::DetachAnotherJob(void* job) {
+  auto found = std::find(more_jobs_.begin(), more_jobs_.end(), job);
+  if (found == more_jobs_.end()) return;
+  *found = more_jobs_.back();
+  more_jobs_.pop_back();
 }
 
 bool WaitContext::GetCallback(ASYNC_callback_fn* callback, void** argument) const {

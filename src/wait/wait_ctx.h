@@ -5,7 +5,8 @@
 // async-aware code (each under a key, with custom data and a cleanup
 // routine), the record of fds added and deleted since the job last resumed,
 // and the callback and status pair shared between engines and applications.
-// It knows nothing of jobs; the C API tells it when a round ends.
+// It knows nothing of jobs beyond opaque pointers to those sharing it; the
+// C API tells it when a round ends.
 //
 // Change tracking follows OpenSSL exactly:
 //   - SetWaitFd adds an entry marked "added this round".
@@ -66,9 +67,55 @@ class WaitContext {
   void set_status(int status) { status_ = status; }
   int status() const { return status_; }
 
-  // The job currently started with this context (opaque here), so that
-  // freeing the context can detach it.
-  void* attached_job = nullptr;
+  // ----- The jobs started with this context -----
+  // Any number of jobs may share a context, as with libcrypto: its fds are
+  // those of all of them, and its change tracking is the context's (a round
+  // ends when any of its jobs is resumed). The jobs are opaque here. The
+  // first is kept inline, so that the common case of one job per context
+  // attaches and detaches without allocating.
+
+  // false (error queued) when there is no memory for one more job.
+  bool AttachJob(void* job) {
+    if (only_job_ == nullptr) [[likely]] {
+      only_job_ = job;
+      return true;
+    }
+    return AttachAnotherJob(job);
+  }
+  void DetachJob(void* job) {
+    if (only_job_ == job) [[likely]] {
+      only_job_ = nullptr;
+      return;
+    }
+    DetachAnotherJob(job);
+  }
+  // Whether `job` is the one job attached (no other shares the context).
+  bool OnlyJobIs(const void* job) const { return only_job_ == job && more_jobs_.empty(); }
+  bool HasJobs() const { return only_job_ != nullptr || !more_jobs_.empty(); }
+  // One of the attached jobs (nullptr when none): callers that detach each
+  // job they handle go through all of them with it.
+  void* AnyJob() const {
+    if (only_job_ != nullptr) return only_job_;
+    return more_jobs_.empty() ? nullptr : more_jobs_.back();
+  }
+
+  // ----- Detached contexts -----
+  // A context its owner freed while jobs it cannot free yet still refer to
+  // it stays alive, detached: its callback is cleared at once (a late
+  // completion must never call into the owner's freed object) and its fds
+  // stay open until the last such job lets go (the C API decides when;
+  // docs/teardown.md).
+  void Detach() {
+    detached_ = true;
+    callback_ = nullptr;
+    callback_argument_ = nullptr;
+  }
+  bool detached() const { return detached_; }
+  // Jobs that still refer to this detached context.
+  int holders = 0;
+  // Set while the C API frees this context, so that a cleanup routine or an
+  // unwinding job that frees it again is ignored.
+  bool being_freed = false;
 
  private:
   struct Entry {
@@ -80,6 +127,8 @@ class WaitContext {
     bool deleted;
   };
   const Entry* FindLive(const void* key) const;
+  bool AttachAnotherJob(void* job);
+  void DetachAnotherJob(void* job);
 
   std::vector<Entry> entries_;
   std::size_t added_count_ = 0;
@@ -87,6 +136,9 @@ class WaitContext {
   ASYNC_callback_fn callback_ = nullptr;
   void* callback_argument_ = nullptr;
   int status_ = ASYNC_STATUS_UNSUPPORTED;
+  void* only_job_ = nullptr;
+  std::vector<void*> more_jobs_;  // the others sharing it, in no order
+  bool detached_ = false;
 };
 
 }  // namespace asyncjob::wait

@@ -16,11 +16,13 @@
 // would close them), and real pipes where a test checks that nothing leaks.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -1363,45 +1365,62 @@ TEST_F(WaitCtxJob, FreeAfterJobFinishedQueuesNoError) {
 
 // ===== Freeing a context a paused job still uses =====
 
-TEST_F(WaitCtxJob, FreeWhileJobPausedDetachesTheJob) {
+// Freeing the context of a paused job orphans the job (docs/teardown.md):
+// nobody can legally resume it. Its code registered no cancel hook, so it
+// becomes a tombstone: no error is queued, its fds stay open (whatever was
+// to complete it may still signal them) and its callback is cleared, until
+// one of its fds is signalled; then the cleanup routines run, once.
+TEST_F(WaitCtxJob, FreeWhileJobPausedOrphansTheJob) {
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   ASSERT_NE(ctx, nullptr);
   int data = 4;
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(fd, 0);
   std::vector<ASYNC_WAIT_CTX*> seen;
   Script script;
   script.result = 5;
   script.segments = {
       [&](ASYNC_WAIT_CTX* c) {
         seen.push_back(c);
-        EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(c, k1, 10, &data, &RecordCleanup), 1);
-      },
-      [&](ASYNC_WAIT_CTX* c) {
-        seen.push_back(c);
-        EXPECT_EQ(ASYNC_get_wait_ctx(ASYNC_get_current_job()), nullptr);
+        EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(c, k1, fd, &data, &RecordCleanup), 1);
       },
       [&](ASYNC_WAIT_CTX* c) { seen.push_back(c); },
   };
   ASYNC_JOB* job = nullptr;
   int ret = 0;
   ASSERT_EQ(StartScript(&job, ctx, &script, &ret), ASYNC_PAUSE);
-  EXPECT_TRUE(cleanup_calls.empty());
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_callback(ctx, &CountingCallback, &data), 1);
   ASYNC_WAIT_CTX_free(ctx);
-  EXPECT_TRUE(PoppedError(ASYNCJOB_R_WAIT_CTX_IN_USE));
   EXPECT_TRUE(NoErrorQueued());
-  // The context was freed as usual: its fds' cleanup routines ran.
+  EXPECT_TRUE(cleanup_calls.empty()) << "the fd could still be signalled";
+  EXPECT_EQ(JobsInUse(), 0u) << "an orphan leaves its pool's count";
+  // Whatever holds the job can still look at it: its detached context
+  // answers, without the owner's callback.
+  ASYNC_WAIT_CTX* detached = ASYNC_get_wait_ctx(job);
+  EXPECT_EQ(detached, ctx);
+  ASYNC_callback_fn callback = nullptr;
+  void* argument = nullptr;
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_callback(detached, &callback, &argument), 0);
+  EXPECT_EQ(FdOf(detached, k1), fd);
+  // The job never runs again.
+  EXPECT_EQ(Resume(&job, &ret), ASYNC_ERR);
+  EXPECT_TRUE(PoppedError(ASYNCJOB_R_JOB_ORPHANED));
+  EXPECT_EQ(asyncjob_cancel_job(&job), 0);
+  EXPECT_TRUE(PoppedError(ASYNCJOB_R_JOB_ORPHANED));
+  // Nothing signalled yet: a check leaves it alone.
+  CtxPtr unrelated = NewCtx();
+  EXPECT_TRUE(cleanup_calls.empty());
+  // Signalled: the next check releases it and runs the cleanup, once.
+  const std::uint64_t one = 1;
+  ASSERT_EQ(write(fd, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  CtxPtr another = NewCtx();
   ASSERT_EQ(cleanup_calls.size(), 1u);
   EXPECT_EQ(cleanup_calls[0].ctx, ctx);
   EXPECT_EQ(cleanup_calls[0].key, k1);
-  EXPECT_EQ(cleanup_calls[0].fd, 10);
+  EXPECT_EQ(cleanup_calls[0].fd, fd);
   EXPECT_EQ(cleanup_calls[0].custom_data, &data);
-  EXPECT_EQ(ASYNC_get_wait_ctx(job), nullptr);
-  // The detached job still pauses and resumes, and finishes.
-  ASSERT_EQ(Resume(&job, &ret), ASYNC_PAUSE);
-  ASSERT_EQ(Resume(&job, &ret), ASYNC_FINISH);
-  EXPECT_EQ(ret, 5);
-  EXPECT_EQ(job, nullptr);
-  EXPECT_EQ(seen, (std::vector<ASYNC_WAIT_CTX*>{ctx, nullptr, nullptr}));
-  EXPECT_EQ(cleanup_calls.size(), 1u);
+  EXPECT_EQ(seen, (std::vector<ASYNC_WAIT_CTX*>{ctx}));
+  close(fd);
   EXPECT_TRUE(NoErrorQueued());
 }
 
@@ -1412,8 +1431,10 @@ TEST_F(WaitCtxJob, FreeFromInsideTheRunningJobDetachesIt) {
   script.segments = {
       [&](ASYNC_WAIT_CTX* c) {
         EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(c, k1, 10, nullptr, &RecordCleanup), 1);
+        // A running job is no orphan: it carries on without a context, which
+        // is freed at once (freeing is no error).
         ASYNC_WAIT_CTX_free(c);
-        EXPECT_TRUE(PoppedError(ASYNCJOB_R_WAIT_CTX_IN_USE));
+        EXPECT_TRUE(NoErrorQueued());
         EXPECT_EQ(cleanup_calls.size(), 1u);
         EXPECT_EQ(ASYNC_get_wait_ctx(ASYNC_get_current_job()), nullptr);
       },
@@ -1431,9 +1452,9 @@ TEST_F(WaitCtxJob, FreeFromInsideTheRunningJobDetachesIt) {
 }
 
 // A context freed under a paused job must not affect another job started
-// afterwards (possibly with a context at the same address, or on the same
-// pooled job object).
-TEST_F(WaitCtxJob, DetachedJobDoesNotDisturbLaterJobs) {
+// afterwards (possibly with a context at the same address, or on a pooled
+// job object), and the orphan stays refused.
+TEST_F(WaitCtxJob, OrphanedJobDoesNotDisturbLaterJobs) {
   ASYNC_WAIT_CTX* first_ctx = ASYNC_WAIT_CTX_new();
   ASSERT_NE(first_ctx, nullptr);
   Script first;
@@ -1443,7 +1464,7 @@ TEST_F(WaitCtxJob, DetachedJobDoesNotDisturbLaterJobs) {
   int ret = 0;
   ASSERT_EQ(StartScript(&first_job, first_ctx, &first, &ret), ASYNC_PAUSE);
   ASYNC_WAIT_CTX_free(first_ctx);
-  EXPECT_TRUE(PoppedError(ASYNCJOB_R_WAIT_CTX_IN_USE));
+  EXPECT_TRUE(NoErrorQueued());
 
   CtxPtr second_ctx = NewCtx();
   std::vector<ASYNC_WAIT_CTX*> seen;
@@ -1458,9 +1479,12 @@ TEST_F(WaitCtxJob, DetachedJobDoesNotDisturbLaterJobs) {
   };
   ASYNC_JOB* second_job = nullptr;
   ASSERT_EQ(StartScript(&second_job, second_ctx.get(), &second, &ret), ASYNC_PAUSE);
-  // Finishing the detached job leaves the new context alone.
-  ASSERT_EQ(Resume(&first_job, &ret), ASYNC_FINISH);
-  EXPECT_EQ(ret, 1);
+  EXPECT_NE(second_job, first_job) << "an orphan's job object is not reused";
+  // Trying to resume the orphan changes nothing for the new job.
+  ret = 99;
+  EXPECT_EQ(Resume(&first_job, &ret), ASYNC_ERR);
+  EXPECT_TRUE(PoppedError(ASYNCJOB_R_JOB_ORPHANED));
+  EXPECT_EQ(ret, 99);
   EXPECT_EQ(ASYNC_get_wait_ctx(second_job), second_ctx.get());
   EXPECT_EQ(ChangedFds(second_ctx.get()).added, Fds{10});
   ASSERT_EQ(Resume(&second_job, &ret), ASYNC_FINISH);
