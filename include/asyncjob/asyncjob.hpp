@@ -271,6 +271,10 @@ struct JobTask {
   // cancelled (see Job<T>::~Job): the task then deletes itself when the
   // job ends, should anyone resume it.
   bool orphaned = false;
+  // Set when the job has ended, however: its owner can tell that a job it
+  // holds as paused was unwound by someone else (freeing its wait context
+  // cancels a paused job that registered cancel hooks).
+  bool ended = false;
 
   // The int(void*) the C API starts: its argument is a copy of a JobTask*.
   static int Enter(void* argument) {
@@ -279,11 +283,13 @@ struct JobTask {
       task->Run();
     } catch (...) {
       if (asyncjob_is_cancelling() != 0) {  // let the unwind finish
+        task->ended = true;
         if (task->orphaned) delete task;
         throw;
       }
       task->error = std::current_exception();
     }
+    task->ended = true;
     if (task->orphaned) delete task;
     return 1;
   }
@@ -321,6 +327,13 @@ struct JobTaskFor : JobTaskOf<T, Base> {
 // queue, one line goes to stderr, and the job's stack and callable are not
 // freed (they are if someone resumes the job through its handle until it
 // finishes). Assigning to a paused Job does the same to the old job.
+//
+// A job whose wait context is destroyed while it is paused is orphaned
+// (docs/teardown.md): if it registered cancel hooks it is cancelled right
+// there, and this object then reports it cancelled (resume() throws
+// JobWasCancelled); otherwise it never runs again, resume() and cancel()
+// throw Error (ASYNCJOB_R_JOB_ORPHANED), and the destructor frees the
+// callable without a message.
 template <class T>
 class Job {
  public:
@@ -353,6 +366,7 @@ class Job {
   // by throwing, rethrows that exception here. Throws Error when the job
   // cannot be resumed (another thread's, not paused).
   void resume() {
+    if (EndedElsewhere()) throw JobWasCancelled();
     if (state_ != State::kPaused) {
       throw Error(0, "asyncjob::Job::resume: the job is not paused");
     }
@@ -377,7 +391,7 @@ class Job {
   // the job is then still paused and can be resumed, or cancelled once it
   // has left that frame.
   void cancel() {
-    if (state_ != State::kPaused) return;
+    if (state_ != State::kPaused || EndedElsewhere()) return;
     if (asyncjob_cancel_job(&job_) != 1) throw Error::FromQueue("asyncjob_cancel_job");
     state_ = State::kCancelled;
   }
@@ -405,10 +419,28 @@ class Job {
     }
   }
 
+  // A job this object holds as paused may have ended without it: its wait
+  // context was freed under it, which cancels a paused job that registered
+  // cancel hooks. Its handle is then stale (the job object may already run
+  // something else): it becomes a cancelled job.
+  bool EndedElsewhere() noexcept {
+    if (state_ != State::kPaused || !task_->ended) return false;
+    state_ = State::kCancelled;
+    job_ = nullptr;
+    return true;
+  }
+
   void cancel_quietly() noexcept {
-    if (state_ != State::kPaused) return;
+    if (state_ != State::kPaused || EndedElsewhere()) return;
     if (asyncjob_cancel_job(&job_) == 1) {
       state_ = State::kCancelled;
+      return;
+    }
+    if (ASYNCJOB_ERR_GET_REASON(asyncjob_peek_last_error(nullptr)) == ASYNCJOB_R_JOB_ORPHANED) {
+      // Its wait context was freed under it (destroyed before this object):
+      // it never runs again, so its task can go. The reason stays queued.
+      state_ = State::kCancelled;
+      job_ = nullptr;
       return;
     }
     // It stays paused: the task must outlive it, and is freed only if the

@@ -162,6 +162,13 @@ bool WaitContext::AttachAnotherJob(void* job) {
 }
 
 void WaitContext::DetachAnotherJob(void* job) {
+  if (only_job_ == job) {
+    // Another job takes the inline place, so that only_job_ is never empty
+    // while jobs remain (OnlyJobIs()).
+    only_job_ = more_jobs_.back();
+    more_jobs_.pop_back();
+    return;
+  }
   auto found = std::find(more_jobs_.begin(), more_jobs_.end(), job);
   if (found == more_jobs_.end()) return;
   *found = more_jobs_.back();

@@ -83,7 +83,7 @@ class WaitContext {
     return AttachAnotherJob(job);
   }
   void DetachJob(void* job) {
-    if (only_job_ == job) [[likely]] {
+    if (only_job_ == job && more_jobs_.empty()) [[likely]] {
       only_job_ = nullptr;
       return;
     }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -390,4 +391,59 @@ TEST_F(CppApi, AnOnCancelActionThatThrowsIsReportedAndTheOthersStillRun) {
   EXPECT_EQ(error.reason(), ASYNCJOB_R_CANCEL_HOOK_THREW);
   EXPECT_NE(error.message.find("withdraw failed"), std::string::npos) << error.message;
   EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+}
+
+// A WaitCtx destroyed before the Job paused in it (declared after it, or
+// owned by a connection freed first): the job is orphaned. With an
+// OnCancel action it is unwound there and then, and the Job reports it
+// cancelled; without, it never runs again and the Job's destructor frees
+// its callable without a word.
+TEST_F(CppApi, AJobWhoseWaitCtxIsDestroyedFirstIsReportedCancelled) {
+  events.clear();
+  std::optional<asyncjob::Job<int>> job;
+  {
+    asyncjob::WaitCtx ctx;
+    job.emplace(asyncjob::start(ctx, [] {
+      Noisy resource("resource");
+      asyncjob::OnCancel withdraw([] { events.push_back("withdraw"); });
+      asyncjob::pause();
+      return 1;
+    }));
+    ASSERT_TRUE(job->paused());
+  }
+  EXPECT_EQ(events, (std::vector<std::string>{"withdraw", "~resource"}));
+  EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+  EXPECT_THROW(job->resume(), asyncjob::JobWasCancelled);
+  EXPECT_TRUE(job->cancelled());
+  job.reset();
+  EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+  asyncjob_pool_stats stats;
+  ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
+  EXPECT_EQ(stats.in_use, 0u);
+}
+
+TEST_F(CppApi, AJobOrphanedWithoutCancelActionsNeverRunsAgain) {
+  events.clear();
+  std::optional<asyncjob::Job<int>> job;
+  {
+    asyncjob::WaitCtx ctx;
+    job.emplace(asyncjob::start(ctx, [] {
+      Noisy resource("resource");
+      asyncjob::pause();
+      events.push_back("resumed");
+      return 1;
+    }));
+  }
+  EXPECT_TRUE(events.empty()) << "a tombstone is not unwound";
+  try {
+    job->resume();
+    ADD_FAILURE() << "an orphan was resumed";
+  } catch (const asyncjob::Error& error) {
+    EXPECT_EQ(error.reason(), ASYNCJOB_R_JOB_ORPHANED);
+  }
+  testing::internal::CaptureStderr();
+  job.reset();  // frees the callable; nothing to say
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_TRUE(events.empty());
+  asyncjob_clear_errors();
 }
