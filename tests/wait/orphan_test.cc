@@ -146,8 +146,7 @@ TEST_F(Orphans, ATombstoneNeverRunsAgainAndSaysWhy) {
   // Starting with the stale context (reachable only through the tombstone)
   // is refused too.
   ASYNC_JOB* fresh = nullptr;
-  EXPECT_EQ(ASYNC_start_job(&fresh, ASYNC_get_wait_ctx(job), &ret, &PausingJob, &plan,
-                            sizeof plan),
+  EXPECT_EQ(ASYNC_start_job(&fresh, ASYNC_get_wait_ctx(job), &ret, &PausingJob, &plan, sizeof plan),
             ASYNC_ERR);
   EXPECT_EQ(PopError().reason(), ASYNCJOB_R_WAIT_CTX_IN_USE);
   // Freeing the stale context again does nothing.
@@ -322,8 +321,7 @@ TEST_F(Orphans, FreeingAgainFromACleanupOrACancelHookIsIgnored) {
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   auto body = [](void*) {
     ASYNC_WAIT_CTX* c = ASYNC_get_wait_ctx(ASYNC_get_current_job());
-    ASYNC_WAIT_CTX_set_wait_fd(c, &fd_key, eventfd(0, EFD_CLOEXEC), nullptr,
-                               &FreeTheContextAgain);
+    ASYNC_WAIT_CTX_set_wait_fd(c, &fd_key, eventfd(0, EFD_CLOEXEC), nullptr, &FreeTheContextAgain);
     asyncjob_add_cancel_hook(&FreeItsContextHook, c);
     ASYNC_pause_job();
     return 0;

@@ -235,8 +235,7 @@ TEST_F(SharedWaitCtx, FreeingItUnderSeveralPausedJobsOrphansEachOnce) {
   EXPECT_EQ(pool.tombstones, 0u);
   EXPECT_EQ(pool.idle, 3u);
   std::sort(closed_by_cleanup.begin(), closed_by_cleanup.end());
-  EXPECT_EQ(Fds(closed_by_cleanup.begin(), closed_by_cleanup.end()),
-            SortedFds({a.fd, b.fd, c.fd}));
+  EXPECT_EQ(Fds(closed_by_cleanup.begin(), closed_by_cleanup.end()), SortedFds({a.fd, b.fd, c.fd}));
   ASSERT_EQ(asyncjob_get_stats(&after), 1);
   EXPECT_EQ(after.tombstones_released - before.tombstones_released, 3u);
   ASYNC_WAIT_CTX_free(next);
