@@ -52,7 +52,7 @@ constexpr std::size_t kMaxTombstonesPerThread = 1024;
 // One job fewer refers to a detached context; the last one frees it, which
 // runs the cleanup routines of its fds.
 void LetGoOfDetachedContext(WaitContext* wait) {
-  if (--wait->holders == 0) delete wait;
+  if (wait->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete wait;
 }
 
 // A job no longer refers to its context (it finished, was cancelled, or
@@ -383,7 +383,7 @@ void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
     Orphan(job, wait);
   }
   wait->being_freed = false;
-  if (wait->holders == 0) delete wait;
+  if (wait->holders.load(std::memory_order_acquire) == 0) delete wait;
 }
 
 int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD fd,

@@ -21,6 +21,7 @@
 #ifndef ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 #define ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 
+#include <atomic>
 #include <cstddef>
 #include <vector>
 
@@ -111,8 +112,9 @@ class WaitContext {
     callback_argument_ = nullptr;
   }
   bool detached() const { return detached_; }
-  // Jobs that still refer to this detached context.
-  int holders = 0;
+  // Jobs that still refer to this detached context. Atomic: a job of
+  // another thread may let go of it while this thread releases a tombstone.
+  std::atomic<int> holders{0};
   // Set while the C API frees this context, so that a cleanup routine or an
   // unwinding job that frees it again is ignored.
   bool being_freed = false;
