@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <cstdint>
 #include <string>
 
 #include "asyncjob/async.h"
@@ -111,6 +112,52 @@ TEST(LibcryptoBridge, OnlyErrorsLibcryptoWouldRaiseAreMirrored) {
   EXPECT_EQ(ERR_peek_error(), 0u);
   asyncjob_clear_errors();
   ASYNC_cleanup_thread();
+}
+
+// Arguments too large to copy: libcrypto's malloc of that size fails, and
+// its queue gets the allocation failure as libcrypto raises it (its
+// allocator's library from 3.2 on, ERR_LIB_ASYNC before); asyncjob's own
+// queue says what was wrong with the size.
+TEST(LibcryptoBridge, AllocationFailuresAreMirroredAsLibcryptoRaisesThem) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  char byte = 1;
+  auto never_runs = [](void*) -> int { return 1; };
+  ASYNC_JOB* job = nullptr;
+  int ret = -1;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +never_runs, &byte, SIZE_MAX), ASYNC_ERR);
+  EXPECT_EQ(ret, -1);
+  unsigned long code = ERR_get_error();
+  ASSERT_NE(code, 0u);
+  int library = OpenSSL_version_num() >= 0x30200000UL ? ERR_LIB_CRYPTO : ERR_LIB_ASYNC;
+  EXPECT_EQ(ERR_GET_LIB(code), library);
+  EXPECT_EQ(ERR_GET_REASON(code), ERR_R_MALLOC_FAILURE);
+  EXPECT_EQ(ERR_get_error(), 0u) << "exactly one entry, as libcrypto leaves";
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+            ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
+  ASYNC_cleanup_thread();
+}
+
+// Refusals of acts libcrypto accepts (it leaks instead) stay in asyncjob's
+// queue only.
+TEST(LibcryptoBridge, RefusalsOfActsLibcryptoAcceptsAreNotMirrored) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  auto pause_once = [](void*) -> int {
+    ASYNC_pause_job();
+    return 5;
+  };
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +pause_once, nullptr, 0), ASYNC_PAUSE);
+  EXPECT_EQ(ASYNC_init_thread(4, 1), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNC_R_FAILED_TO_SET_POOL);
+  ASYNC_cleanup_thread();
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNCJOB_R_JOBS_OUTSTANDING);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 5);
+  EXPECT_EQ(ERR_peek_error(), 0u);
 }
 
 // Arguments with a size of 0 reach the job as NULL, as with libcrypto.
