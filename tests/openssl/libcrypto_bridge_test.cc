@@ -158,6 +158,40 @@ TEST(LibcryptoBridge, RefusalsOfActsLibcryptoAcceptsAreNotMirrored) {
   ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
   EXPECT_EQ(ret, 5);
   EXPECT_EQ(ERR_peek_error(), 0u);
+  // A key set twice and a negative fd, which libcrypto stores.
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASSERT_NE(ctx, nullptr);
+  static const int key = 0;
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 1000, nullptr, nullptr), 1);
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 1001, nullptr, nullptr), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNCJOB_R_DUPLICATE_KEY);
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &ret, -1, nullptr, nullptr), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+            ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASYNC_WAIT_CTX_free(ctx);
+  ASYNC_cleanup_thread();
+}
+
+// Misuse where libcrypto crashes: the caller gets its error return and
+// asyncjob's queue the reason; libcrypto's queue stays empty.
+TEST(LibcryptoBridge, MisuseIsNotMirrored) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  EXPECT_EQ(ASYNC_start_job(nullptr, nullptr, &ret, nullptr, nullptr, 0), ASYNC_ERR);
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, nullptr, nullptr, nullptr, 0), ASYNC_ERR);
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_ERR);
+  size_t count = 0;
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_all_fds(nullptr, nullptr, &count), 0);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_status(nullptr), ASYNC_STATUS_ERR);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+              ASYNCJOB_R_PASSED_NULL_PARAMETER);
+  }
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASYNC_cleanup_thread();
 }
 
 // Arguments with a size of 0 reach the job as NULL, as with libcrypto.
