@@ -38,7 +38,9 @@ unsigned long PackErrorCode(int reason) {
          (static_cast<unsigned long>(reason) & 0x7FFFFFUL);
 }
 
-void QueueError(int reason, const char* format, ...) {
+namespace {
+
+void QueueAndMirror(int reason, int mirrored_reason, const char* format, va_list args) {
   ASYNCJOB_DCHECK(format != nullptr);
   if (suppression_depth > 0) [[unlikely]]
     return;
@@ -50,14 +52,27 @@ void QueueError(int reason, const char* format, ...) {
   }
   Entry& e = q.entries[(q.first + q.count) % kErrorQueueDepth];
   e.code = PackErrorCode(reason);
-  va_list args;
-  va_start(args, format);
   std::vsnprintf(e.message, sizeof e.message, format, args);
-  va_end(args);
   ++q.count;
   if (ErrorMirror mirror = error_mirror.load(std::memory_order_acquire)) {
-    mirror(reason, e.message);
+    mirror(mirrored_reason, e.message);
   }
+}
+
+}  // namespace
+
+void QueueError(int reason, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  QueueAndMirror(reason, reason, format, args);
+  va_end(args);
+}
+
+void QueueAllocationFailure(int reason, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  QueueAndMirror(reason, ASYNCJOB_R_MALLOC_FAILURE, format, args);
+  va_end(args);
 }
 
 void SetErrorMirror(ErrorMirror mirror) { error_mirror.store(mirror, std::memory_order_release); }

@@ -25,6 +25,14 @@ inline constexpr std::size_t kErrorMessageMax = 192;
 // entry is dropped when the queue is full.
 void QueueError(int reason, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
+// Like QueueError(), for a failure that is, in libcrypto's terms, an
+// allocation that failed (a stack that cannot be mapped, arguments too
+// large to copy): asyncjob's queue gets `reason`, the mirror is handed
+// ASYNCJOB_R_MALLOC_FAILURE, the reason libcrypto's queue gets when
+// libcrypto's own allocation fails in the same place.
+void QueueAllocationFailure(int reason, const char* format, ...)
+    __attribute__((format(printf, 2, 3)));
+
 // Packs a reason code of the ASYNC library as OpenSSL does.
 unsigned long PackErrorCode(int reason);
 
@@ -50,7 +58,9 @@ class ScopedErrorSuppression {
 };
 
 // Also hands every queued error to `mirror` (e.g. to libcrypto's own error
-// queue when libcrypto is in the process). nullptr stops mirroring.
+// queue when libcrypto is in the process), which decides what, if anything,
+// to raise there. `reason` is the entry's, or ASYNCJOB_R_MALLOC_FAILURE for
+// QueueAllocationFailure(). nullptr stops mirroring.
 using ErrorMirror = void (*)(int reason, const char* message);
 void SetErrorMirror(ErrorMirror mirror);
 

@@ -288,8 +288,9 @@ bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {
   // No object is larger than PTRDIFF_MAX bytes: such a size is a caller's
   // mistake (a negative length converted), not memory to copy.
   if (size > static_cast<std::size_t>(PTRDIFF_MAX)) {
-    base::QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
-                     "job arguments of %zu bytes: no object is that large", size);
+    // libcrypto's malloc of that size fails: its queue gets that failure.
+    base::QueueAllocationFailure(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+                                 "job arguments of %zu bytes: no object is that large", size);
     return false;
   }
   void* copy = std::malloc(size);
@@ -361,7 +362,7 @@ Pool* Pool::CreateForThisThread() {
   pthread_once(&thread_exit_key_once, &MakeThreadExitKey);
   auto* pool = new (std::nothrow) Pool(0);
   if (pool == nullptr) {
-    base::QueueError(ASYNC_R_INIT_FAILED, "out of memory for the job pool");
+    base::QueueAllocationFailure(ASYNC_R_INIT_FAILED, "out of memory for the job pool");
     return nullptr;
   }
   if (thread.id == 0) thread.id = next_thread_id.fetch_add(1, std::memory_order_relaxed);

@@ -19,11 +19,15 @@ using SetDefaultLibCtx = void* (*)(void*);                    // OSSL_LIB_CTX_se
 using ErrNew = void (*)();                                    // ERR_new
 using ErrSetDebug = void (*)(const char*, int, const char*);  // ERR_set_debug
 using ErrSetError = void (*)(int, int, const char*, ...);     // ERR_set_error
+using VersionNum = unsigned long (*)();                       // OpenSSL_version_num
 
 SetDefaultLibCtx set_default_libctx = nullptr;
 ErrNew err_new = nullptr;
 ErrSetDebug err_set_debug = nullptr;
 ErrSetError err_set_error = nullptr;
+// The library libcrypto reports a failed allocation in: its allocator's
+// (ERR_LIB_CRYPTO, 15) from 3.2 on, the caller's (ERR_LIB_ASYNC) before.
+int malloc_failure_library = ASYNCJOB_ERR_LIB_ASYNC;
 std::atomic<bool> connected{false};
 std::mutex connect_mutex;
 
@@ -47,19 +51,24 @@ void LeftJob(job::Job* job) {
 
 const job::SwitchHooks libctx_hooks{&EnteringJob, &LeftJob};
 
-// Whether libcrypto itself raises an error where asyncjob reports `reason`.
-// Only those are mirrored: libssl reports whatever sits in libcrypto's
-// queue as the failure of the thread's next operation, so an entry there
-// where libcrypto leaves none (a lookup that finds nothing, a refusal
-// libcrypto answers with a bare 0, a misuse where libcrypto would crash, a
-// legal act such as freeing a context) would fail an unrelated connection.
-// asyncjob's own queue keeps every entry.
-bool LibcryptoRaises(int reason) {
+// The entry libcrypto itself leaves in its queue where asyncjob queues
+// `reason` (ERR_LIB_ASYNC's or the allocator's failure for
+// ASYNCJOB_R_MALLOC_FAILURE, see base::QueueAllocationFailure()); false
+// where it leaves none. libssl reports whatever sits in libcrypto's queue as
+// the failure of the thread's next operation, so an entry there where
+// libcrypto leaves none (a lookup that finds nothing, a refusal libcrypto
+// answers with a bare 0, a misuse where libcrypto would crash, a legal act
+// such as freeing a context) would fail an unrelated connection. asyncjob's
+// own queue keeps every entry with its detailed message. docs/safety.md,
+// "Errors in libcrypto's queue", has the table of every case.
+bool LibcryptoRaises(int reason, int* library) {
   switch (reason) {
     case ASYNC_R_INVALID_POOL_SIZE:       // ASYNC_init_thread(max, init > max)
     case ASYNC_R_FAILED_TO_SWAP_CONTEXT:  // a switch that failed
-    case ASYNC_R_INIT_FAILED:             // a pool or its jobs not made
-    case ASYNCJOB_R_MALLOC_FAILURE:       // out of memory
+      *library = ASYNCJOB_ERR_LIB_ASYNC;
+      return true;
+    case ASYNCJOB_R_MALLOC_FAILURE:  // an allocation that failed
+      *library = malloc_failure_library;
       return true;
     default:
       return false;
@@ -67,10 +76,11 @@ bool LibcryptoRaises(int reason) {
 }
 
 void MirrorError(int reason, const char* message) {
-  if (!LibcryptoRaises(reason)) return;
+  int library = 0;
+  if (!LibcryptoRaises(reason, &library)) return;
   err_new();
   err_set_debug("asyncjob", 0, "asyncjob");
-  err_set_error(ASYNCJOB_ERR_LIB_ASYNC, reason, "%s", message);
+  err_set_error(library, reason, "%s", message);
 }
 
 template <class F>
@@ -87,6 +97,10 @@ bool ConnectToLibcrypto() {
   err_new = Lookup<ErrNew>("ERR_new");
   err_set_debug = Lookup<ErrSetDebug>("ERR_set_debug");
   err_set_error = Lookup<ErrSetError>("ERR_set_error");
+  auto version_num = Lookup<VersionNum>("OpenSSL_version_num");
+  constexpr unsigned long kOpenSsl32 = 0x30200000UL;
+  constexpr int kErrLibCrypto = 15;
+  if (version_num != nullptr && version_num() >= kOpenSsl32) malloc_failure_library = kErrLibCrypto;
   if (set_default_libctx != nullptr) job::SetSwitchHooks(&libctx_hooks);
   if (err_new != nullptr && err_set_debug != nullptr && err_set_error != nullptr) {
     base::SetErrorMirror(&MirrorError);

@@ -6,8 +6,9 @@
 //     do: a job starts with its starter's default, the caller's default is
 //     restored every time the job pauses or finishes, and the job's is put
 //     back every time it is resumed;
-//   - every error asyncjob queues is also raised in libcrypto's error queue
-//     (library ERR_LIB_ASYNC, the same reason, the message as error data).
+//   - an error asyncjob queues is also raised in libcrypto's error queue
+//     where libcrypto itself would raise one, with libcrypto's library and
+//     reason and asyncjob's message as error data; nowhere else.
 // libcrypto is never required: its functions are looked up at run time, and
 // nothing happens when they are absent.
 #ifndef ASYNCJOB_SRC_OPENSSL_LIBCRYPTO_BRIDGE_H_

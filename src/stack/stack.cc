@@ -83,16 +83,18 @@ std::byte* MapGuarded(std::size_t usable, void** mapping) {
   void* base = mmap(nullptr, bytes, PROT_NONE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (base == MAP_FAILED) {
-    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                     "mmap of a %zu-byte guarded stack failed: %s", bytes, std::strerror(errno));
+    base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                                 "mmap of a %zu-byte guarded stack failed: %s", bytes,
+                                 std::strerror(errno));
     return nullptr;
   }
   auto* low = static_cast<std::byte*>(base) + guard;
   if (mprotect(low, usable, PROT_READ | PROT_WRITE) != 0) {
     int saved = errno;
     munmap(base, bytes);
-    base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED, "mprotect of a %zu-byte stack failed: %s",
-                     usable, std::strerror(saved));
+    base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                                 "mprotect of a %zu-byte stack failed: %s", usable,
+                                 std::strerror(saved));
     return nullptr;
   }
   *mapping = base;
@@ -392,8 +394,9 @@ bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
     void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED) {
-      base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                       "mmap of a %zu-byte stack slab failed: %s", bytes, std::strerror(errno));
+      base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                                   "mmap of a %zu-byte stack slab failed: %s", bytes,
+                                   std::strerror(errno));
       return false;
     }
 #ifdef MADV_NOHUGEPAGE

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include <cstdint>
 #include <string>
 
 #include "asyncjob/async.h"
@@ -110,6 +111,86 @@ TEST(LibcryptoBridge, OnlyErrorsLibcryptoWouldRaiseAreMirrored) {
   EXPECT_EQ(ret, 3);
   EXPECT_EQ(ERR_peek_error(), 0u);
   asyncjob_clear_errors();
+  ASYNC_cleanup_thread();
+}
+
+// Arguments too large to copy: libcrypto's malloc of that size fails, and
+// its queue gets the allocation failure as libcrypto raises it (its
+// allocator's library from 3.2 on, ERR_LIB_ASYNC before); asyncjob's own
+// queue says what was wrong with the size.
+TEST(LibcryptoBridge, AllocationFailuresAreMirroredAsLibcryptoRaisesThem) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  char byte = 1;
+  auto never_runs = [](void*) -> int { return 1; };
+  ASYNC_JOB* job = nullptr;
+  int ret = -1;
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +never_runs, &byte, SIZE_MAX), ASYNC_ERR);
+  EXPECT_EQ(ret, -1);
+  unsigned long code = ERR_get_error();
+  ASSERT_NE(code, 0u);
+  int library = OpenSSL_version_num() >= 0x30200000UL ? ERR_LIB_CRYPTO : ERR_LIB_ASYNC;
+  EXPECT_EQ(ERR_GET_LIB(code), library);
+  EXPECT_EQ(ERR_GET_REASON(code), ERR_R_MALLOC_FAILURE);
+  EXPECT_EQ(ERR_get_error(), 0u) << "exactly one entry, as libcrypto leaves";
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+            ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
+  ASYNC_cleanup_thread();
+}
+
+// Refusals of acts libcrypto accepts (it leaks instead) stay in asyncjob's
+// queue only.
+TEST(LibcryptoBridge, RefusalsOfActsLibcryptoAcceptsAreNotMirrored) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  auto pause_once = [](void*) -> int {
+    ASYNC_pause_job();
+    return 5;
+  };
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, +pause_once, nullptr, 0), ASYNC_PAUSE);
+  EXPECT_EQ(ASYNC_init_thread(4, 1), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNC_R_FAILED_TO_SET_POOL);
+  ASYNC_cleanup_thread();
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNCJOB_R_JOBS_OUTSTANDING);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(ret, 5);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  // A key set twice and a negative fd, which libcrypto stores.
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASSERT_NE(ctx, nullptr);
+  static const int key = 0;
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 1000, nullptr, nullptr), 1);
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 1001, nullptr, nullptr), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)), ASYNCJOB_R_DUPLICATE_KEY);
+  EXPECT_EQ(ASYNC_WAIT_CTX_set_wait_fd(ctx, &ret, -1, nullptr, nullptr), 0);
+  EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+            ASYNCJOB_R_PASSED_INVALID_ARGUMENT);
+  EXPECT_EQ(ERR_peek_error(), 0u);
+  ASYNC_WAIT_CTX_free(ctx);
+  ASYNC_cleanup_thread();
+}
+
+// Misuse where libcrypto crashes: the caller gets its error return and
+// asyncjob's queue the reason; libcrypto's queue stays empty.
+TEST(LibcryptoBridge, MisuseIsNotMirrored) {
+  ERR_clear_error();
+  asyncjob_clear_errors();
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  EXPECT_EQ(ASYNC_start_job(nullptr, nullptr, &ret, nullptr, nullptr, 0), ASYNC_ERR);
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, nullptr, nullptr, nullptr, 0), ASYNC_ERR);
+  EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_ERR);
+  size_t count = 0;
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_all_fds(nullptr, nullptr, &count), 0);
+  EXPECT_EQ(ASYNC_WAIT_CTX_get_status(nullptr), ASYNC_STATUS_ERR);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(ASYNCJOB_ERR_GET_REASON(asyncjob_get_error(nullptr)),
+              ASYNCJOB_R_PASSED_NULL_PARAMETER);
+  }
+  EXPECT_EQ(ERR_peek_error(), 0u);
   ASYNC_cleanup_thread();
 }
 
