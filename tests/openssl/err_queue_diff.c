@@ -485,9 +485,12 @@ static void FreeUnderAPausedJob(void) {
   struct Probe probe = {.pauses = 1, .result = 14, .expected_ctx = ctx};
   struct Probe *p = &probe;
   Start("ASYNC_start_job(pauses once)", &job, ctx, &ret, LookAround, &p, sizeof p);
-  cleanups_run = 0;
+  /* When the cleanup routines run is not compared: libcrypto runs them at
+   * once, closing fds an engine may still signal; asyncjob keeps them until
+   * the orphaned job's context is signalled (docs/teardown.md, and
+   * tests/wait/orphan_test.cc). Only the error queue is compared. */
   ASYNC_WAIT_CTX_free(ctx);
-  Report("ASYNC_WAIT_CTX_free(ctx) under the paused job", "cleanups run %d", cleanups_run);
+  Report("ASYNC_WAIT_CTX_free(ctx) under the paused job", "done");
   /* The queue stays as the free left it for whatever the thread does next. */
   ASYNC_WAIT_CTX *next = ASYNC_WAIT_CTX_new();
   Report("ASYNC_WAIT_CTX_new() next", "%s", next != NULL ? "set" : "NULL");
