@@ -153,6 +153,7 @@ void WaitContext::CleanUpAllFds() {
 bool WaitContext::AttachAnotherJob(void* job) {
   try {
     more_jobs_.push_back(job);
+    unusual_ = true;
   } catch (const std::bad_alloc&) {
     base::QueueError(ASYNCJOB_R_MALLOC_FAILURE,
                      "ASYNC_start_job: out of memory sharing the wait context with one more job");
@@ -161,18 +162,24 @@ bool WaitContext::AttachAnotherJob(void* job) {
   return true;
 }
 
-void WaitContext::DetachAnotherJob(void* job) {
+void WaitContext::DetachJobUnusual(void* job) {
   if (only_job_ == job) {
     // Another job takes the inline place, so that only_job_ is never empty
     // while jobs remain (OnlyJobIs()).
-    only_job_ = more_jobs_.back();
-    more_jobs_.pop_back();
-    return;
+    if (more_jobs_.empty()) {
+      only_job_ = nullptr;
+    } else {
+      only_job_ = more_jobs_.back();
+      more_jobs_.pop_back();
+    }
+  } else {
+    auto found = std::find(more_jobs_.begin(), more_jobs_.end(), job);
+    if (found != more_jobs_.end()) {
+      *found = more_jobs_.back();
+      more_jobs_.pop_back();
+    }
   }
-  auto found = std::find(more_jobs_.begin(), more_jobs_.end(), job);
-  if (found == more_jobs_.end()) return;
-  *found = more_jobs_.back();
-  more_jobs_.pop_back();
+  unusual_ = detached_ || !more_jobs_.empty();
 }
 
 bool WaitContext::GetCallback(ASYNC_callback_fn* callback, void** argument) const {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "asyncjob/async.h"
+#include "base/dcheck.h"
 
 namespace asyncjob::wait {
 
@@ -83,13 +84,19 @@ class WaitContext {
     }
     return AttachAnotherJob(job);
   }
+  // Detaches `job`, which is attached, or refers to this context after it
+  // was detached.
   void DetachJob(void* job) {
-    if (only_job_ == job && more_jobs_.empty()) [[likely]] {
+    if (!unusual_) [[likely]] {
+      ASYNCJOB_DCHECK(only_job_ == job);
       only_job_ = nullptr;
       return;
     }
-    DetachAnotherJob(job);
+    DetachJobUnusual(job);
   }
+  // The common case: one job, the context not detached. DetachJob() is
+  // then one store, and the caller has nothing else to do.
+  bool usual() const { return !unusual_; }
   // Whether `job` is the one job attached (no other shares the context).
   bool OnlyJobIs(const void* job) const { return only_job_ == job && more_jobs_.empty(); }
   bool HasJobs() const { return only_job_ != nullptr || !more_jobs_.empty(); }
@@ -108,6 +115,7 @@ class WaitContext {
   // docs/teardown.md).
   void Detach() {
     detached_ = true;
+    unusual_ = true;
     callback_ = nullptr;
     callback_argument_ = nullptr;
   }
@@ -130,7 +138,7 @@ class WaitContext {
   };
   const Entry* FindLive(const void* key) const;
   bool AttachAnotherJob(void* job);
-  void DetachAnotherJob(void* job);
+  void DetachJobUnusual(void* job);
 
   std::vector<Entry> entries_;
   std::size_t added_count_ = 0;
@@ -141,6 +149,7 @@ class WaitContext {
   void* only_job_ = nullptr;
   std::vector<void*> more_jobs_;  // the others sharing it, in no order
   bool detached_ = false;
+  bool unusual_ = false;  // shared by several jobs, or detached
 };
 
 }  // namespace asyncjob::wait
