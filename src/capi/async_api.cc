@@ -79,42 +79,73 @@ void ReleaseTombstoneAndContext(Job* job) {
   if (wait != nullptr) LetGoOfDetachedContext(wait);
 }
 
-// Whether whatever was to complete a tombstone's job has signalled its
-// detached context: one of its fds is readable, or was closed under it.
-bool Signalled(WaitContext* wait) {
-  const std::size_t count = wait->GetAllFds(nullptr);
-  if (count == 0) return false;
-  std::vector<pollfd> polled;
-  try {
-    std::vector<OSSL_ASYNC_FD> fds(count);
-    wait->GetAllFds(fds.data());
-    polled.reserve(count);
-    for (OSSL_ASYNC_FD fd : fds) polled.push_back(pollfd{fd, POLLIN, 0});
-  } catch (const std::bad_alloc&) {
-    return false;  // looked at again at the next check
-  }
-  return poll(polled.data(), polled.size(), 0) > 0;
-}
+// Past this many tombstones, a check runs only every count/kTombstonesPerCheck
+// calls, so that its cost (one poll() over every tombstone's fds) stays a
+// bounded amount per call however many tombstones wait.
+constexpr std::size_t kTombstonesPerCheck = 32;
 
-// Releases this thread's tombstones whose contexts were signalled, and the
-// oldest past the per-thread bound. Runs where an application calls
-// asyncjob anyway as connections begin and end (a context made or freed, a
-// pool set up), never on the start/pause/resume path.
+struct TombstoneChecks {
+  std::size_t calls_since_check = 0;
+  bool running = false;  // a release runs cleanup routines, which may call us
+};
+constinit thread_local TombstoneChecks tombstone_checks;
+
+// Releases this thread's tombstones whose contexts were signalled (one of
+// their fds is readable, or was closed under them: whatever was to complete
+// the job has done all it will do with it), and the oldest past the
+// per-thread bound. Runs where an application calls asyncjob anyway as
+// connections begin and end (a context made or freed, a pool set up), never
+// on the start/pause/resume path.
 void ReleaseSignalledTombstones() {
-  Job* job = asyncjob::job::FirstTombstone();
-  if (job == nullptr) [[likely]]
+  Job* newest = asyncjob::job::FirstTombstone();
+  if (newest == nullptr) [[likely]]
     return;
-  std::size_t kept = 0;
-  while (job != nullptr) {
-    Job* next = job->links.next_idle;  // newest first
-    WaitContext* wait = WaitContextOf(job);
-    if (kept >= kMaxTombstonesPerThread || wait == nullptr || Signalled(wait)) {
-      ReleaseTombstoneAndContext(job);
-    } else {
-      ++kept;
-    }
-    job = next;
+  TombstoneChecks& checks = tombstone_checks;
+  if (checks.running) return;
+  const std::size_t count = asyncjob::job::TombstoneCount();
+  if (count <= kMaxTombstonesPerThread &&
+      ++checks.calls_since_check < count / kTombstonesPerCheck) {
+    return;
   }
+  checks.calls_since_check = 0;
+  // Every tombstone and the fds of its context, in one poll().
+  std::vector<Job*> jobs;
+  std::vector<std::size_t> first_fd;  // jobs[i]'s fds: [first_fd[i], first_fd[i + 1])
+  std::vector<pollfd> fds;
+  try {
+    jobs.reserve(count);
+    first_fd.reserve(count + 1);
+    std::vector<OSSL_ASYNC_FD> scratch;
+    for (Job* job = newest; job != nullptr; job = job->links.next_idle) {
+      jobs.push_back(job);
+      first_fd.push_back(fds.size());
+      if (WaitContext* wait = WaitContextOf(job)) {
+        scratch.resize(wait->GetAllFds(nullptr));
+        wait->GetAllFds(scratch.data());
+        for (OSSL_ASYNC_FD fd : scratch) fds.push_back(pollfd{fd, POLLIN, 0});
+      }
+    }
+    first_fd.push_back(fds.size());
+  } catch (const std::bad_alloc&) {
+    return;  // looked at again at the next check
+  }
+  if (!fds.empty() && poll(fds.data(), fds.size(), 0) < 0) return;
+  checks.running = true;
+  std::uint64_t releases = asyncjob::job::TombstoneReleases();
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    // A cleanup routine run by an earlier release may have cleaned the
+    // thread's pool up, releasing (and freeing) every tombstone: the list
+    // is stale then.
+    if (asyncjob::job::TombstoneReleases() != releases) break;
+    bool release = i >= kMaxTombstonesPerThread || WaitContextOf(jobs[i]) == nullptr;
+    for (std::size_t f = first_fd[i]; !release && f < first_fd[i + 1]; ++f) {
+      release = fds[f].revents != 0;
+    }
+    if (!release) continue;
+    ReleaseTombstoneAndContext(jobs[i]);
+    ++releases;
+  }
+  checks.running = false;
 }
 
 // A job of a context its owner is freeing (the context is detached, the job

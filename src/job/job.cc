@@ -602,6 +602,7 @@ void ReleaseTombstone(Job* job) {
   job->links.next_idle = nullptr;
   --job->links.pool->tombstones_;
   ++thread.counters.tombstones_released;
+  ++thread.tombstone_releases;
   Release(job);
 }
 

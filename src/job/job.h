@@ -220,6 +220,7 @@ struct ThreadState {
   // Tombstones (see Abandon()), newest first, through links.next_idle.
   Job* tombstones = nullptr;
   std::size_t tombstone_count = 0;
+  std::uint64_t tombstone_releases = 0;  // never reset: see TombstoneReleases()
   Counters counters;
 };
 
@@ -422,6 +423,10 @@ void SetTombstoneReleaser(void (*release)(Job* job));
 // This thread's tombstones, newest first (the next: job->links.next_idle).
 inline Job* FirstTombstone() { return this_thread.tombstones; }
 inline std::size_t TombstoneCount() { return this_thread.tombstone_count; }
+// How many tombstones this thread has released so far: a caller holding
+// tombstones across code it does not control (cleanup routines) compares it
+// to tell whether any were released behind its back.
+inline std::uint64_t TombstoneReleases() { return this_thread.tombstone_releases; }
 
 // Returns a job that finished (or never started) to its pool: frees what
 // the run left and hands the job to Pool::TakeBack().

@@ -366,3 +366,44 @@ TEST_F(Orphans, AnOrphanThatCannotBeUnwoundBecomesATombstoneQuietly) {
 }
 
 }  // namespace
+
+namespace {
+
+// A cleanup routine, run as a signalled tombstone is released, that cleans
+// the thread's pool up: every other tombstone is released by it, and the
+// release in progress notices and stops.
+void CleanUpThePool(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) {
+  ++cleanups;
+  close(fd);
+  ASYNC_cleanup_thread();
+}
+
+int PausesWithPoolCleaningFd(void* arg) {
+  int* fd = *static_cast<int**>(arg);
+  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  *fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &fd_key, *fd, nullptr, &CleanUpThePool);
+  ASYNC_pause_job();
+  return 0;
+}
+
+TEST_F(Orphans, ACleanupThatCleansThePoolUpDuringAReleaseIsSafe) {
+  int fds[4];
+  for (int& fd : fds) {
+    ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB* job = nullptr;
+    int ret = 0;
+    int* pointer = &fd;
+    ASSERT_EQ(ASYNC_start_job(&job, ctx, &ret, &PausesWithPoolCleaningFd, &pointer, sizeof pointer),
+              ASYNC_PAUSE);
+    ASYNC_WAIT_CTX_free(ctx);
+  }
+  for (int fd : fds) Signal(fd);
+  ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX_new());
+  EXPECT_EQ(cleanups, 4);
+  asyncjob_pool_stats pool{};
+  EXPECT_EQ(asyncjob_get_pool_stats(&pool), 0) << "the pool was cleaned up";
+  EXPECT_TRUE(ErrorQueueEmpty());
+}
+
+}  // namespace
