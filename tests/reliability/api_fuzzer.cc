@@ -15,11 +15,21 @@
 // of <asyncjob/async.h>: the pool's counts and ASYNC_NO_JOBS, *ret written
 // only at ASYNC_FINISH, who a pause returns to, fd change tracking (an fd
 // added and cleared in one round is reported neither as added nor deleted;
-// a round ends only when a paused job is resumed) and cleanup calls,
-// callbacks and status, and the exact error-queue entries (reason, library,
-// non-empty message) every call leaves. A mismatch prints what differed and
-// aborts, which libFuzzer reports as a crash. Set ASYNCJOB_FUZZ_TRACE=1 to
-// print each op as it runs when reproducing one.
+// a round of a context ends when any of its paused jobs is resumed) and
+// cleanup calls, callbacks and status, and the exact error-queue entries
+// (reason, library, non-empty message) every call leaves. A mismatch prints
+// what differed and aborts, which libFuzzer reports as a crash. Set
+// ASYNCJOB_FUZZ_TRACE=1 to print each op as it runs when reproducing one.
+//
+// Teardown is covered as api_model.h describes it: any number of jobs per
+// wait context; freeing a context under its jobs (running ones carry on
+// without it, paused ones with cancel hooks are unwound, the rest become
+// tombstones, refused with ASYNCJOB_R_JOB_ORPHANED, that hold the detached
+// context until one of its fds is readable or the thread cleans up; nothing
+// queued); the orphan and tombstone counters of asyncjob_get_stats() and
+// the pool's live tombstones, checked after every op. The fds an input sets
+// are eventfds of the fuzzer's (fd 0 aside), which an op signals or drains,
+// so that when a tombstone is released is known.
 //
 // Stacks come from one of two sources for the whole process, chosen at start
 // by ASYNCJOB_FUZZ_STACKS (custom stack allocators are process-wide and lock
@@ -36,12 +46,22 @@
 // A helper thread makes the calls that must come from another thread:
 // resuming or cancelling a job of this thread (ASYNCJOB_R_WRONG_THREAD, the
 // job stays resumable), running a job of its own that this thread then fails
-// to resume, and using a wait context from another thread.
+// to resume (possibly sharing one of this thread's contexts, which this
+// thread may free while that job is paused: the job then holds it until it
+// ends there), and using a wait context from another thread. Another op
+// runs a thread that starts jobs (sharing this thread's contexts or not,
+// setting fds in them) and exits with them paused, the last possibly ending
+// the thread from inside with pthread_exit() (not under ASan's fake stacks;
+// by cancellation under TSan); those jobs are refused with
+// ASYNCJOB_R_OWNER_THREAD_EXITED for good, and keep their stacks for the
+// life of the process (a bounded number per process).
 //
 // Each input starts from no pool and ends with every paused job resumed to
-// its end, every wait context freed and the pool cleaned up; then no stack
-// may be left (custom mode: every block freed; where mapping counts are exact,
-// /proc/self/maps and /proc/self/fd are as they were).
+// its end, every wait context freed and the pool cleaned up (which releases
+// the tombstones); then no stack may be left but those of exited threads'
+// jobs (custom mode: every other block freed; where mapping counts are
+// exact, /proc/self/fd is as it was, and /proc/self/maps too unless a thread
+// exited with jobs of the input paused).
 //
 // The one internal the fuzzer reads is which kind of stack a job runs on (the
 // API has no way to ask which idle job a start reused); it is used to keep the
