@@ -1389,10 +1389,11 @@ void OpSignalFd(std::uint8_t b, int self) {
 // ----- A thread that exits with jobs paused, or inside one -----
 
 // Jobs left paused by an exited thread keep their stacks (a header page
-// each, and the address space) for the life of the process. A process
-// leaves at most this many, so that a long fuzzing run stays within its
-// memory; past it, the exiting thread leaves none paused.
-std::size_t MaxKeptOrphans() { return g_mode == Mode::kCustom ? 128 : 1024; }
+// each, the address space and its mappings) for the life of the process. A
+// process leaves at most this many, so that a long fuzzing run stays within
+// its memory and its mapping count (read twice an input) stays small; past
+// it, the exiting thread leaves none paused.
+std::size_t MaxKeptOrphans() { return g_mode == Mode::kCustom ? 32 : 128; }
 std::size_t g_kept_orphans = 0;
 std::size_t g_kept_stacks[3] = {0, 0, 0};  // their stacks, by kind
 
