@@ -162,6 +162,36 @@ TEST_F(Cancel, WhilePausedOnAnFdCleansTheFdUp) {
   // The context can serve a new job.
 }
 
+namespace {
+int PauseOnce(void*) {
+  ASYNC_pause_job();
+  return 2;
+}
+}  // namespace
+
+// A context's fds are cleaned up when the job cancelled is its only one,
+// whichever of its jobs that is: here the later of two, once the first
+// (which set the fd) has finished.
+TEST_F(Cancel, TheLastJobLeftInASharedContextCleansItsFdsUp) {
+  closed_fds = 0;
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASYNC_JOB* first = nullptr;
+  ASYNC_JOB* second = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&first, ctx, &ret, &WaitOnEventFd, nullptr, 0), ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&second, ctx, &ret, &PauseOnce, nullptr, 0), ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&first, ctx, &ret, &WaitOnEventFd, nullptr, 0), ASYNC_FINISH);
+  EXPECT_EQ(closed_fds, 0) << "a job that finishes leaves the fds alone";
+  ASSERT_EQ(asyncjob_cancel_job(&second), 1);
+  EXPECT_EQ(closed_fds, 1) << "the context's only job was cancelled";
+  size_t count = 9;
+  ASSERT_EQ(ASYNC_WAIT_CTX_get_all_fds(ctx, nullptr, &count), 1);
+  EXPECT_EQ(count, 0u);
+  ASYNC_WAIT_CTX_free(ctx);
+  EXPECT_EQ(closed_fds, 1) << "no second cleanup at free";
+  EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+}
+
 TEST_F(Cancel, FinishedOrMissingJobsAreClearErrors) {
   ASYNC_JOB* none = nullptr;
   EXPECT_EQ(asyncjob_cancel_job(&none), 0);

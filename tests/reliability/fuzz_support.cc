@@ -2,6 +2,10 @@
 // stack allocator (see fuzz_support.h).
 #include "fuzz_support.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -115,6 +119,42 @@ std::size_t ExtendAllocPlan(const std::vector<AllocOutcome>& outcomes) {
   std::lock_guard lock(g_alloc_mutex);
   g_plan.insert(g_plan.end(), outcomes.begin(), outcomes.end());
   return g_plan.size();
+}
+
+// ----- Wait fds -----
+
+namespace {
+int g_event_fds[kEventFds] = {-1, -1, -1, -1, -1, -1, -1, -1};
+}  // namespace
+
+void OpenEventFds() {
+  for (int& fd : g_event_fds) {
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) {
+      std::fprintf(stderr, "api_fuzzer: eventfd failed (errno %d)\n", errno);
+      std::abort();
+    }
+  }
+}
+
+int EventFd(int index) { return g_event_fds[index]; }
+
+int EventFdIndex(int fd) {
+  for (int i = 0; i < kEventFds; ++i) {
+    if (g_event_fds[i] == fd) return i;
+  }
+  return -1;
+}
+
+void SignalEventFd(int index) {
+  const std::uint64_t one = 1;
+  FZ_CHECK(write(g_event_fds[index], &one, sizeof one) == sizeof one, "eventfd write failed");
+}
+
+void DrainEventFd(int index) {
+  std::uint64_t count = 0;
+  const ssize_t got = read(g_event_fds[index], &count, sizeof count);
+  FZ_CHECK(got == sizeof count || (got < 0 && errno == EAGAIN), "eventfd read failed");
 }
 
 }  // namespace api_fuzzer

@@ -1,7 +1,8 @@
 // fuzz_support.h - what the API fuzzer's reference model (api_model.h) and
 // its operation interpreter (api_fuzzer.cc) share: reporting a mismatch and
-// tracing ops, reading the input, and the sources of job stacks (which kind a
-// stack is, and the custom allocator whose outcomes an input plans).
+// tracing ops, reading the input, the sources of job stacks (which kind a
+// stack is, and the custom allocator whose outcomes an input plans), and the
+// eventfds the inputs set as wait fds and signal.
 //
 // It knows nothing of the model's state or of the ops.
 #ifndef ASYNCJOB_TESTS_RELIABILITY_FUZZ_SUPPORT_H_
@@ -85,6 +86,19 @@ AllocOutcome PlanAt(std::size_t index);
 void ClearAllocPlan();
 // Appends outcomes to the plan; returns how many it now holds.
 std::size_t ExtendAllocPlan(const std::vector<AllocOutcome>& outcomes);
+
+// ----- Wait fds -----
+
+// The fds an input sets in wait contexts are these eventfds, opened once
+// for the process, so that an input can make one readable (the library
+// releases a tombstone whose context has a readable fd) and every input
+// starts with all of them drained.
+constexpr int kEventFds = 8;
+void OpenEventFds();
+int EventFd(int index);
+int EventFdIndex(int fd);  // -1: not one of them
+void SignalEventFd(int index);
+void DrainEventFd(int index);
 
 }  // namespace api_fuzzer
 
