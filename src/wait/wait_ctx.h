@@ -98,12 +98,9 @@ class WaitContext {
   // then one store, and the caller has nothing else to do.
   bool usual() const { return !unusual_; }
   // Whether `job` is the one job attached (no other shares the context).
-  // The inline slot may be empty while one other job remains (the first
-  // job ended before a later one).
-  bool OnlyJobIs(const void* job) const {
-    if (more_jobs_.empty()) return only_job_ == job;
-    return only_job_ == nullptr && more_jobs_.size() == 1 && more_jobs_.front() == job;
-  }
+  // The inline slot is refilled when its job leaves while others remain,
+  // so a context's last job is always found there.
+  bool OnlyJobIs(const void* job) const { return only_job_ == job && more_jobs_.empty(); }
   bool HasJobs() const { return only_job_ != nullptr || !more_jobs_.empty(); }
   // One of the attached jobs (nullptr when none): callers that detach each
   // job they handle go through all of them with it.
