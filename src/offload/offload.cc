@@ -37,6 +37,11 @@ struct Engine::Request {
   void* callback_argument = nullptr;
   int eventfd = -1;
   State state = State::kNew;  // guarded by the engine's mutex
+  // Set by the cancel hook while a worker runs the request: the job is
+  // being unwound (cancelled, or orphaned as its owner frees its wait
+  // context, its connection half freed), so nobody is to be woken. Guarded
+  // by the engine's mutex.
+  bool owner_gone = false;
   std::atomic<bool> done{false};
   std::exception_ptr error = nullptr;  // what the task threw on the worker
 };
@@ -227,6 +232,7 @@ void Engine::Withdraw(void* argument) {
     engine->withdrawn_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  request->owner_gone = true;
   engine->request_done_.wait(lock,
                              [request] { return request->state != Request::State::kRunning; });
 }
@@ -254,7 +260,9 @@ void Engine::WorkerLoop() {
     // waiting for this request returns only after both, so the job's stack
     // and its wait context's eventfd outlive every use here.
     request->done.store(true, std::memory_order_release);
-    if (request->callback != nullptr) {
+    if (request->owner_gone) {
+      // Nobody to wake: the job is unwinding, its owner is tearing down.
+    } else if (request->callback != nullptr) {
       request->callback(request->callback_argument);
     } else if (request->eventfd >= 0) {
       base::SignalEventFd(request->eventfd);
