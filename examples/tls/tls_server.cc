@@ -20,10 +20,23 @@
 //             are added to and removed from epoll as the provider changes
 //             them (one eventfd per connection).
 //
-// A client that disconnects while its handshake is paused is not freed at
-// once (its job still runs on the provider): the connection is marked
-// closing and freed when the operation completes, so that nothing leaks and
-// no stale fd stays in epoll.
+// A client that disconnects while its handshake is paused is handled as
+// --on-abort says:
+//
+//   finish    (the default) the connection is marked closing and freed when
+//             the operation completes: its job runs to its end, so that
+//             nothing leaks and no stale fd stays in epoll, on any job
+//             implementation.
+//   free      the connection is freed at once (SSL_free, close), its job
+//             still paused, as HAProxy and other proxies do when a client
+//             resets. Under asyncjob the job is orphaned with its wait
+//             context (docs/teardown.md): the provider's request is
+//             withdrawn, or waited for if a worker is running it, and the
+//             job's slot goes back to the pool; the completion callback of
+//             a freed connection is never called afterwards. Under
+//             libcrypto's own jobs each such teardown leaks its paused job,
+//             and a late completion may reach the freed connection: run
+//             this mode with asyncjob preloaded.
 //
 // The server is written against OpenSSL's API only. Linked with libcrypto
 // alone it runs on libcrypto's job implementation; with asyncjob preloaded
@@ -31,7 +44,7 @@
 //
 // Usage: tls_server --cert FILE --key FILE [--port N] [--notify callback|fds]
 //                   [--provider-path DIR --provider NAME ... --propquery Q]
-//                   [--exit-after N] [--max-connections N]
+//                   [--exit-after N] [--on-abort finish|free]
 // Prints "listening on PORT" once ready, and counters when it exits.
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -60,6 +73,10 @@
 namespace {
 
 enum class Notify { kCallback, kFds };
+enum class OnAbort { kFinish, kFree };
+
+// Set once before the loop starts: the completion callbacks read it.
+OnAbort on_abort_mode = OnAbort::kFinish;
 
 struct Options {
   std::string cert;
@@ -70,6 +87,7 @@ struct Options {
   std::vector<std::string> providers;
   std::string propquery;
   long exit_after = 0;  // 0: run until SIGTERM/SIGINT
+  OnAbort on_abort = OnAbort::kFinish;
 };
 
 enum class Phase { kHandshake, kReading, kWriting, kShutdown };
@@ -106,6 +124,7 @@ struct Counters {
   long eagain_status = 0;
   long ok_status = 0;
   long left_mid_operation = 0;
+  long freed_while_paused = 0;  // --on-abort free: freed with the job paused
   long errors = 0;
 };
 
@@ -223,6 +242,10 @@ bool Server::Setup() {
 // then queue the connection once (one eventfd write per batch).
 int Server::OnCompletionContextCallback(SSL* ssl, void* arg) {
   auto* c = static_cast<Connection*>(SSL_get_app_data(ssl));
+  // With --on-abort free, a worker that was running a freed connection's
+  // signature completes while SSL_free waits for it, after libssl has
+  // dropped the connection's app data: nothing is left to resume.
+  if (c == nullptr && on_abort_mode == OnAbort::kFree) return 1;
   if (c == nullptr || c->server == nullptr) std::abort();
   Server* server = c->server;
   if (arg == server) {
@@ -270,6 +293,10 @@ void Server::DrainCompletions() {
   while (c != nullptr) {
     Connection* next = c->next_completed;
     c->queued.store(false, std::memory_order_release);
+    if (live_.count(c) == 0) {  // freed while its completion was on the way
+      c = next;
+      continue;
+    }
     int status = ASYNC_STATUS_UNSUPPORTED;
     if (SSL_get_async_status(c->ssl, &status) == 1) {
       if (status == ASYNC_STATUS_EAGAIN) ++counters_.eagain_status;
@@ -446,15 +473,20 @@ void Server::Step(Connection* c) {
 }
 
 // The peer left or the connection failed. A connection whose operation is
-// paused in a job cannot be freed yet: it is freed when the job completes.
+// paused in a job is freed when the job completes, or at once with
+// --on-abort free.
 void Server::Close(Connection* c) {
   c->closing = true;
-  if (c->waiting_for_async || SSL_waiting_for_async(c->ssl)) return;
+  if (options_.on_abort == OnAbort::kFinish &&
+      (c->waiting_for_async || SSL_waiting_for_async(c->ssl))) {
+    return;
+  }
   Free(c);
 }
 
 void Server::Free(Connection* c) {
   if (c->left_mid_operation) ++counters_.left_mid_operation;
+  if (c->waiting_for_async || SSL_waiting_for_async(c->ssl)) ++counters_.freed_while_paused;
   for (OSSL_ASYNC_FD fd : c->async_fds) epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
   if (c->socket_watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, c->socket, nullptr);
   SSL_free(c->ssl);
@@ -500,9 +532,13 @@ int Server::Run() {
         if (live_.count(c) == 0) continue;  // freed earlier in this batch
         if ((tag & 2) == 0 && c->waiting_for_async) {
           if ((events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+            c->left_mid_operation = true;
+            if (options_.on_abort == OnAbort::kFree) {
+              Close(c);  // frees it now, its job paused
+              continue;
+            }
             // The peer left mid-operation: free it once the operation completes.
             c->closing = true;
-            c->left_mid_operation = true;
             epoll_ctl(epoll_, EPOLL_CTL_DEL, c->socket, nullptr);
             c->socket_watched = false;
           }
@@ -539,12 +575,13 @@ int Server::Run() {
       "tls_server: %ld accepted, %ld handshakes, %ld bytes echoed, %ld WANT_ASYNC, %ld "
       "WANT_ASYNC_JOB, %ld callbacks (%ld status OK, %ld EAGAIN; %ld context callback with "
       "context arg, %ld context callback with connection arg, %ld connection callback), %ld "
-      "clients left mid-operation, %ld handshake errors, %zu still open, %zu fds open at "
-      "exit (%zu at start)\n",
+      "clients left mid-operation, %ld freed while paused, %ld handshake errors, %zu still "
+      "open, %zu fds open at exit (%zu at start)\n",
       counters_.accepted, counters_.handshakes, counters_.echoed_bytes, counters_.want_async,
       counters_.want_async_job, counters_.callbacks, counters_.ok_status, counters_.eagain_status,
       context_callback_context_arg_.load(), context_callback_connection_arg_.load(),
-      connection_callback_.load(), counters_.left_mid_operation, counters_.errors, still_open,
+      connection_callback_.load(), counters_.left_mid_operation, counters_.freed_while_paused,
+      counters_.errors, still_open,
       CountOpenFds(), fds_at_start_);
   return 0;
 }
@@ -586,6 +623,17 @@ int main(int argc, char** argv) {
       options.propquery = value();
     else if (arg == "--exit-after")
       options.exit_after = std::atol(value().c_str());
+    else if (arg == "--on-abort") {
+      std::string mode = value();
+      if (mode == "finish")
+        options.on_abort = OnAbort::kFinish;
+      else if (mode == "free")
+        options.on_abort = OnAbort::kFree;
+      else {
+        std::fprintf(stderr, "--on-abort is finish or free\n");
+        return 2;
+      }
+    }
     else {
       std::fprintf(stderr, "unknown option %s\n", arg.c_str());
       return 2;
@@ -595,6 +643,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: tls_server --cert FILE --key FILE [options]\n");
     return 2;
   }
+  on_abort_mode = options.on_abort;
   Server server(options);
   return server.Run();
 }
