@@ -8,10 +8,18 @@
 set -eu
 objdump=$1 library=$2
 
+# One function's code: GNU objdump names it with --disassemble=, LLVM's
+# (CMAKE_OBJDUMP of a Clang build) with --disassemble-symbols=, and prints
+# jump targets with 0x.
+disassemble() {
+  "$objdump" -d --no-show-raw-insn "--disassemble=$1" "$library" 2>/dev/null ||
+    "$objdump" -d --no-show-raw-insn "--disassemble-symbols=$1" "$library"
+}
+
 for function in ASYNC_start_job ASYNC_pause_job; do
-  code=$("$objdump" -d --no-show-raw-insn "--disassemble=$function" "$library")
+  code=$(disassemble "$function")
   if ! printf '%s\n' "$code" |
-       grep -Eq '[[:space:]](jmp|b)[[:space:]]+[0-9a-f]+ <asyncjob_context_switch>'; then
+       grep -Eq '[[:space:]](jmp|b)[[:space:]]+(0x)?[0-9a-f]+ <asyncjob_context_switch>'; then
     printf '%s\n' "$code"
     echo "FAIL: $function does not leave through a tail call of asyncjob_context_switch"
     exit 1
