@@ -37,8 +37,10 @@ namespace asyncjob::stack {
 // asyncjob_set_stack_cache_limits(), or the environment variable
 // ASYNCJOB_STACK_CACHE=per_thread,process (read once, at load). The
 // suggested bounds, in stacks: 64 per thread and 1,024 in the process-wide
-// cache (64 MiB of address space at the default size, a few MiB of memory at
-// most: only kResidentInProcessCache of them keep their pages).
+// cache (64 MiB of address space at the default size; of the process-wide
+// cache only the first kResidentInProcessCache stacks keep their pages, a
+// page or two each for shallow jobs, 16 MiB if every one was used to the
+// bottom).
 inline constexpr std::size_t kDefaultThreadCacheLimit = 0;
 inline constexpr std::size_t kDefaultProcessCacheLimit = 0;
 inline constexpr std::size_t kSuggestedThreadCacheLimit = 64;
@@ -47,8 +49,9 @@ inline constexpr std::size_t kSuggestedProcessCacheLimit = 1024;
 // taking a stack never allocates).
 inline constexpr std::size_t kMaxThreadCacheLimit = 64;
 inline constexpr std::size_t kMaxProcessCacheLimit = 16384;
-// Stacks of the process-wide cache that keep their resident pages.
-inline constexpr std::size_t kResidentInProcessCache = 64;
+// Stacks of the process-wide cache that keep their resident pages: enough
+// for a pool of 256 jobs to be cleaned up and rebuilt with no page fault.
+inline constexpr std::size_t kResidentInProcessCache = 256;
 
 // Both limits are clamped to the hard bounds. Lowering them trims the caches
 // (this thread's and the process-wide one) at once.
