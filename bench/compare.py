@@ -5,6 +5,8 @@ Reads the Google Benchmark JSON files that run.py left in --results:
   async-libcrypto.json, async-asyncjob.json   the API cases
   scale-<implementation>-<N>.json             N paused jobs
   floor.json                                  asyncjob's bare context switch
+  boost-*.json                                asyncjob next to Boost.Context
+                                              (only when that peer was built)
 prints the comparison table and which targets are met, and writes the same
 as Markdown (--markdown) with the machine, the date and what each case
 measures. Python standard library only.
@@ -69,6 +71,17 @@ STEADY_STATE = ("start_finish", "full_cycle", "pause_resume", "args_8", "args_25
 SERIALIZING = {"ldmxcsr", "fldcw", "fldenv", "frstor", "fxrstor", "fxrstor64", "xrstor",
                "xrstor64", "xrstors", "xrstors64", "cpuid", "lfence", "mfence", "serialize",
                "iretq", "wrmsr", "invd", "wbinvd", "lidt", "lgdt"}
+# bench/boost_peer.cc: (asyncjob run, Boost run, largest ratio wanted, target)
+BOOST_PAIRS = [
+    ("BM_AsyncjobRawSwitch", "BM_BoostRawSwitch", 0.6,
+     "raw switch round trip <= 0.6x Boost.Context's jump_fcontext round trip"),
+    ("BM_AsyncjobJobCycle", "BM_BoostFiberCycle", 0.5,
+     "full job cycle <= half of a Boost fiber's create -> pause -> resume -> finish"),
+]
+BOOST_LABELS = {
+    "BM_AsyncjobRawSwitch": "raw switch round trip (asyncjob Switch / Boost jump_fcontext)",
+    "BM_AsyncjobJobCycle": "full cycle (ASYNC_start_job job / fiber on a pooled_fixedsize_stack)",
+}
 NOISE = 1.05  # "not slower" allows 5 % of run-to-run noise
 
 
@@ -139,6 +152,8 @@ class Report:
             self.rounds = load_best.counts.get("BM_FullCycle", 0)
         self.floor_contexts, self.floor = load_best(
             glob.glob(os.path.join(results, "floor-*.json")))
+        self.boost_contexts, self.boost = load_best(
+            glob.glob(os.path.join(results, "boost-*.json")))
         self.scale = load_scale(results)  # (implementation, N) -> counters
         self.loads = load_averages(self.floor_contexts + sum(self.contexts.values(), []))
         self.switch_check = switch_path_check(floor_binary, objdump)
@@ -152,6 +167,10 @@ class Report:
     def counter(self, implementation, run_name, name):
         run = self.runs[implementation].get(run_name)
         return None if run is None else run.get(name)
+
+    def boost_ns(self, run_name):
+        run = self.boost.get(run_name)
+        return None if run is None else real_ns(run)
 
     def floor_ns(self, depth):
         run = self.floor.get("BM_SwitchRoundTrip/{}".format(depth))
@@ -204,6 +223,24 @@ class Report:
                         "{} / {} = {}".format(fmt_time(full), fmt_time(floor),
                                               fmt_ratio(ratio))))
         ratio_target("start_finish", 10, "start -> finish >= 10x faster than libcrypto")
+        ratio_target("pool_churn", 1, "job creation from an empty pool >= libcrypto (aim 2x)")
+        lc = self.scale.get(("libcrypto", 10_000))
+        aj = self.scale.get(("asyncjob", 10_000))
+        text = "10,000 paused jobs (every stack guarded): create+pause >= 2x faster per job"
+        if lc and aj:
+            counter = "create_pause_ns_per_job"
+            ratio = lc[counter] / aj[counter]
+            out.append((ratio >= 2, text, "libcrypto {} / asyncjob {} = {}".format(
+                fmt_time(lc[counter]), fmt_time(aj[counter]), fmt_ratio(ratio))))
+        else:
+            out.append((None, text, "not run"))
+        for ours, theirs, wanted, text in BOOST_PAIRS:
+            a, b = self.boost_ns(ours), self.boost_ns(theirs)
+            if a and b:
+                out.append((a / b <= wanted, text, "asyncjob {} / Boost {} = {}".format(
+                    fmt_time(a), fmt_time(b), fmt_ratio(a / b))))
+            else:
+                out.append((None, text, "Boost.Context not found when the benchmarks were built"))
 
         million = 1_000_000
         lc = self.scale.get(("libcrypto", million))
@@ -428,6 +465,16 @@ class Report:
         if floor and pause:
             rows.append(("asyncjob pause+resume / floor", fmt_ratio(pause / floor)))
         tables.append(("asyncjob's context switch alone", ("case", "asyncjob"), rows))
+
+        if self.boost:
+            rows = []
+            for ours, theirs, _, text in BOOST_PAIRS:
+                a, b = self.boost_ns(ours), self.boost_ns(theirs)
+                rows.append((BOOST_LABELS[ours], fmt_time(a), fmt_time(b),
+                             fmt_ratio(a / b) if a and b else "-"))
+            tables.append(("asyncjob next to Boost.Context (one program, one run; ratio = "
+                           "asyncjob / Boost, < 1 means asyncjob is faster)",
+                           ("case", "asyncjob", "Boost", "ratio"), rows))
         return tables
 
     def print_text(self, out=sys.stdout):
@@ -529,6 +576,13 @@ class Report:
             "`bench/context_floor.cc`): start, pause and finish do their bookkeeping before "
             "switching and end in a tail call to the switch, so the resumed side lands "
             "straight back in its caller; Prepare() per start as the job layer does.",
+            "- **asyncjob next to Boost.Context** (`bench/boost_peer.cc`, built only when "
+            "CMake finds Boost.Context, e.g. Debian's libboost-context-dev; it is not part of "
+            "CI): both libraries in one program and one run, 64 KiB stacks on both sides. Raw "
+            "switch: asyncjob's `context::Switch()` and Boost's `jump_fcontext()` to a fibre "
+            "and back. Full cycle: an `ASYNC_start_job` job that pauses once, and a "
+            "`boost::context::fiber` on a `pooled_fixedsize_stack` created, resumed until it "
+            "resumes its caller, resumed again until it returns, and destroyed.",
             "",
             "Heap allocations per iteration (malloc interposed in both programs):",
             "",

@@ -50,6 +50,8 @@ def main():
                  "context-floor", "results", "docs"):
         parser.add_argument("--" + name, required=True)
     parser.add_argument("--objdump", default="")
+    parser.add_argument("--boost-peer", default="",
+                        help="bench_boost_peer, when Boost.Context was found")
     parser.add_argument("--plot-python", default=sys.executable)
     args = parser.parse_args()
 
@@ -74,6 +76,8 @@ def main():
     out = lambda name: os.path.join(args.results, name + ".json")
     for round_number in range(rounds):
         run(args.context_floor, out("floor-{}".format(round_number)), micro)
+        if args.boost_peer:
+            run(args.boost_peer, out("boost-{}".format(round_number)), micro)
         for implementation in ("libcrypto", "asyncjob"):
             run(getattr(args, "async_" + implementation),
                 out("async-{}-{}".format(implementation, round_number)), micro)

@@ -20,6 +20,7 @@
 #include "openssl/libcrypto_bridge.h"
 #include "stack/overflow_guard.h"
 #include "stack/stack.h"
+#include "stack/stack_cache.h"
 #include "wait/wait_ctx.h"
 
 using asyncjob::base::QueueError;
@@ -567,6 +568,16 @@ size_t asyncjob_get_stack_size(void) { return asyncjob::stack::DefaultStackSize(
 void asyncjob_set_guarded_stack_budget(size_t stacks) { asyncjob::stack::SetGuardedBudget(stacks); }
 
 size_t asyncjob_get_guarded_stack_budget(void) { return asyncjob::stack::GuardedBudget(); }
+
+void asyncjob_set_stack_cache_limits(size_t per_thread, size_t process) {
+  asyncjob::stack::SetCacheLimits(per_thread, process);
+}
+
+void asyncjob_get_stack_cache_limits(size_t* per_thread, size_t* process) {
+  asyncjob::stack::GetCacheLimits(per_thread, process);
+}
+
+size_t asyncjob_trim_stack_cache(void) { return asyncjob::stack::TrimCaches(); }
 
 int asyncjob_get_pool_stats(asyncjob_pool_stats* stats) {
   if (stats == nullptr) {

@@ -20,6 +20,7 @@
 #include "base/sanitizers.h"
 #include "job/unwind_check.h"
 #include "stack/overflow_guard.h"
+#include "stack/stack_cache.h"
 
 #if ASYNCJOB_ASAN
 #include <sanitizer/lsan_interface.h>
@@ -403,6 +404,7 @@ bool Pool::InitThisThread(std::size_t max_size, std::size_t init_size) {
   }
   pool->FreeIdleJobs();
   pool->max_size_ = max_size;
+  pool->stacks_.ExpectStacks(init_size);  // mapped together
   for (std::size_t i = 0; i < init_size; ++i) {
     Job* job = pool->CreateJob();
     if (job == nullptr) {
@@ -492,6 +494,7 @@ void Pool::Orphan() {
     next_closing_ = orphanage;
     orphanage = this;
   }
+  stack::FlushThreadCache();  // the idle jobs' stacks: this pool is never deleted
   if (--this_thread.live_pools == 0) stack::ReleaseThreadAltStack();
 }
 

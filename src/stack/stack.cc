@@ -23,6 +23,7 @@
 #include "base/error_queue.h"
 #include "base/fatal.h"
 #include "base/sanitizers.h"
+#include "stack/stack_cache.h"
 
 namespace asyncjob::stack {
 
@@ -70,35 +71,60 @@ std::atomic<bool> any_stack_allocated{false};
 
 // ----- Guarded mappings -----
 
-std::byte* MapGuarded(std::size_t usable, void** mapping) {
+// Maps `count` guarded stacks of `usable` bytes side by side, each above its
+// own guard: [guard][stack][guard][stack]... One mmap for all of them, one
+// mprotect per stack; each guard+stack pair can later be unmapped on its
+// own. Returns how many were made (0: errno says why and *failed which call
+// failed), *base the first pair's mapping. Queues nothing: the callers
+// decide what a failure means.
+std::size_t MapGuardedRun(std::size_t usable, std::size_t count, std::byte** base,
+                          const char** failed) {
   ASYNCJOB_DCHECK(base::IsAligned(usable, PageSize()));  // mprotect works in pages
-  const std::size_t guard = GuardSize();
+  const std::size_t pair = GuardSize() + usable;
   std::size_t bytes = 0;
-  if (usable > kMaximumStackSize || !base::CheckedAdd(guard, usable, &bytes)) {
+  if (usable > kMaximumStackSize || !base::CheckedMul(pair, count, &bytes)) {
+    errno = ENOMEM;
+    *failed = "mmap";
+    return 0;
+  }
+  void* mapping = mmap(nullptr, bytes, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mapping == MAP_FAILED) {
+    *failed = "mmap";
+    return 0;
+  }
+  *base = static_cast<std::byte*>(mapping);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (mprotect(*base + i * pair + GuardSize(), usable, PROT_READ | PROT_WRITE) != 0) {
+      const int saved = errno;
+      munmap(*base + i * pair, (count - i) * pair);
+      errno = saved;
+      *failed = "mprotect";
+      return i;
+    }
+  }
+  return count;
+}
+
+// One guarded stack; queues an error on failure.
+std::byte* MapGuarded(std::size_t usable, void** mapping) {
+  std::size_t bytes = 0;
+  if (usable > kMaximumStackSize || !base::CheckedAdd(GuardSize(), usable, &bytes)) {
     base::QueueError(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
                      "a %zu-byte stack is above the maximum of %zu bytes", usable,
                      kMaximumStackSize);
     return nullptr;
   }
-  void* base = mmap(nullptr, bytes, PROT_NONE,
-                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (base == MAP_FAILED) {
+  std::byte* base = nullptr;
+  const char* failed = "";
+  if (MapGuardedRun(usable, 1, &base, &failed) != 1) {
     base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                                 "mmap of a %zu-byte guarded stack failed: %s", bytes,
+                                 "%s of a %zu-byte guarded stack failed: %s", failed, bytes,
                                  std::strerror(errno));
     return nullptr;
   }
-  auto* low = static_cast<std::byte*>(base) + guard;
-  if (mprotect(low, usable, PROT_READ | PROT_WRITE) != 0) {
-    int saved = errno;
-    munmap(base, bytes);
-    base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
-                                 "mprotect of a %zu-byte stack failed: %s", usable,
-                                 std::strerror(saved));
-    return nullptr;
-  }
   *mapping = base;
-  return low;
+  return base + GuardSize();
 }
 
 void UnmapGuarded(void* mapping, std::size_t usable) { munmap(mapping, GuardSize() + usable); }
@@ -290,6 +316,9 @@ void CheckCanaryFailed(const Stack& stack, const void* owner) {
 // ----- StackSource -----
 
 StackSource::~StackSource() {
+  // The thread's cache outlives its pools, not the last of them: the stacks
+  // it holds go to the process-wide cache, or back to the kernel.
+  FlushThreadCache();
   while (slabs_with_room_ != nullptr) {
     Slab* slab = slabs_with_room_;
     slabs_with_room_ = slab->next;
@@ -351,7 +380,7 @@ bool StackSource::Allocate(Stack* stack) {
     }
     if (guarded) {
       void* mapping = nullptr;
-      std::byte* low = MapGuarded(size, &mapping);
+      std::byte* low = AllocateGuarded(size, in_use + 1, budget, &mapping);
       if (low == nullptr) {
         guarded_in_use.fetch_sub(1, std::memory_order_relaxed);
         return false;
@@ -371,6 +400,48 @@ bool StackSource::Allocate(Stack* stack) {
   stack->valgrind_id = VALGRIND_STACK_REGISTER(stack->low, stack->high());
 #endif
   return true;
+}
+
+std::byte* StackSource::AllocateGuarded(std::size_t size, std::size_t in_use, std::size_t budget,
+                                        void** mapping) {
+  if (std::byte* low = TakeStack(size, mapping)) return low;
+  // Map a run of stacks: this one and, while the budget and this thread's
+  // cache have room, the next ones this pool is likely to need.
+  std::size_t thread_room = 0;
+  GetCacheLimits(&thread_room, nullptr);
+  std::size_t room = std::min(thread_room, std::min(next_run_, kMaxRun) - 1);
+  const std::size_t mapped = in_use + CachedStacks();
+  room = mapped < budget ? std::min(room, budget - mapped) : 0;
+  const std::size_t count = room + 1;
+  std::byte* base = nullptr;
+  const char* failed = "";
+  std::size_t made = MapGuardedRun(size, count, &base, &failed);
+  if (made == 0 && count > 1) made = MapGuardedRun(size, 1, &base, &failed);
+  if (made == 0 && TrimCaches() > 0) {
+    // Out of address space or mappings: what the caches held may be enough.
+    made = MapGuardedRun(size, 1, &base, &failed);
+  }
+  if (made == 0) {
+    base::QueueAllocationFailure(ASYNCJOB_R_STACK_ALLOCATION_FAILED,
+                                 "%s of a %zu-byte guarded stack failed: %s", failed,
+                                 GuardSize() + size, std::strerror(errno));
+    return nullptr;
+  }
+  next_run_ = std::min(next_run_ * 2, kMaxRun);
+  const std::size_t pair = GuardSize() + size;
+  for (std::size_t i = 1; i < made; ++i) {
+    std::byte* extra = base + i * pair;
+    if (!KeepStack(extra, extra + GuardSize(), size, /*resident=*/false)) {
+      munmap(extra, (made - i) * pair);
+      break;
+    }
+  }
+  *mapping = base;
+  return base + GuardSize();
+}
+
+void StackSource::ExpectStacks(std::size_t count) {
+  next_run_ = std::max<std::size_t>(1, std::min(count, kMaxRun));
 }
 
 bool StackSource::AllocateFromSlab(std::size_t size, Stack* stack) {
@@ -455,10 +526,16 @@ void StackSource::Release(Stack* stack) {
     case StackKind::kCustom:
       stack_free_fn.load(std::memory_order_acquire)(stack->mapping);
       break;
-    case StackKind::kGuarded:
-      UnmapGuarded(stack->mapping, stack->size);
-      guarded_in_use.fetch_sub(1, std::memory_order_relaxed);
+    case StackKind::kGuarded: {
+      // Kept for the next job while the budget counts it among the mappings
+      // the process may hold; unmapped otherwise.
+      const std::size_t in_use = guarded_in_use.fetch_sub(1, std::memory_order_relaxed) - 1;
+      if (in_use + CachedStacks() >= GuardedBudget() ||
+          !KeepStack(stack->mapping, stack->low, stack->size, /*resident=*/true)) {
+        UnmapGuarded(stack->mapping, stack->size);
+      }
       break;
+    }
     case StackKind::kSlab: {
       Slab* slab = stack->slab;
       ASYNCJOB_DCHECK(slab != nullptr && slab->in_use > 0);

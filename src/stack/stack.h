@@ -16,6 +16,9 @@
 // (the page that slot's job header already occupies), so that a paused job
 // whose stack use is shallow commits a single page.
 //
+// Guarded stacks no job holds can be kept mapped for the next jobs, and
+// mapped several at a time, by the caches of stack_cache.h (off by default).
+//
 // A StackSource belongs to one thread's pool and is not thread-safe; the
 // settings functions are process-wide and thread-safe.
 //
@@ -73,9 +76,22 @@ class StackSource {
   bool Allocate(Stack* stack);
   void Release(Stack* stack);
 
+  // About `count` stacks will be allocated next (ASYNC_init_thread): guarded
+  // ones are then mapped that many at a time (at most kMaxRun).
+  void ExpectStacks(std::size_t count);
+
+  // Most guarded stacks mapped by one mmap; runs start at 4 and double each
+  // time the caches run dry.
+  static constexpr std::size_t kMaxRun = 64;
+
  private:
   bool AllocateFromSlab(std::size_t size, Stack* stack);
+  // A guarded stack from the caches or a fresh run of them; `in_use`
+  // counts it already. Queues an error on failure.
+  std::byte* AllocateGuarded(std::size_t size, std::size_t in_use, std::size_t budget,
+                             void** mapping);
   Slab* slabs_with_room_ = nullptr;  // doubly linked through Slab::next/prev
+  std::size_t next_run_ = 4;
 };
 
 // ----- Process-wide settings -----
