@@ -581,8 +581,7 @@ int Server::Run() {
       counters_.want_async_job, counters_.callbacks, counters_.ok_status, counters_.eagain_status,
       context_callback_context_arg_.load(), context_callback_connection_arg_.load(),
       connection_callback_.load(), counters_.left_mid_operation, counters_.freed_while_paused,
-      counters_.errors, still_open,
-      CountOpenFds(), fds_at_start_);
+      counters_.errors, still_open, CountOpenFds(), fds_at_start_);
   return 0;
 }
 
@@ -633,8 +632,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "--on-abort is finish or free\n");
         return 2;
       }
-    }
-    else {
+    } else {
       std::fprintf(stderr, "unknown option %s\n", arg.c_str());
       return 2;
     }

@@ -290,18 +290,18 @@ void CheckState(int self, const char* where) {
   asyncjob_stats now{};
   FZ_CHECK(asyncjob_get_stats(&now) == 1, "asyncjob_get_stats failed");
   const MCounters& want = g_model->counters;
-  FZ_CHECK(now.orphans - g_stats_before.orphans == want.orphans &&
-               now.orphans_unwound - g_stats_before.orphans_unwound == want.orphans_unwound &&
-               now.tombstones - g_stats_before.tombstones == want.tombstones &&
-               now.tombstones_released - g_stats_before.tombstones_released ==
-                   want.tombstones_released,
-           "%s: orphans/unwound/tombstones/released %llu/%llu/%llu/%llu this input, model "
-           "%llu/%llu/%llu/%llu",
-           where, now.orphans - g_stats_before.orphans,
-           now.orphans_unwound - g_stats_before.orphans_unwound,
-           now.tombstones - g_stats_before.tombstones,
-           now.tombstones_released - g_stats_before.tombstones_released, want.orphans,
-           want.orphans_unwound, want.tombstones, want.tombstones_released);
+  FZ_CHECK(
+      now.orphans - g_stats_before.orphans == want.orphans &&
+          now.orphans_unwound - g_stats_before.orphans_unwound == want.orphans_unwound &&
+          now.tombstones - g_stats_before.tombstones == want.tombstones &&
+          now.tombstones_released - g_stats_before.tombstones_released == want.tombstones_released,
+      "%s: orphans/unwound/tombstones/released %llu/%llu/%llu/%llu this input, model "
+      "%llu/%llu/%llu/%llu",
+      where, now.orphans - g_stats_before.orphans,
+      now.orphans_unwound - g_stats_before.orphans_unwound,
+      now.tombstones - g_stats_before.tombstones,
+      now.tombstones_released - g_stats_before.tombstones_released, want.orphans,
+      want.orphans_unwound, want.tombstones, want.tombstones_released);
   Expect none;
   CheckErrors(none, where);
 }

@@ -56,7 +56,7 @@ struct MPool {
   std::size_t idle = 0;
   std::size_t kinds[3] = {0, 0, 0};       // every job of the pool
   std::size_t idle_kinds[3] = {0, 0, 0};  // the idle ones
-  std::size_t tombstones = 0;  // of total: neither idle nor in use
+  std::size_t tombstones = 0;             // of total: neither idle nor in use
   bool closing = false;
   std::size_t in_use() const { return total - idle - tombstones; }
 };
@@ -88,7 +88,7 @@ struct MJob {
   int id = 0;
   ASYNC_JOB* handle = nullptr;
   JState state = JState::kRunning;
-  int parent = -1;  // job running when it was last entered; -1: the top level
+  int parent = -1;    // job running when it was last entered; -1: the top level
   int ctx = -1;       // wait-context slot it is attached to
   int detached = -1;  // a tombstone: the detached context it holds (Model::detached)
   int pool = -1;      // -1: another thread's (kExited)
@@ -215,7 +215,7 @@ struct Model {
   std::size_t guarded_live = 0;  // guarded stacks in the process
   std::size_t custom_live = 0;   // custom blocks the library holds
   std::vector<MDetached> detached;
-  std::vector<int> tombstones;  // ids, oldest first
+  std::vector<int> tombstones;    // ids, oldest first
   bool readable[kEventFds] = {};  // the fuzzer's eventfds (fuzz_support.h)
   MCounters counters;
   bool kept_orphans = false;  // a thread exited with jobs of this input paused

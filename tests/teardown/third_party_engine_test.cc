@@ -181,8 +181,8 @@ class Device {
     }
     OSSL_ASYNC_FD fd = OSSL_BAD_ASYNC_FD;
     void* custom_data = nullptr;
-    operation->found_fd = ASYNC_WAIT_CTX_get_fd(ctx, &kEngineKey, &fd, &custom_data) == 1 &&
-                          custom_data == operation;
+    operation->found_fd =
+        ASYNC_WAIT_CTX_get_fd(ctx, &kEngineKey, &fd, &custom_data) == 1 && custom_data == operation;
     if (!operation->found_fd) return;
     operation->written_fd = fd;
     operation->cleanups_before_write = operation->cleanups.load(std::memory_order_acquire);
@@ -585,8 +585,8 @@ class OffloadEngineTornDown : public ThirdPartyEngine {};
 
 struct OffloadCall {
   asyncjob::offload::Engine* engine;
-  Gate* started;   // the task began on a worker
-  Gate* release;   // the task may return
+  Gate* started;  // the task began on a worker
+  Gate* release;  // the task may return
   std::atomic<bool>* task_done;
   std::atomic<bool>* job_finished;
 };
@@ -614,9 +614,9 @@ TEST_F(OffloadEngineTornDown, QueuedRequestIsWithdrawn) {
   ASYNC_JOB* first = nullptr;
   int ret = 0;
   OffloadCall first_call{&engine, &first_started, &first_release, &first_done, &first_finished};
-  ASSERT_EQ(ASYNC_start_job(&first, first_ctx, &ret, &RunOnOffloadEngine, &first_call,
-                            sizeof first_call),
-            ASYNC_PAUSE);
+  ASSERT_EQ(
+      ASYNC_start_job(&first, first_ctx, &ret, &RunOnOffloadEngine, &first_call, sizeof first_call),
+      ASYNC_PAUSE);
   first_started.Wait();  // the one worker is busy with it
 
   ASYNC_WAIT_CTX* second_ctx = ASYNC_WAIT_CTX_new();
@@ -668,8 +668,7 @@ TEST_F(OffloadEngineTornDown, RunningRequestIsWaitedFor) {
   ASYNC_JOB* job = nullptr;
   int ret = 0;
   OffloadCall call{&engine, &started, &release, &task_done, &job_finished};
-  ASSERT_EQ(ASYNC_start_job(&job, ctx, &ret, &RunOnOffloadEngine, &call, sizeof call),
-            ASYNC_PAUSE);
+  ASSERT_EQ(ASYNC_start_job(&job, ctx, &ret, &RunOnOffloadEngine, &call, sizeof call), ASYNC_PAUSE);
   started.Wait();
   std::thread releaser([&release] {
     // Gives the free a moment to reach the wait; not a timing assertion.

@@ -428,30 +428,30 @@ int main(int argc, char** argv) {
   const double beyond_heap_per_teardown = rss_per_teardown - heap_per_teardown;
   const char* implementation = asyncjob_get_pool_stats != nullptr ? "asyncjob" : "libcrypto";
   const char* mode = options.callback ? "callback" : "fds";
-  const std::string jobs =
-      jobs_before < 0 ? std::string("n/a")
-                      : std::to_string(jobs_before) + " -> " + std::to_string(jobs_after);
+  const std::string jobs = jobs_before < 0
+                               ? std::string("n/a")
+                               : std::to_string(jobs_before) + " -> " + std::to_string(jobs_after);
   std::printf(
       "%s, %s key, %s: %d teardowns at WANT_ASYNC (%d left an error queued), %d healthy "
       "connections (%d failed); RSS %+ld KiB (%.0f bytes per teardown; OpenSSL's heap %s); "
       "fds %d -> %d; jobs held %s\n",
       implementation, options.ec ? "EC P-256" : "RSA-2048", mode, teardowns_paused, errors_left,
       healthy, healthy_failed, rss_after - rss_before, rss_per_teardown,
-      heap_counted ? (std::to_string(static_cast<long long>(heap_per_teardown)) +
-                      " bytes per teardown")
-                         .c_str()
-                   : "not counted",
+      heap_counted
+          ? (std::to_string(static_cast<long long>(heap_per_teardown)) + " bytes per teardown")
+                .c_str()
+          : "not counted",
       fds_before, fds_after, jobs.c_str());
   char jobs_per_teardown[32] = "n/a";
   if (jobs_before >= 0) {
     std::snprintf(jobs_per_teardown, sizeof jobs_per_teardown, "%.3f",
                   static_cast<double>(jobs_after - jobs_before) / teardowns);
   }
-  std::printf("figures: %s %s teardowns=%d rss_bytes=%.0f heap_bytes=%s jobs=%s fds=%.3f\n",
-              implementation, mode, teardowns_paused, rss_per_teardown,
-              heap_counted ? std::to_string(static_cast<long long>(heap_per_teardown)).c_str()
-                           : "n/a",
-              jobs_per_teardown, static_cast<double>(fds_after - fds_before) / teardowns);
+  std::printf(
+      "figures: %s %s teardowns=%d rss_bytes=%.0f heap_bytes=%s jobs=%s fds=%.3f\n", implementation,
+      mode, teardowns_paused, rss_per_teardown,
+      heap_counted ? std::to_string(static_cast<long long>(heap_per_teardown)).c_str() : "n/a",
+      jobs_per_teardown, static_cast<double>(fds_after - fds_before) / teardowns);
   std::fflush(stdout);
 
   SSL_CTX_free(server_ctx);
