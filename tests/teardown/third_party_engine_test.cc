@@ -52,11 +52,11 @@ using asyncjob_test::PopError;
 // Opened once by one thread, waited for by another.
 class Gate {
  public:
+  // Notifies under the lock: the waiter may destroy the gate as soon as it
+  // sees it open, so the notification must be over by then.
   void Open() {
-    {
-      std::lock_guard lock(mutex_);
-      open_ = true;
-    }
+    std::lock_guard lock(mutex_);
+    open_ = true;
     opened_.notify_all();
   }
   void Wait() {
