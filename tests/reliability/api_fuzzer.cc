@@ -2062,13 +2062,25 @@ int Initialize() {
     ASYNC_cleanup_thread();
     asyncjob_clear_errors();
   });
-  // A thread that runs a job to its end: the C library's first-use mappings
-  // for later threads (a cached stack, a malloc arena) are made now.
-  pthread_t warm_up;
-  if (pthread_create(&warm_up, nullptr, &RunOneJobAndExit, nullptr) != 0 ||
-      pthread_join(warm_up, nullptr) != 0) {
-    std::fprintf(stderr, "api_fuzzer: the warm-up thread failed\n");
-    std::abort();
+  // Threads that run a job to its end: the C library's first-use mappings
+  // for later threads (cached thread stacks, a malloc arena) are made now.
+  // Several live at once, so that several stacks are cached: libFuzzer
+  // starts a thread of its own after this (its RSS watcher), which takes
+  // one of them for good, and the input that first creates a thread must
+  // still find one.
+  constexpr int kWarmUpThreads = 3;
+  pthread_t warm_up[kWarmUpThreads];
+  for (pthread_t& thread : warm_up) {
+    if (pthread_create(&thread, nullptr, &RunOneJobAndExit, nullptr) != 0) {
+      std::fprintf(stderr, "api_fuzzer: a warm-up thread failed to start\n");
+      std::abort();
+    }
+  }
+  for (pthread_t& thread : warm_up) {
+    if (pthread_join(thread, nullptr) != 0) {
+      std::fprintf(stderr, "api_fuzzer: a warm-up thread failed\n");
+      std::abort();
+    }
   }
   std::fprintf(stderr, "api_fuzzer: stacks from the %s\n",
                g_mode == Mode::kCustom ? "custom allocator" : "library (guarded and slab)");
