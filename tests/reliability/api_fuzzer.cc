@@ -75,6 +75,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -1942,8 +1943,31 @@ void DoOps(Reader& r, int self) {
 
 // ----- One input -----
 
-std::size_t g_mappings_before = 0;
+std::vector<std::string> g_maps_before;  // the lines of /proc/self/maps
 std::size_t g_fds_before = 0;
+
+std::vector<std::string> ReadMaps() {
+  std::vector<std::string> lines;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) lines.push_back(line);
+  return lines;
+}
+
+// Prints the mappings that are in only one of the two lists, so that a
+// mismatch says what changed.
+void PrintMapsDifference(const std::vector<std::string>& before,
+                         const std::vector<std::string>& after) {
+  for (const std::string& line : before) {
+    if (std::find(after.begin(), after.end(), line) == after.end()) {
+      std::fprintf(stderr, "  only before: %s\n", line.c_str());
+    }
+  }
+  for (const std::string& line : after) {
+    if (std::find(before.begin(), before.end(), line) == before.end()) {
+      std::fprintf(stderr, "  only after:  %s\n", line.c_str());
+    }
+  }
+}
 
 void BeginInput() {
   g_op_count = 0;
@@ -1959,7 +1983,7 @@ void BeginInput() {
   ClearAllocPlan();
   CheckState(-1, "start of input");
   if (asyncjob_test::MappingCountsAreExact()) {
-    g_mappings_before = asyncjob_test::CountMappings();
+    g_maps_before = ReadMaps();
     g_fds_before = asyncjob_test::CountOpenFds();
   }
 }
@@ -2002,10 +2026,13 @@ void EndInput() {
     // Jobs a thread left paused when it exited keep their stacks (and the
     // slabs these are in) for good: the mappings are not back to where they
     // were after such an input.
-    const std::size_t mappings = asyncjob_test::CountMappings();
+    const std::vector<std::string> maps = ReadMaps();
     const std::size_t fds = asyncjob_test::CountOpenFds();
-    FZ_CHECK(g_model->kept_orphans || mappings == g_mappings_before,
-             "%zu mappings before the input, %zu after", g_mappings_before, mappings);
+    if (!g_model->kept_orphans && maps.size() != g_maps_before.size()) {
+      PrintMapsDifference(g_maps_before, maps);
+    }
+    FZ_CHECK(g_model->kept_orphans || maps.size() == g_maps_before.size(),
+             "%zu mappings before the input, %zu after", g_maps_before.size(), maps.size());
     FZ_CHECK(fds == g_fds_before, "%zu fds before the input, %zu after", g_fds_before, fds);
   }
   for (int i = 0; i < kEventFds; ++i) DrainEventFd(i);
