@@ -45,6 +45,12 @@ if(ASYNCJOB_DEBIAN_PACKAGING)
     DEPENDS asyncjob ${PROJECT_SOURCE_DIR}/cmake/debian/symbols.cmake
     WORKING_DIRECTORY ${_deb_dir}
     VERBATIM)
+  # The shlibs file, for tools that do not read symbols files: a program
+  # built against libasyncjob.so.0 needs at least this upstream version.
+  # (Written here rather than by CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS, which
+  # applies to every package and would list the provider module too.)
+  file(WRITE ${_deb_dir}/libasyncjob0/shlibs
+       "libasyncjob ${PROJECT_VERSION_MAJOR} libasyncjob0 (>= ${PROJECT_VERSION})\n")
   # libasyncjob0 puts a shared library in the linker's path: dpkg's ldconfig
   # trigger runs ldconfig (CPack's maintainer scripts also call it).
   file(WRITE ${_deb_dir}/libasyncjob0/triggers "activate-noawait ldconfig\n")
@@ -94,15 +100,14 @@ their jobs on it unchanged.")
 
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME libasyncjob0)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
-set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
-set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 set(CPACK_DEBIAN_RUNTIME_DESCRIPTION "OpenSSL asynchronous jobs on fibres - shared library
 ${_about}
 .
 This package holds the shared library, libasyncjob.so.0.")
 if(ASYNCJOB_DEBIAN_PACKAGING)
   set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
-      ${_deb_dir}/libasyncjob0/symbols ${_deb_dir}/libasyncjob0/triggers)
+      ${_deb_dir}/libasyncjob0/shlibs ${_deb_dir}/libasyncjob0/symbols
+      ${_deb_dir}/libasyncjob0/triggers)
   set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 endif()
 

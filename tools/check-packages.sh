@@ -8,7 +8,8 @@
 #      <openssl/async.h> program with asyncjob-openssl, and the CMake project
 #      tests/install/consumer with find_package(asyncjob), all against the
 #      installed packages, and run;
-#   5. asyncjob-run: `--stats` under `openssl speed -async_jobs` (the program's
+#   5. OpenSSL loads the provider by its name alone (it is in libcrypto's
+#      modules directory); asyncjob-run: `--stats` under `openssl speed -async_jobs` (the program's
 #      jobs bound to asyncjob, counters printed) and `--provider` under
 #      `openssl list -providers` (the asyncjob provider active);
 #   6. apt-get purge of the three packages, then checks that none of their
@@ -124,6 +125,13 @@ cmake --build "$work/consumer" -j2 >>"$work/consumer.log" 2>&1 ||
 for program in consumer consumer_static consumer_c_static; do
   "$work/consumer/$program"
 done
+
+step "openssl list -providers -provider asyncjob (found in the modules directory)"
+openssl list -providers -provider asyncjob >"$work/by_name.log" 2>&1 ||
+  { cat "$work/by_name.log"; fail "OpenSSL does not find the asyncjob provider by its name"; }
+grep -A3 '^  asyncjob$' "$work/by_name.log" | grep -q 'status: active' ||
+  { cat "$work/by_name.log"; fail "the asyncjob provider is not active"; }
+echo "the asyncjob provider loads by its name"
 
 # asyncjob-run writes its provider configuration under XDG_RUNTIME_DIR or
 # TMPDIR: here, so that nothing is left behind.
