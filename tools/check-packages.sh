@@ -66,13 +66,14 @@ trap cleanup EXIT
 
 start=$SECONDS
 step "packages (cmake --workflow --preset package)"
+rm -rf build/package/packages  # no package of an earlier version
 cmake --workflow --preset package >"$work/package.log" 2>&1 ||
   { cat "$work/package.log"; fail "the package workflow failed"; }
 debs=()
 for package in "${packages[@]}"; do
-  deb=$(ls build/package/packages/"${package}"_*.deb 2>/dev/null | tail -n 1)
-  [[ -n $deb ]] || fail "no $package package in build/package/packages"
-  debs+=("./$deb")
+  found=(build/package/packages/"${package}"_*.deb)
+  [[ ${#found[@]} == 1 && -f ${found[0]} ]] || fail "no $package package in build/package/packages"
+  debs+=("./${found[0]}")
 done
 for deb in "${debs[@]}"; do
   echo "$deb: $(dpkg-deb -f "$deb" Version), depends: $(dpkg-deb -f "$deb" Depends)"
@@ -144,7 +145,8 @@ run --stats -- openssl speed -seconds 1 -async_jobs 4 -mr rsa2048 >"$work/speed.
 grep '^+F2:' "$work/speed.log" || { cat "$work/speed.log"; fail "openssl speed printed no RSA result"; }
 counters=$(grep '^asyncjob: ' "$work/speed.log") || { cat "$work/speed.log"; fail "no counters printed"; }
 echo "$counters"
-jobs=$(sed 's/^asyncjob: \([0-9]*\) jobs started.*/\1/' <<<"$counters")
+jobs=${counters#asyncjob: }
+jobs=${jobs%% jobs started*}
 [[ $jobs =~ ^[0-9]+$ && $jobs -gt 0 ]] || fail "no job ran on asyncjob: $counters"
 grep -q 'libcrypto connected' <<<"$counters" || fail "libcrypto is not connected: $counters"
 
