@@ -9,9 +9,9 @@
 #      tests/install/consumer with find_package(asyncjob), all against the
 #      installed packages, and run;
 #   5. OpenSSL loads the provider by its name alone (it is in libcrypto's
-#      modules directory); asyncjob-run: `--stats` under `openssl speed -async_jobs` (the program's
-#      jobs bound to asyncjob, counters printed) and `--provider` under
-#      `openssl list -providers` (the asyncjob provider active);
+#      modules directory); asyncjob-run: `--stats` under `openssl speed
+#      -async_jobs` (the program's jobs bound to asyncjob, counters printed)
+#      and `--provider` under `openssl list -providers` (the provider active);
 #   6. apt-get purge of the three packages, then checks that none of their
 #      files, nor anything apt pulled in for them, is left.
 #
