@@ -1,5 +1,10 @@
 # Installation: libraries, headers, the CMake package and pkg-config files.
 #
+# Every rule names the install component it belongs to, one per Debian
+# package (cmake/package.cmake): runtime (the shared library), development
+# (everything a program is built with) and openssl (the provider module and
+# the asyncjob-run launcher). A plain `cmake --install` installs all three.
+#
 #   asyncjob.pc          -> #include <asyncjob/async.h>, -lasyncjob
 #   asyncjob-openssl.pc  -> adds an include directory whose <openssl/async.h>
 #                           is asyncjob's, so that programs written for
@@ -9,15 +14,20 @@ include(CMakePackageConfigHelpers)
 install(TARGETS asyncjob asyncjob_static
   EXPORT asyncjobTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+    COMPONENT runtime
+    NAMELINK_COMPONENT development
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT development
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(DIRECTORY include/asyncjob DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(DIRECTORY include/asyncjob DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  COMPONENT development)
 install(FILES compat/openssl/async.h
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/asyncjob/openssl-compat/openssl)
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/asyncjob/openssl-compat/openssl
+  COMPONENT development)
 
 set(ASYNCJOB_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/asyncjob)
-install(EXPORT asyncjobTargets NAMESPACE asyncjob:: DESTINATION ${ASYNCJOB_CMAKE_DIR})
+install(EXPORT asyncjobTargets NAMESPACE asyncjob:: DESTINATION ${ASYNCJOB_CMAKE_DIR}
+  COMPONENT development)
 configure_package_config_file(cmake/asyncjobConfig.cmake.in
   ${PROJECT_BINARY_DIR}/asyncjobConfig.cmake
   INSTALL_DESTINATION ${ASYNCJOB_CMAKE_DIR})
@@ -25,7 +35,8 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/asyncjobConfigVersion.cma
   COMPATIBILITY SameMajorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/asyncjobConfig.cmake
   ${PROJECT_BINARY_DIR}/asyncjobConfigVersion.cmake
-  DESTINATION ${ASYNCJOB_CMAKE_DIR})
+  DESTINATION ${ASYNCJOB_CMAKE_DIR}
+  COMPONENT development)
 
 # pkg-config. The tree is installed with `cmake --install --prefix <dir>` as
 # often as with the configured CMAKE_INSTALL_PREFIX, so the .pc files must not
@@ -67,5 +78,6 @@ list(JOIN ASYNCJOB_PC_LIBS_PRIVATE " " ASYNCJOB_PC_LIBS_PRIVATE)
 foreach(_pc asyncjob asyncjob-openssl)
   configure_file(cmake/${_pc}.pc.in ${PROJECT_BINARY_DIR}/${_pc}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/${_pc}.pc
-    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+    DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
+    COMPONENT development)
 endforeach()
