@@ -171,7 +171,7 @@ EOF
 # The process that serves: haproxy itself, or its worker in master-worker
 # mode (-W).
 serving_pid() { pgrep -P "$haproxy_pid" -x haproxy || echo "$haproxy_pid"; }
-fd_count() { ls "/proc/$(serving_pid)/fd" | wc -l; }
+fd_count() { find "/proc/$(serving_pid)/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 
 # Waits for haproxy's fds to fall back to $1 (connections close shortly after
 # their clients); prints the count.

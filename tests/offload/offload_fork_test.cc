@@ -14,6 +14,7 @@
 
 #include "asyncjob/asyncjob.hpp"
 #include "asyncjob/offload.hpp"
+#include "base/sanitizers.h"
 
 namespace {
 
@@ -37,6 +38,9 @@ bool OffloadOnce(Engine& engine) {
 }
 
 TEST(OffloadFork, TheChildOfAForkOffloadsToWorkersOfItsOwn) {
+#if ASYNCJOB_TSAN
+  GTEST_SKIP() << "ThreadSanitizer ends a child that starts threads after a multi-threaded fork";
+#endif
   Engine engine({.workers = 2, .queue_capacity = 8});
   ASSERT_TRUE(OffloadOnce(engine)) << "the workers are up before the fork";
 
