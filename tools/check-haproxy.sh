@@ -53,7 +53,10 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/check-haproxy.XXXXXX")
 haproxy_pid=
 cleanup() {
-  [[ -z $haproxy_pid ]] || kill -KILL "$haproxy_pid" 2>/dev/null || :
+  if [[ -n $haproxy_pid ]]; then
+    # The worker of master-worker mode too.
+    for pid in $(pgrep -P "$haproxy_pid" -x haproxy) "$haproxy_pid"; do kill -KILL "$pid" 2>/dev/null || :; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -112,7 +115,7 @@ EOF
 cat >request.sh <<EOF
 #!/bin/sh
 case \$1 in rsa) port=$rsa_port ;; *) port=$ec_port ;; esac
-out=\$(curl -sS --no-sessionid --max-time 20 --tlsv\$2 --tls-max \$2 --cacert $work/\$1.crt \\
+out=\$(curl -sS --no-sessionid --max-time 10 --tlsv\$2 --tls-max \$2 --cacert $work/\$1.crt \\
   --resolve \$1.test:\$port:127.0.0.1 -w ' %{http_code}' https://\$1.test:\$port/ 2>&1)
 [ "\$out" = "ok 200" ] && echo pass || echo "FAIL \$1 TLS \$2: \$out"
 EOF
@@ -219,9 +222,11 @@ run() {
     libcrypto) ASYNCJOB_STATS=1 haproxy -db -f haproxy.cfg >"$log" 2>&1 & ;;
   esac
   haproxy_pid=$!
-  for i in $(seq 100); do
-    curl -s -m 5 -o /dev/null -k "https://127.0.0.1:$ec_port/" && break
-    kill -0 "$haproxy_pid" 2>/dev/null || { cat "$log"; die "haproxy did not start"; }
+  # Up and answering within 20 s (a handshake that never ends fails here).
+  local deadline=$((SECONDS + 20))
+  until curl -s -m 2 -o /dev/null -k "https://127.0.0.1:$ec_port/"; do
+    kill -0 "$haproxy_pid" 2>/dev/null || { cat "$log"; die "$name: haproxy did not start"; }
+    ((SECONDS < deadline)) || { cat "$log"; die "$name: haproxy does not answer"; }
     sleep 0.1
   done
   # Warm-up: each thread's lazily opened fds exist before the baseline.
