@@ -28,6 +28,13 @@
 // Outside a job, or where the job cannot pause (pausing blocked, or the job
 // is being cancelled), the task runs inline on the calling thread.
 //
+// fork(): the child of a process with engines gets new workers for each of
+// them (a forked child has only the thread that forked), so that a server
+// that loads its engine and then forks its workers (HAProxy's master-worker
+// and daemon modes) keeps offloading in the children. Tasks queued at the
+// fork run in the child too; a task a worker was running at that moment is
+// not finished in the child.
+//
 // Out of memory while queueing (the queue grows as needed), or when the job
 // cannot be given a cancel hook, the task runs inline too: run() itself
 // never fails.
@@ -112,6 +119,8 @@ class Engine {
   void StopWorkers() noexcept;
   static void Withdraw(void* request);
   void WorkerLoop();
+  void StartWorkers();
+  friend struct ForkHandlers;  // offload.cc
 
   Options options_;
   mutable std::mutex mutex_;

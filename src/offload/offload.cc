@@ -2,13 +2,16 @@
 // its queue, its workers and how a completion wakes the job.
 #include "asyncjob/offload.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "base/dcheck.h"
 #include "base/eventfd.h"
@@ -72,6 +75,70 @@ void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close
 
 }  // namespace
 
+// fork() copies an engine's memory into the child but none of its workers:
+// without new ones every submission in the child would wait for ever. The
+// engines of the process are listed here; around a fork each one's mutex
+// is held so that no worker holds it at that instant, and the child starts
+// new workers.
+struct ForkHandlers {
+  // Never destroyed: an engine may be destroyed at exit after the statics
+  // (a provider torn down by OPENSSL_cleanup).
+  static std::mutex& Mutex() {
+    static auto* mutex = new std::mutex;
+    return *mutex;
+  }
+  static std::vector<Engine*>& Engines() {
+    static auto* engines = new std::vector<Engine*>;
+    return *engines;
+  }
+  static void Add(Engine* engine) {
+    static std::once_flag registered;
+    std::call_once(registered, [] {
+      if (pthread_atfork(&Prepare, &Parent, &Child) != 0) throw std::bad_alloc();
+    });
+    std::lock_guard lock(Mutex());
+    Engines().push_back(engine);  // may throw std::bad_alloc
+  }
+  static void Remove(Engine* engine) noexcept {
+    std::lock_guard lock(Mutex());
+    auto& engines = Engines();
+    engines.erase(std::find(engines.begin(), engines.end(), engine));
+  }
+  static void Prepare() noexcept {
+    Mutex().lock();
+    for (Engine* engine : Engines()) engine->mutex_.lock();
+  }
+  static void Parent() noexcept {
+    for (Engine* engine : Engines()) engine->mutex_.unlock();
+    Mutex().unlock();
+  }
+  static void Child() noexcept {
+    for (Engine* engine : Engines()) {
+      // The condition variables may count the parent's waiting workers:
+      // made anew. The thread handles name threads of the parent, which
+      // cannot be joined here: their storage is reused without destruction.
+      new (&engine->work_ready_) std::condition_variable;
+      new (&engine->request_done_) std::condition_variable;
+      for (std::thread& worker : engine->workers_) new (&worker) std::thread;
+      engine->workers_.clear();
+      engine->mutex_.unlock();
+      // Without any worker the engine runs its tasks inline (Submit).
+      try {
+        engine->StartWorkers();
+      } catch (...) {
+      }
+    }
+    Mutex().unlock();
+  }
+};
+
+void Engine::StartWorkers() {
+  workers_.reserve(static_cast<std::size_t>(options_.workers));
+  while (workers_.size() < static_cast<std::size_t>(options_.workers)) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
 // A function-try-block: the queue's first blocks are allocated before the
 // body runs, and may fail too.
 Engine::Engine(Options options) try : options_(options) {
@@ -86,8 +153,8 @@ Engine::Engine(Options options) try : options_(options) {
   // A constructor that throws runs no destructor: stop what was started
   // here, since a joinable std::thread destroyed would terminate.
   try {
-    workers_.reserve(static_cast<std::size_t>(options_.workers));
-    for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+    StartWorkers();
+    ForkHandlers::Add(this);
   } catch (const std::system_error& error) {
     const std::string started = std::to_string(workers_.size());
     StopWorkers();
@@ -103,7 +170,10 @@ Engine::Engine(Options options) try : options_(options) {
                           "asyncjob::offload::Engine: out of memory while starting");
 }
 
-Engine::~Engine() { StopWorkers(); }
+Engine::~Engine() {
+  ForkHandlers::Remove(this);
+  StopWorkers();
+}
 
 void Engine::StopWorkers() noexcept {
   {
@@ -205,6 +275,8 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
 Engine::Submitted Engine::Submit(Request* request) {
   {
     std::lock_guard lock(mutex_);  // cannot throw: see StopWorkers()
+    // No worker: a child of a fork that could start none.
+    if (workers_.empty()) return Submitted::kOutOfMemory;
     if (queue_.size() >= options_.queue_capacity) return Submitted::kQueueFull;
     // New, or refused earlier by a full queue.
     ASYNCJOB_DCHECK(request->state == Request::State::kNew);
