@@ -339,6 +339,9 @@ int ASYNC_start_job(ASYNC_JOB** job, ASYNC_WAIT_CTX* ctx, int* ret, int (*func)(
 int ASYNC_pause_job(void) {
   Job* job = asyncjob::job::CurrentJob();
   if (!asyncjob::job::CanPause(job)) return 1;
+  // For asyncjob_job_backtrace(): the frame that paused, found without
+  // unwinding (one store).
+  job->last_pause.caller = __builtin_return_address(0);
 #if ASYNCJOB_CONTEXT_RETURN_FREE
   if (job->return_free) [[likely]] {
     // ASYNC_start_job's part of the pause, then leave through the switch:
