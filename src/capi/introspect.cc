@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "base/error_queue.h"
@@ -42,6 +43,8 @@ std::uint64_t CoarseNow() {
          static_cast<std::uint64_t>(now.tv_nsec);
 }
 
+void Dump(FILE* out, const asyncjob_stats_ex& stats);
+
 // ----- The pause observer: pause times and ASYNCJOB_DUMP_ON_FILE -----
 
 std::atomic<bool> pause_timestamps{false};
@@ -60,7 +63,18 @@ void ObservePause(Job* job) {
   if (access(dump_on_file, F_OK) != 0) return;
   // Removed first, so that one request makes one dump.
   if (unlink(dump_on_file) != 0) return;
-  asyncjob_dump(stderr);
+  // This may run on the job's own stack (a pause that leaves through the
+  // switch does its bookkeeping there): only the counters, which include
+  // this thread's own, are taken here; the formatting and the walk, which
+  // need more stack, run on a thread of their own.
+  asyncjob_stats_ex stats;
+  stats.size = sizeof stats;
+  asyncjob_get_stats_ex(&stats, ASYNCJOB_SCOPE_PROCESS);
+  try {
+    std::thread([&stats] { Dump(stderr, stats); }).join();
+  } catch (...) {
+    // No thread to be had: no dump this time, and nothing else disturbed.
+  }
 }
 
 void UpdatePauseObserver() {
@@ -243,6 +257,14 @@ int PrintJob(const asyncjob_job_info* info, void* argument) {
 }
 
 void DumpAtExit() { asyncjob_dump(stderr); }
+
+void Dump(FILE* out, const asyncjob_stats_ex& stats) {
+  std::fprintf(out, "asyncjob dump, pid %ld, context switch %s\n", static_cast<long>(getpid()),
+               asyncjob_context_backend());
+  PrintStatsLine(out, stats);
+  asyncjob_for_each_job_in_process(&PrintJob, out);
+  std::fflush(out);
+}
 
 void MeasureFreedJob(const Job* job) {
   std::size_t resident = 0;
@@ -427,11 +449,7 @@ int asyncjob_dump(FILE* out) {
   asyncjob_stats_ex stats;
   stats.size = sizeof stats;
   asyncjob_get_stats_ex(&stats, ASYNCJOB_SCOPE_PROCESS);
-  std::fprintf(out, "asyncjob dump, pid %ld, context switch %s\n", static_cast<long>(getpid()),
-               asyncjob_context_backend());
-  PrintStatsLine(out, stats);
-  asyncjob_for_each_job_in_process(&PrintJob, out);
-  std::fflush(out);
+  Dump(out, stats);
   return 1;
 }
 

@@ -1,10 +1,15 @@
 // gdb_demo: three jobs paused in three distinct functions at different
-// depths, for the gdb tests (gdb_test.sh) and docs/debugging.md. Prints
-// "ready PID" once they are paused, then waits until killed (or, with the
-// argument "exit", dumps itself with asyncjob_dump() and exits).
+// depths, for the gdb tests (gdb_test.sh), the dump tests (dump_test.sh)
+// and docs/debugging.md. Prints "ready PID" once they are paused, then
+// waits until killed. With an argument:
+//   exit  dumps itself with asyncjob_dump() and backtraces, and exits;
+//   file  creates the file named by ASYNCJOB_DUMP_ON_FILE, then keeps a
+//         fourth job pausing (every 10 ms, for at most a minute) until the
+//         library has taken the file away.
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "asyncjob/introspect.h"
@@ -41,6 +46,9 @@ __attribute__((noinline)) int demo_make_signature(int bits) {
   asm volatile("" ::: "memory");
   return value;
 }
+__attribute__((noinline)) int demo_poll(void*) {
+  for (;;) ASYNC_pause_job();
+}
 __attribute__((noinline)) int demo_handshake(void*) {
   const int value = demo_make_signature(2048);
   asm volatile("" ::: "memory");
@@ -62,6 +70,24 @@ int main(int argc, char** argv) {
     asyncjob_dump(stdout);
     for (ASYNC_JOB* job : jobs) asyncjob_print_backtrace(job, stdout);
     return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "file") == 0) {
+    const char* path = std::getenv("ASYNCJOB_DUMP_ON_FILE");
+    ASYNC_JOB* poller = nullptr;
+    int ret = 0;
+    if (path == nullptr ||
+        ASYNC_start_job(&poller, nullptr, &ret, demo_poll, nullptr, 0) != ASYNC_PAUSE)
+      return 1;
+    if (FILE* request = std::fopen(path, "w")) {
+      std::fclose(request);
+    } else {
+      return 1;
+    }
+    for (int i = 0; i < 6000 && access(path, F_OK) == 0; ++i) {
+      usleep(10000);
+      ASYNC_start_job(&poller, nullptr, &ret, nullptr, nullptr, 0);
+    }
+    return access(path, F_OK) == 0 ? 1 : 0;
   }
   std::printf("ready %ld\n", static_cast<long>(getpid()));
   std::fflush(stdout);
