@@ -150,7 +150,7 @@ void Describe(const PoolView& pool, const Job* job, asyncjob_job_info* info, std
     }
   }
   if (job->state == JobState::kPaused) {
-    info->pause_caller = const_cast<void*>(job->last_pause.caller);
+    info->pause_caller = const_cast<void*>(asyncjob::job::PauseCaller(job));
     const std::uint64_t at = job->last_pause.at_ns;
     if (at != 0 && now >= at) info->paused_for_ns = now - at;
   }
@@ -399,12 +399,9 @@ int asyncjob_job_backtrace(ASYNC_JOB* handle, void** frames, int max) {
     if (count > 0 && frames[count - 1] == pc) return;
     frames[count++] = const_cast<void*>(pc);
   };
-  add(job->last_pause.caller);
+  add(asyncjob::job::PauseCaller(job));
   asyncjob::context::SavedRegisters saved;
   if (!asyncjob::context::GetSavedRegisters(&job->fibre, &saved)) return count;
-  // The saved pc is inside the library's pause unless the pause left
-  // through the switch by a tail call: then it is the pausing code's.
-  if (saved.pc == job->last_pause.caller) add(saved.pc);
   auto fp = reinterpret_cast<std::uintptr_t>(saved.fp);
   std::uintptr_t above = reinterpret_cast<std::uintptr_t>(saved.sp) - 2 * sizeof(void*);
   while (count < max && Plausible(job, fp, above)) {

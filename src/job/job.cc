@@ -343,6 +343,14 @@ namespace {
 std::atomic<void (*)(const Job*)> job_free_observer{nullptr};
 }  // namespace
 
+const void* PauseCaller(const Job* job) {
+  if (job->return_free) {
+    context::SavedRegisters saved;
+    if (context::GetSavedRegisters(&job->fibre, &saved)) return saved.pc;
+  }
+  return job->last_pause.caller;
+}
+
 void SetJobFreeObserver(void (*observer)(const Job* job)) {
   job_free_observer.store(observer, std::memory_order_relaxed);
 }
@@ -359,7 +367,7 @@ struct DebugLayout {
   std::uint32_t version;
   std::uint32_t pool_registry_next, pool_jobs, pool_owner_tid, pool_closing;
   std::uint32_t job_next, job_state, job_function, job_stack_low, job_stack_size, job_stack_kind;
-  std::uint32_t job_saved_sp, job_pause_caller, job_paused_at_ns, job_user_data;
+  std::uint32_t job_saved_sp, job_pause_caller, job_paused_at_ns, job_user_data, job_return_free;
   // The saved frame of a suspended context: offsets from its saved sp of
   // the frame pointer and the return address, and the frame's size (all 0
   // for the ucontext back end, which gdb cannot walk this way).
@@ -411,6 +419,7 @@ constexpr DebugLayout DebugLayout::Make() {
   layout.job_pause_caller = ASYNCJOB_OFFSET(Job, last_pause.caller);
   layout.job_paused_at_ns = ASYNCJOB_OFFSET(Job, last_pause.at_ns);
   layout.job_user_data = ASYNCJOB_OFFSET(Job, user_data);
+  layout.job_return_free = ASYNCJOB_OFFSET(Job, return_free);
   const context::SavedFrameLayout frame = context::SavedFrame();
   layout.frame_fp = frame.fp_offset;
   layout.frame_pc = frame.pc_offset;

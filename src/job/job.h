@@ -156,9 +156,10 @@ struct Job {
     Job* next = nullptr;
     Job* previous = nullptr;
   } membership;
-  // Introspection (introspect/): where its last pause was called from (the
-  // return address of ASYNC_pause_job(), stored at every pause: one store),
-  // and when it paused (CLOCK_MONOTONIC_COARSE, in ns; 0 unless pause
+  // Introspection (capi/introspect.cc): where its last pause was called
+  // from (the return address of ASYNC_pause_job(); stored only by pauses
+  // that do not leave through the switch, whose saved pc is that address
+  // already, see PauseCaller()), and when it paused (CLOCK_MONOTONIC_COARSE, in ns; 0 unless pause
   // timestamps are on, see SetPauseObserver()).
   struct PauseRecord {
     const void* caller = nullptr;
@@ -187,7 +188,11 @@ void SetSwitchHooks(const SwitchHooks* hooks);
 // job (the C API: its wait context). Set once, before jobs run.
 void SetThreadExitObserver(void (*observer)(Job* job));
 
-// Introspection support (introspect/ is the layer that uses it).
+// Introspection support (capi/introspect.cc is the layer that uses it).
+
+// The code that called ASYNC_pause_job() for a paused job: the saved pc of
+// a return-free pause, else what the pause recorded.
+const void* PauseCaller(const Job* job);
 //
 // A process-wide registry of every live pool (including closing pools and
 // the pools that hold a dead thread's orphans), so that any thread, or a

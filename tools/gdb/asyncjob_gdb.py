@@ -20,7 +20,7 @@ MAGIC = b"asyncjob-debug1"
 LAYOUT_FIELDS = (
     "version pool_registry_next pool_jobs pool_owner_tid pool_closing job_next "
     "job_state job_function job_stack_low job_stack_size job_stack_kind "
-    "job_saved_sp job_pause_caller job_paused_at_ns job_user_data frame_fp "
+    "job_saved_sp job_pause_caller job_paused_at_ns job_user_data job_return_free frame_fp "
     "frame_pc frame_size").split()
 STATES = ["idle", "running", "paused", "orphaned", "tombstone"]
 KINDS = ["guarded", "slab", "custom"]
@@ -85,6 +85,9 @@ class Job:
         self.pause_caller = _u(address + L["job_pause_caller"])
         self.paused_at_ns = _u(address + L["job_paused_at_ns"])
         self.saved_sp = _u(address + L["job_saved_sp"]) if L["frame_size"] else 0
+        # A pause that left through the switch saved its caller as the pc.
+        if self.saved_sp and _u(address + L["job_return_free"], 1):
+            self.pause_caller = _u(self.saved_sp + L["frame_pc"])
 
     def high_water(self):
         """Bytes from the top down to the lowest page holding a non-zero
@@ -113,10 +116,7 @@ class Job:
             pcs.append(self.pause_caller)
         if not self.saved_sp:
             return pcs
-        pc = _u(self.saved_sp + L["frame_pc"])
         fp = _u(self.saved_sp + L["frame_fp"])
-        if pc == self.pause_caller and not pcs:
-            pcs.append(pc)
         above = self.saved_sp + L["frame_size"] - 2 * PTR
         limit = self.stack_low + self.stack_size
         while len(pcs) < 64 and fp % PTR == 0 and above <= fp and self.stack_low <= fp \
