@@ -367,11 +367,15 @@ struct DebugLayout {
   std::uint32_t version;
   std::uint32_t pool_registry_next, pool_jobs, pool_owner_tid, pool_closing;
   std::uint32_t job_next, job_state, job_function, job_stack_low, job_stack_size, job_stack_kind;
+  // job_saved_sp: where the saved stack pointer is, or, with
+  // registers_inline (ucontext), where the saved registers are.
   std::uint32_t job_saved_sp, job_pause_caller, job_paused_at_ns, job_user_data, job_return_free;
+  std::uint32_t registers_inline;
   // The saved frame of a suspended context: offsets from its saved sp of
   // the frame pointer and the return address, and the frame's size (all 0
-  // for the ucontext back end, which gdb cannot walk this way).
-  std::uint32_t frame_fp, frame_pc, frame_size;
+  // for the ucontext back end, whose registers are at job_saved_sp, fp,
+  // pc and sp at frame_fp, frame_pc and frame_sp from there).
+  std::uint32_t frame_fp, frame_pc, frame_size, frame_sp;
 
   static constexpr DebugLayout Make();
 };
@@ -415,15 +419,29 @@ constexpr DebugLayout DebugLayout::Make() {
   layout.job_stack_kind = ASYNCJOB_OFFSET(Job, stack.kind);
 #if !ASYNCJOB_CONTEXT_UCONTEXT
   layout.job_saved_sp = ASYNCJOB_OFFSET(Job, fibre.stack_pointer);
+#else
+  layout.job_saved_sp = ASYNCJOB_OFFSET(Job, fibre.ucontext.uc_mcontext);
+  layout.registers_inline = 1;
+#if defined(__x86_64__)
+  layout.frame_fp = ASYNCJOB_OFFSET(mcontext_t, gregs) + REG_RBP * 8;
+  layout.frame_pc = ASYNCJOB_OFFSET(mcontext_t, gregs) + REG_RIP * 8;
+  layout.frame_sp = ASYNCJOB_OFFSET(mcontext_t, gregs) + REG_RSP * 8;
+#elif defined(__aarch64__)
+  layout.frame_fp = ASYNCJOB_OFFSET(mcontext_t, regs) + 29 * 8;
+  layout.frame_pc = ASYNCJOB_OFFSET(mcontext_t, pc);
+  layout.frame_sp = ASYNCJOB_OFFSET(mcontext_t, sp);
+#endif
 #endif
   layout.job_pause_caller = ASYNCJOB_OFFSET(Job, last_pause.caller);
   layout.job_paused_at_ns = ASYNCJOB_OFFSET(Job, last_pause.at_ns);
   layout.job_user_data = ASYNCJOB_OFFSET(Job, user_data);
   layout.job_return_free = ASYNCJOB_OFFSET(Job, return_free);
+#if !ASYNCJOB_CONTEXT_UCONTEXT
   const context::SavedFrameLayout frame = context::SavedFrame();
   layout.frame_fp = frame.fp_offset;
   layout.frame_pc = frame.pc_offset;
   layout.frame_size = frame.size;
+#endif
   return layout;
 }
 #undef ASYNCJOB_OFFSET

@@ -20,8 +20,8 @@ MAGIC = b"asyncjob-debug1"
 LAYOUT_FIELDS = (
     "version pool_registry_next pool_jobs pool_owner_tid pool_closing job_next "
     "job_state job_function job_stack_low job_stack_size job_stack_kind "
-    "job_saved_sp job_pause_caller job_paused_at_ns job_user_data job_return_free frame_fp "
-    "frame_pc frame_size").split()
+    "job_saved_sp job_pause_caller job_paused_at_ns job_user_data job_return_free "
+    "registers_inline frame_fp frame_pc frame_size frame_sp").split()
 STATES = ["idle", "running", "paused", "orphaned", "tombstone"]
 KINDS = ["guarded", "slab", "custom"]
 PTR = 8
@@ -84,10 +84,18 @@ class Job:
         self.kind = KINDS[kind] if kind < len(KINDS) else "?"
         self.pause_caller = _u(address + L["job_pause_caller"])
         self.paused_at_ns = _u(address + L["job_paused_at_ns"])
-        self.saved_sp = _u(address + L["job_saved_sp"]) if L["frame_size"] else 0
+        # The saved registers: in the saved frame on the job's stack, or
+        # (ucontext) in the job's header.
+        self.registers = 0
+        if L["registers_inline"]:
+            self.registers = address + L["job_saved_sp"]
+            self.sp = _u(self.registers + L["frame_sp"]) if L["frame_sp"] else 0
+        else:
+            self.registers = _u(address + L["job_saved_sp"]) if L["frame_size"] else 0
+            self.sp = self.registers + L["frame_size"]
         # A pause that left through the switch saved its caller as the pc.
-        if self.saved_sp and _u(address + L["job_return_free"], 1):
-            self.pause_caller = _u(self.saved_sp + L["frame_pc"])
+        if self.registers and _u(address + L["job_return_free"], 1):
+            self.pause_caller = _u(self.registers + L["frame_pc"])
 
     def high_water(self):
         """Bytes from the top down to the lowest page holding a non-zero
@@ -114,10 +122,10 @@ class Job:
         pcs = []
         if self.pause_caller:
             pcs.append(self.pause_caller)
-        if not self.saved_sp:
+        if not self.registers or not self.sp:
             return pcs
-        fp = _u(self.saved_sp + L["frame_fp"])
-        above = self.saved_sp + L["frame_size"] - 2 * PTR
+        fp = _u(self.registers + L["frame_fp"])
+        above = self.sp - 2 * PTR
         limit = self.stack_low + self.stack_size
         while len(pcs) < 64 and fp % PTR == 0 and above <= fp and self.stack_low <= fp \
                 and fp + 2 * PTR <= limit:
