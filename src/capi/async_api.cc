@@ -353,6 +353,11 @@ int ASYNC_pause_job(void) {
   // For introspection: the code that paused, which the saved registers of
   // a pause from inside the library do not show.
   job->last_pause.caller = __builtin_return_address(0);
+#if !ASYNCJOB_CONTEXT_RETURN_FREE
+  // Gives this function a frame (not where pauses are return-free: their
+  // path must stay frameless), the start of the frame-pointer chain.
+  job->last_pause.frame = __builtin_frame_address(0);
+#endif
   asyncjob::job::PauseCurrent(job);
   return 1;
 }

@@ -404,6 +404,10 @@ int asyncjob_job_backtrace(ASYNC_JOB* handle, void** frames, int max) {
   if (!asyncjob::context::GetSavedRegisters(&job->fibre, &saved)) return count;
   auto fp = reinterpret_cast<std::uintptr_t>(saved.fp);
   std::uintptr_t above = reinterpret_cast<std::uintptr_t>(saved.sp) - 2 * sizeof(void*);
+  // ASYNC_pause_job()'s own frame, where it has one: its saved frame
+  // pointer is the pausing code's, whatever the switch saved.
+  const auto pause_frame = reinterpret_cast<std::uintptr_t>(job->last_pause.frame);
+  if (!job->return_free && pause_frame != 0 && Plausible(job, pause_frame, above)) fp = pause_frame;
   while (count < max && Plausible(job, fp, above)) {
     const void* const* frame = reinterpret_cast<const void* const*>(fp);
     add(frame[1]);

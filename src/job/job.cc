@@ -370,7 +370,7 @@ struct DebugLayout {
   // job_saved_sp: where the saved stack pointer is, or, with
   // registers_inline (ucontext), where the saved registers are.
   std::uint32_t job_saved_sp, job_pause_caller, job_paused_at_ns, job_user_data, job_return_free;
-  std::uint32_t registers_inline;
+  std::uint32_t registers_inline, job_pause_frame;
   // The saved frame of a suspended context: offsets from its saved sp of
   // the frame pointer and the return address, and the frame's size (all 0
   // for the ucontext back end, whose registers are at job_saved_sp, fp,
@@ -436,6 +436,7 @@ constexpr DebugLayout DebugLayout::Make() {
   layout.job_paused_at_ns = ASYNCJOB_OFFSET(Job, last_pause.at_ns);
   layout.job_user_data = ASYNCJOB_OFFSET(Job, user_data);
   layout.job_return_free = ASYNCJOB_OFFSET(Job, return_free);
+  layout.job_pause_frame = ASYNCJOB_OFFSET(Job, last_pause.frame);
 #if !ASYNCJOB_CONTEXT_UCONTEXT
   const context::SavedFrameLayout frame = context::SavedFrame();
   layout.frame_fp = frame.fp_offset;

@@ -163,6 +163,10 @@ struct Job {
   // timestamps are on, see SetPauseObserver()).
   struct PauseRecord {
     const void* caller = nullptr;
+    // Builds without return-free pauses (ucontext, sanitizers): the frame
+    // of ASYNC_pause_job(), whose saved frame pointer leads to the pausing
+    // code's frames even when the switch's saved one does not.
+    const void* frame = nullptr;
     std::uint64_t at_ns = 0;
   } last_pause;
 };

@@ -21,7 +21,7 @@ LAYOUT_FIELDS = (
     "version pool_registry_next pool_jobs pool_owner_tid pool_closing job_next "
     "job_state job_function job_stack_low job_stack_size job_stack_kind "
     "job_saved_sp job_pause_caller job_paused_at_ns job_user_data job_return_free "
-    "registers_inline frame_fp frame_pc frame_size frame_sp").split()
+    "registers_inline job_pause_frame frame_fp frame_pc frame_size frame_sp").split()
 STATES = ["idle", "running", "paused", "orphaned", "tombstone"]
 KINDS = ["guarded", "slab", "custom"]
 PTR = 8
@@ -126,6 +126,12 @@ class Job:
             return pcs
         fp = _u(self.registers + L["frame_fp"])
         above = self.sp - 2 * PTR
+        # ASYNC_pause_job's own frame, where it has one (no return-free
+        # pauses): its saved frame pointer is the pausing code's.
+        frame = _u(self.address + L["job_pause_frame"])
+        if frame and not _u(self.address + L["job_return_free"], 1) and frame % PTR == 0 \
+                and above <= frame and frame + 2 * PTR <= self.stack_low + self.stack_size:
+            fp = frame
         limit = self.stack_low + self.stack_size
         while len(pcs) < 64 and fp % PTR == 0 and above <= fp and self.stack_low <= fp \
                 and fp + 2 * PTR <= limit:
