@@ -81,3 +81,17 @@ foreach(_pc asyncjob asyncjob-openssl)
     DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
     COMPONENT development)
 endforeach()
+
+# The gdb extension (tools/gdb/asyncjob_gdb.py), where gdb auto-loads it for
+# the library: share/gdb/auto-load/<absolute libdir>/<real file name>-gdb.py.
+# The prefix is the one of the installation (`cmake --install --prefix`),
+# hence the escaped variable, evaluated at install time.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(_gdb_libdir "${CMAKE_INSTALL_LIBDIR}")
+else()
+  set(_gdb_libdir "\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}")
+endif()
+install(FILES tools/gdb/asyncjob_gdb.py
+  DESTINATION "${CMAKE_INSTALL_DATADIR}/gdb/auto-load${_gdb_libdir}"
+  RENAME libasyncjob.so.${PROJECT_VERSION}-gdb.py
+  COMPONENT development)

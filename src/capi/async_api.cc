@@ -343,10 +343,20 @@ int ASYNC_pause_job(void) {
   if (job->return_free) [[likely]] {
     // ASYNC_start_job's part of the pause, then leave through the switch:
     // ASYNC_PAUSE goes to the code that called ASYNC_start_job, and the
-    // resume returns 1 straight to our caller.
+    // resume returns 1 straight to our caller. (The switch saves our
+    // return address as the job's pc: introspection finds our caller
+    // there.)
     *static_cast<ASYNC_JOB**>(job->outcome.handle_slot) = ToHandle(job);
     return asyncjob::job::PauseReturnFree(job, ASYNC_PAUSE);
   }
+#endif
+  // For introspection: the code that paused, which the saved registers of
+  // a pause from inside the library do not show.
+  job->last_pause.caller = __builtin_return_address(0);
+#if !ASYNCJOB_CONTEXT_RETURN_FREE
+  // Gives this function a frame (not where pauses are return-free: their
+  // path must stay frameless), the start of the frame-pointer chain.
+  job->last_pause.frame = __builtin_frame_address(0);
 #endif
   asyncjob::job::PauseCurrent(job);
   return 1;

@@ -2,6 +2,7 @@
 #include "context/context.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #include "base/align.h"
 #include "base/dcheck.h"
@@ -82,5 +83,32 @@ const char* BackendName() {
 }
 
 #endif  // !ASYNCJOB_CONTEXT_UCONTEXT
+
+bool GetSavedRegisters(const Context* context, SavedRegisters* out) {
+#if ASYNCJOB_CONTEXT_UCONTEXT
+  const mcontext_t& machine = context->ucontext.uc_mcontext;
+#if defined(__x86_64__)
+  out->pc = reinterpret_cast<const void*>(machine.gregs[REG_RIP]);
+  out->sp = reinterpret_cast<const void*>(machine.gregs[REG_RSP]);
+  out->fp = reinterpret_cast<const void*>(machine.gregs[REG_RBP]);
+#elif defined(__aarch64__)
+  out->pc = reinterpret_cast<const void*>(machine.pc);
+  out->sp = reinterpret_cast<const void*>(machine.sp);
+  out->fp = reinterpret_cast<const void*>(machine.regs[29]);
+#else
+  (void)machine;
+  return false;
+#endif
+  return out->pc != nullptr;
+#else
+  const auto* saved = static_cast<const unsigned char*>(context->stack_pointer);
+  if (saved == nullptr) return false;
+  constexpr SavedFrameLayout frame = SavedFrame();
+  std::memcpy(&out->fp, saved + frame.fp_offset, sizeof out->fp);
+  std::memcpy(&out->pc, saved + frame.pc_offset, sizeof out->pc);
+  out->sp = saved + frame.size;
+  return true;
+#endif
+}
 
 }  // namespace asyncjob::context

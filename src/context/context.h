@@ -122,6 +122,36 @@ inline void Divert(Context* paused, Diversion* diversion);
 // "x86_64-sysv", "aarch64-aapcs" or "ucontext".
 const char* BackendName();
 
+// Introspection: the registers a suspended context saved, for walking its
+// stack from outside (a debugger, or another context of the same thread).
+struct SavedRegisters {
+  const void* pc = nullptr;  // where it goes on when resumed
+  const void* sp = nullptr;  // its stack pointer once resumed
+  const void* fp = nullptr;  // its frame pointer (x86-64 rbp, AArch64 x29)
+};
+// false when `context` is not suspended (never switched away from).
+bool GetSavedRegisters(const Context* context, SavedRegisters* out);
+
+// Where the assembly back ends keep those registers, as offsets from the
+// saved stack pointer (Context::stack_pointer), and the size of the saved
+// frame; all 0 for the ucontext back end.
+struct SavedFrameLayout {
+  unsigned fp_offset;
+  unsigned pc_offset;
+  unsigned size;
+};
+constexpr SavedFrameLayout SavedFrame() {
+#if ASYNCJOB_CONTEXT_UCONTEXT
+  return {0, 0, 0};
+#elif defined(__x86_64__)
+  return {48, 56, 64};            // FRAME_RBP, FRAME_RETURN, FRAME_SIZE in context_x86_64_sysv.S
+#elif defined(__aarch64__)
+  return {160, 168, 176};  // x29, x30 and FRAME_SIZE in context_aarch64_aapcs.S
+#else
+  return {0, 0, 0};
+#endif
+}
+
 }  // namespace asyncjob::context
 
 #if !ASYNCJOB_CONTEXT_UCONTEXT

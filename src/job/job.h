@@ -42,6 +42,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 
 #include "context/context.h"
 #include "stack/stack.h"
@@ -155,6 +156,19 @@ struct Job {
     Job* next = nullptr;
     Job* previous = nullptr;
   } membership;
+  // Introspection (capi/introspect.cc): where its last pause was called
+  // from (the return address of ASYNC_pause_job(); stored only by pauses
+  // that do not leave through the switch, whose saved pc is that address
+  // already, see PauseCaller()), and when it paused (CLOCK_MONOTONIC_COARSE, in ns; 0 unless pause
+  // timestamps are on, see SetPauseObserver()).
+  struct PauseRecord {
+    const void* caller = nullptr;
+    // Builds without return-free pauses (ucontext, sanitizers): the frame
+    // of ASYNC_pause_job(), whose saved frame pointer leads to the pausing
+    // code's frames even when the switch's saved one does not.
+    const void* frame = nullptr;
+    std::uint64_t at_ns = 0;
+  } last_pause;
 };
 
 // Code that must follow every entry into and exit from a job (for example
@@ -177,6 +191,39 @@ void SetSwitchHooks(const SwitchHooks* hooks);
 // goes back to its pool, so that the layer above drops what it ties to the
 // job (the C API: its wait context). Set once, before jobs run.
 void SetThreadExitObserver(void (*observer)(Job* job));
+
+// Introspection support (capi/introspect.cc is the layer that uses it).
+
+// The code that called ASYNC_pause_job() for a paused job: the saved pc of
+// a return-free pause, else what the pause recorded.
+const void* PauseCaller(const Job* job);
+//
+// A process-wide registry of every live pool (including closing pools and
+// the pools that hold a dead thread's orphans), so that any thread, or a
+// debugger reading memory, can find every job. It is touched only when a
+// pool is created or deleted; a pool's own job list is guarded by the
+// pool's mutex, taken only when a job is created or freed. Starting,
+// pausing and resuming take no lock.
+struct PoolView {
+  const Pool* pool;
+  std::uint64_t owner;      // ThreadState::id of the thread that made it
+  unsigned long owner_tid;  // its kernel thread id
+  bool closing;
+};
+// Calls visit(pool, job, argument) for every job of the calling thread's
+// pools (current and closing). No lock: only this thread changes them.
+void ForEachJobOfThisThread(void (*visit)(const PoolView& pool, const Job* job, void* argument),
+                            void* argument);
+// The same for every pool of the process, under the registry's mutex and
+// each pool's. visit must not create or free jobs or pools.
+void ForEachJobInProcess(void (*visit)(const PoolView& pool, const Job* job, void* argument),
+                         void* argument);
+// Run (when set) by every pause, on the thread that paused, after the switch
+// hooks: records pause times, checks for a dump request. Off by default: the
+// only cost of a pause is then one load and an untaken branch.
+void SetPauseObserver(void (*observer)(Job* job));
+// Run (when set) for every job about to be freed, its stack still mapped.
+void SetJobFreeObserver(void (*observer)(const Job* job));
 
 // How much work the job machinery did. Counted per thread without atomics;
 // a thread's counts join the process totals when its pool is cleaned up.
@@ -312,7 +359,20 @@ class Pool {
   std::size_t kind_counts_[3] = {0, 0, 0};
   std::size_t tombstones_ = 0;  // of total_: abandoned jobs not yet released
   bool closing_ = false;        // cleaned up while jobs were still paused
+  // Introspection: the process-wide registry of pools, and what guards
+  // jobs_ against a reader on another thread (taken only to link or unlink
+  // a job).
+  Pool* registry_next_ = nullptr;
+  Pool* registry_previous_ = nullptr;
+  std::uint64_t owner_ = 0;
+  unsigned long owner_tid_ = 0;
+  std::mutex jobs_mutex_;
+  static void Register(Pool* pool);
+  static void Unregister(Pool* pool);
 
+  friend struct DebugLayout;
+  friend void ForEachJobOfThisThread(void (*)(const PoolView&, const Job*, void*), void*);
+  friend void ForEachJobInProcess(void (*)(const PoolView&, const Job*, void*), void*);
   friend void Abandon(Job* job);
   friend void ReleaseTombstone(Job* job);
 };

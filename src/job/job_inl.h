@@ -33,6 +33,7 @@ inline void* const kResumedToken = reinterpret_cast<void*>(std::uintptr_t{1});
 inline constexpr int kResumedValue = 1;
 
 extern std::atomic<const SwitchHooks*> switch_hooks;
+extern std::atomic<void (*)(Job*)> pause_observer;
 
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
@@ -84,6 +85,8 @@ inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
     ++thread.counters.finishes;
   } else {
     ++thread.counters.pauses;
+    if (auto* observe = pause_observer.load(std::memory_order_relaxed)) [[unlikely]]
+      observe(job);
   }
 }
 

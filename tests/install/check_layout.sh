@@ -40,6 +40,11 @@ soname=$(LC_ALL=C "$READELF" -d "$LIBDIR/libasyncjob.so" |
   fail "SONAME is '$soname', expected libasyncjob.so.$major"
 say "ok: SONAME $soname"
 
+# The gdb extension, where gdb auto-loads it for the library's real file.
+gdb_script=$PREFIX/share/gdb/auto-load$LIBDIR/libasyncjob.so.$ASYNCJOB_VERSION-gdb.py
+[ -f "$gdb_script" ] || fail "the gdb extension is not installed as $gdb_script"
+say "ok: gdb extension installed for auto-loading"
+
 # No RPATH/RUNPATH left pointing into the build tree.
 if LC_ALL=C "$READELF" -d "$LIBDIR/libasyncjob.so" | grep -E '\((RPATH|RUNPATH)\)'; then
   fail "the installed libasyncjob.so carries an RPATH/RUNPATH"
