@@ -6,8 +6,10 @@
  * black box (a debugger shows the thread's stack, never the jobs'). These
  * functions list the jobs of the calling thread or of the whole process,
  * give the backtrace of a paused job, count what the job machinery did, and
- * dump all of it to a FILE. None of them costs anything on the start,
- * pause and resume paths: they read what the library keeps anyway.
+ * dump all of it to a FILE. They take no lock on the start, pause and
+ * resume paths and mostly read what the library keeps anyway (a whole
+ * start/pause/resume/finish cycle costs 4 instructions more for them).
+ * C++: <asyncjob/introspect.hpp>.
  *
  * How to use it:
  *

@@ -4,7 +4,8 @@
 # demo_read_record (depth 2) and demo_sign_digest (depth 3).
 #   attach: gdb attaches to the live program;
 #   core:   gdb writes a core of it (gcore), which a second gdb opens.
-# Both outputs must list the three jobs, paused, with their start functions,
+# Both outputs must list the three jobs, paused, with their start functions
+# and how long ago (live) or when (core) they paused,
 # and each job's backtrace must hold the function that paused it and its
 # callers. Exits 77 (skipped) when gdb is missing or may not attach.
 set -u
@@ -28,7 +29,9 @@ if [ "$scope" -ge 1 ] && [ "$(id -u)" -ne 0 ]; then
   skip "kernel.yama.ptrace_scope=$scope: only root may attach to a process it did not start"
 fi
 
-"$demo" >"$work/out" &
+# With pause timestamps on: gdb says how long a job has been paused (live)
+# or when it paused (core).
+ASYNCJOB_PAUSE_TIMES=1 "$demo" >"$work/out" &
 pid=$!
 tries=0
 until grep -q '^ready' "$work/out" 2>/dev/null; do
@@ -95,6 +98,11 @@ done
 grep -q "in demo_parse_message" "$work/gdb" && grep -q "in demo_make_signature" "$work/gdb" &&
   grep -q "in demo_handshake" "$work/gdb" ||
   { echo "FAIL: the backtraces lack the callers of the pausing functions"; status=1; }
+case $mode in
+  attach) when='paused in demo_sign_digest.* for [0-9]*\.[0-9]* s$' ;;
+  core) when='paused in demo_sign_digest.* at [0-9]*\.[0-9]* s (CLOCK_MONOTONIC_COARSE)$' ;;
+esac
+grep -q "$when" "$work/gdb" || { echo "FAIL: no pause time ($mode)"; status=1; }
 grep -q "^3 jobs" "$work/gdb" || grep -q "paused 3" "$work/gdb" ||
   { echo "FAIL: not three paused jobs"; status=1; }
 exit $status

@@ -2,7 +2,9 @@
 # a core file, with no help from the program.
 #
 #   asyncjob jobs       every job of every thread: address, state, thread,
-#                       start function, paused-at, stack range, high-water
+#                       start function, stack range, high-water mark, and
+#                       for a paused job where, and (live, with pause
+#                       timestamps on) for how long
 #   asyncjob bt JOB     the backtrace of a paused job, frame by frame with
 #                       symbols and source lines
 #   asyncjob stats      counts of jobs by state and by kind of stack
@@ -14,6 +16,8 @@
 # which also gives the offsets of every field it reads, so it needs no
 # debug information for the library's types. docs/debugging.md shows the
 # output.
+import time
+
 import gdb
 
 MAGIC = b"asyncjob-debug1"
@@ -171,6 +175,21 @@ def source_line(pc):
     return "%s:%d" % (sal.symtab.filename, sal.line)
 
 
+# CLOCK_MONOTONIC_COARSE, the clock of the pause timestamps (Linux's id).
+CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+
+
+def now_ns():
+    """The inferior's clock now, when gdb runs beside a live process on the
+    same machine (a native connection); None for a core file or a remote
+    target, where "now" means nothing to the recorded time."""
+    inferior = gdb.selected_inferior()
+    connection = getattr(inferior, "connection", None)
+    if connection is None or connection.type != "native" or inferior.pid == 0:
+        return None
+    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+
+
 class AsyncjobCommand(gdb.Command):
     """asyncjob's jobs: asyncjob jobs | asyncjob bt JOB | asyncjob stats"""
 
@@ -186,6 +205,7 @@ class JobsCommand(gdb.Command):
 
     def invoke(self, argument, from_tty):
         registry = Registry()
+        now = now_ns()
         count = 0
         for job in registry.jobs():
             count += 1
@@ -196,7 +216,9 @@ class JobsCommand(gdb.Command):
                        job.high_water() / 1024.0)
             if job.state == "paused":
                 line += " paused in %s" % symbol(job.pause_caller)
-                if job.paused_at_ns:
+                if job.paused_at_ns and now is not None and now >= job.paused_at_ns:
+                    line += " for %.3f s" % ((now - job.paused_at_ns) / 1e9)
+                elif job.paused_at_ns:
                     line += " at %.3f s (CLOCK_MONOTONIC_COARSE)" % (job.paused_at_ns / 1e9)
             gdb.write(line + "\n")
         gdb.write("%d jobs\n" % count)
