@@ -266,6 +266,44 @@ void TestPingPong() {
 }
 
 // ---------------------------------------------------------------------------
+// The registers a suspended context saved (what backtraces of paused jobs
+// and the gdb extension read): its stack pointer lies in its own stack and,
+// with the assembly back ends, its pc is the return address into the
+// function that switched away.
+
+__attribute__((noinline)) void SavedRegistersEntry(void*, void*) {
+  volatile int after = 0;
+  ctx::Switch(&g_fibre, &g_main, nullptr);
+  after = after + 1;  // not a tail call: the switch returns here
+  ctx::SwitchForGood(&g_fibre, &g_main, ToPtr(kDone));
+}
+
+void TestSavedRegisters() {
+  Stack stack(kStackSize);
+  ctx::InitializeThreadContext(&g_main);
+  ctx::Prepare(&g_fibre, stack.low(), stack.size(), &SavedRegistersEntry, nullptr);
+  CHECK(ctx::Switch(&g_main, &g_fibre, nullptr) == nullptr);
+  ctx::SavedRegisters saved;
+  CHECK(ctx::GetSavedRegisters(&g_fibre, &saved));
+  const auto low = reinterpret_cast<std::uintptr_t>(stack.low());
+  const auto sp = reinterpret_cast<std::uintptr_t>(saved.sp);
+  CHECK(sp > low && sp < low + stack.size());
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+  // Switch() is inline: optimized, it is part of the entry function; at -O0
+  // its out-of-line copy makes the call.
+  const auto pc = reinterpret_cast<std::uintptr_t>(saved.pc);
+  const auto inside = [pc](std::uintptr_t function) {
+    return pc > function && pc < function + 1024;
+  };
+  void* (*const switch_function)(ctx::Context*, ctx::Context*, void*) = &ctx::Switch;
+  CHECK(inside(reinterpret_cast<std::uintptr_t>(&SavedRegistersEntry)) ||
+        inside(reinterpret_cast<std::uintptr_t>(switch_function)));
+#endif
+  CHECK(FromPtr(ctx::Switch(&g_main, &g_fibre, nullptr)) == kDone);
+  ctx::Destroy(&g_fibre);
+}
+
+// ---------------------------------------------------------------------------
 // Values live across switches, in both contexts at once: the compiler keeps
 // them in callee-saved integer and FP registers across the Switch() call.
 
@@ -662,6 +700,7 @@ struct Test {
 
 const Test kTests[] = {
     {"ping_pong_transfer", &TestPingPong},
+    {"saved_registers", &TestSavedRegisters},
     {"values_across_switches", &TestValuesAcrossSwitches},
 #ifndef SMOKE_NO_PROBE
     {"callee_saved_registers", &TestCalleeSavedRegisters},
