@@ -77,6 +77,15 @@ typedef struct asyncjob_stats_ex {
   unsigned long long stack_bytes_resident; /* of those, in memory now */
   unsigned long long deepest_stack_bytes;  /* largest high-water mark */
   unsigned long long stack_size;           /* asyncjob_get_stack_size() */
+  /* The most jobs paused at once on one thread (the thread's own, or the
+   * highest of any thread in the process). */
+  unsigned long long peak_paused;
+  /* Wake-ups of paused jobs that engines reported with
+   * asyncjob_count_wakeup() (asyncjob's offload engine and provider report
+   * every one of theirs), by the way they woke the job; process-wide in
+   * both scopes, since the waking thread is rarely the job's. */
+  unsigned long long wakeups_by_callback;
+  unsigned long long wakeups_by_fd;
 } asyncjob_stats_ex;
 
 /* Fills *out for scope ASYNCJOB_SCOPE_THREAD or ASYNCJOB_SCOPE_PROCESS.
@@ -159,6 +168,16 @@ ASYNCJOB_EXPORT int asyncjob_dump(FILE *out);
  * previous setting. */
 ASYNCJOB_EXPORT int asyncjob_set_pause_timestamps(int on);
 
+/* How an engine woke a paused job, for asyncjob_count_wakeup(). */
+#define ASYNCJOB_WAKEUP_BY_CALLBACK 0 /* the wait context's callback */
+#define ASYNCJOB_WAKEUP_BY_FD 1       /* a write to a wait fd */
+/* For engines: counts one wake-up of a paused job in the process's
+ * wakeups_by_callback or wakeups_by_fd (asyncjob_get_stats_ex()). The
+ * library cannot see an engine call a callback or write an fd; an engine
+ * that calls this after each wake-up makes its traffic visible. Safe from
+ * any thread. Returns 1, or 0 with an error queued
+ * (ASYNCJOB_R_PASSED_INVALID_ARGUMENT) for another value of how. */
+ASYNCJOB_EXPORT int asyncjob_count_wakeup(int how);
 /* "idle", "running", "paused", "orphaned", "tombstone", or "?". */
 ASYNCJOB_EXPORT const char *asyncjob_job_state_name(int state);
 

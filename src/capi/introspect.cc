@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -33,8 +34,13 @@ using asyncjob::job::Job;
 using asyncjob::job::JobState;
 using asyncjob::job::PoolView;
 
-// The first version of asyncjob_stats_ex ended with stack_size.
-constexpr std::size_t kStatsExV1Size = sizeof(asyncjob_stats_ex);
+// The first version of asyncjob_stats_ex ended with stack_size; the
+// second added peak_paused and the wake-up counts.
+constexpr std::size_t kStatsExV1Size = offsetof(asyncjob_stats_ex, peak_paused);
+
+// Wake-ups reported by engines (asyncjob_count_wakeup()).
+std::atomic<std::uint64_t> wakeups_by_callback{0};
+std::atomic<std::uint64_t> wakeups_by_fd{0};
 
 std::uint64_t CoarseNow() {
   timespec now{};
@@ -216,12 +222,14 @@ bool Plausible(const Job* job, std::uintptr_t fp, std::uintptr_t above) {
 void PrintStatsLine(FILE* out, const asyncjob_stats_ex& stats) {
   std::fprintf(out,
                "asyncjob stats: %llu created, %llu freed, %llu live, %llu paused now, %llu "
-               "running; %llu starts, %llu pauses, %llu resumes, %llu finishes, %llu cancels, "
-               "%llu no-jobs; %llu orphans (%llu unwound), %llu tombstones (%llu released)\n",
+               "running, %llu paused at most; %llu starts, %llu pauses, %llu resumes, %llu "
+               "finishes, %llu cancels, %llu no-jobs; %llu orphans (%llu unwound), %llu "
+               "tombstones (%llu released); woken %llu times by callback, %llu by fd\n",
                stats.jobs_created, stats.jobs_freed, stats.jobs_live, stats.jobs_paused,
-               stats.jobs_running, stats.starts, stats.pauses, stats.resumes, stats.finishes,
-               stats.cancels, stats.no_jobs, stats.orphans, stats.orphans_unwound, stats.tombstones,
-               stats.tombstones_released);
+               stats.jobs_running, stats.peak_paused, stats.starts, stats.pauses, stats.resumes,
+               stats.finishes, stats.cancels, stats.no_jobs, stats.orphans, stats.orphans_unwound,
+               stats.tombstones, stats.tombstones_released, stats.wakeups_by_callback,
+               stats.wakeups_by_fd);
   std::fprintf(out,
                "asyncjob stacks: %llu guarded, %llu slab, %llu custom; %llu KiB reserved, %llu "
                "KiB resident; deepest job used %.1f KiB of %.0f KiB\n",
@@ -337,6 +345,9 @@ int asyncjob_get_stats_ex(asyncjob_stats_ex* out, int scope) {
   stats.orphans_unwound = counters.orphans_unwound;
   stats.tombstones = counters.tombstones;
   stats.tombstones_released = counters.tombstones_released;
+  stats.peak_paused = counters.peak_paused;
+  stats.wakeups_by_callback = wakeups_by_callback.load(std::memory_order_relaxed);
+  stats.wakeups_by_fd = wakeups_by_fd.load(std::memory_order_relaxed);
   Census census{CoarseNow(), &stats};
   if (scope == ASYNCJOB_SCOPE_THREAD) {
     asyncjob::job::ForEachJobOfThisThread(&CountOne, &census);
@@ -352,6 +363,21 @@ int asyncjob_get_stats_ex(asyncjob_stats_ex* out, int scope) {
   std::memcpy(reinterpret_cast<char*>(out) + sizeof(size_t),
               reinterpret_cast<const char*>(&stats) + sizeof(size_t),
               (size < sizeof stats ? size : sizeof stats) - sizeof(size_t));
+  return 1;
+}
+
+int asyncjob_count_wakeup(int how) {
+  if (how == ASYNCJOB_WAKEUP_BY_CALLBACK) {
+    wakeups_by_callback.fetch_add(1, std::memory_order_relaxed);
+  } else if (how == ASYNCJOB_WAKEUP_BY_FD) {
+    wakeups_by_fd.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    QueueError(ASYNCJOB_R_PASSED_INVALID_ARGUMENT,
+               "asyncjob_count_wakeup: how is %d, not ASYNCJOB_WAKEUP_BY_CALLBACK (0) or "
+               "ASYNCJOB_WAKEUP_BY_FD (1)",
+               how);
+    return 0;
+  }
   return 1;
 }
 

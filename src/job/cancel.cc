@@ -112,6 +112,7 @@ void RunCancelHooksAndThrow(Job* job) {
 
 Outcome Cancel(Job* job, void (*before_unwind)(Job* job)) {
   if (!CheckResumable(job)) return Outcome::kError;
+  --this_thread.paused_now;  // again if the unwind is refused and it pauses
   job->cancellation.requested = true;
   pending_before_unwind = before_unwind;
   void* transfer = internal::kResumedToken;

@@ -76,6 +76,7 @@ void AddCounters(Counters& into, const Counters& from) {
   into.orphans_unwound += from.orphans_unwound;
   into.tombstones += from.tombstones;
   into.tombstones_released += from.tombstones_released;
+  if (from.peak_paused > into.peak_paused) into.peak_paused = from.peak_paused;
 }
 
 // Gives the pages of a job's stack below its header page back to the
@@ -760,6 +761,7 @@ void Abandon(Job* job) {
   thread.tombstones = job;
   ++thread.tombstone_count;
   ++thread.counters.tombstones;
+  --thread.paused_now;
   DropStackPages(job);
 }
 

@@ -243,6 +243,9 @@ struct Counters {
   std::uint64_t orphans_unwound = 0;
   std::uint64_t tombstones = 0;  // made
   std::uint64_t tombstones_released = 0;
+  // The most jobs paused at once on the thread (merged as a maximum, not a
+  // sum: in the process totals, the highest of any thread).
+  std::uint64_t peak_paused = 0;
 };
 // The process totals plus the calling thread's own counts.
 Counters ProcessCounters();
@@ -268,6 +271,9 @@ struct ThreadState {
   Job* tombstones = nullptr;
   std::size_t tombstone_count = 0;
   std::uint64_t tombstone_releases = 0;  // never reset: see TombstoneReleases()
+  // Jobs of this thread paused now: up at each pause, down at each resume,
+  // cancellation or abandonment of a paused job (for counters.peak_paused).
+  std::uint64_t paused_now = 0;
   Counters counters;
 };
 

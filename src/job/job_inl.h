@@ -85,6 +85,8 @@ inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
     ++thread.counters.finishes;
   } else {
     ++thread.counters.pauses;
+    if (++thread.paused_now > thread.counters.peak_paused) [[unlikely]]
+      thread.counters.peak_paused = thread.paused_now;
     if (auto* observe = pause_observer.load(std::memory_order_relaxed)) [[unlikely]]
       observe(job);
   }
@@ -201,6 +203,7 @@ inline bool PrepareResume(Job* job) {
     if (!CheckResumable(job)) return false;
   }
   ++this_thread.counters.resumes;
+  --this_thread.paused_now;
   return true;
 }
 

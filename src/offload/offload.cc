@@ -13,6 +13,7 @@
 #include <system_error>
 #include <vector>
 
+#include "asyncjob/introspect.h"
 #include "base/dcheck.h"
 #include "base/eventfd.h"
 
@@ -24,6 +25,7 @@ extern "C" {
 int asyncjob_can_pause(void) __attribute__((weak));
 int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
 int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
+int asyncjob_count_wakeup(int how) __attribute__((weak));
 }
 #endif
 
@@ -65,10 +67,14 @@ bool AddCancelHook(void (*fn)(void*), void* arg) {
 void RemoveCancelHook(void (*fn)(void*), void* arg) {
   if (asyncjob_remove_cancel_hook != nullptr) asyncjob_remove_cancel_hook(fn, arg);
 }
+void CountWakeup(int how) {
+  if (asyncjob_count_wakeup != nullptr) asyncjob_count_wakeup(how);
+}
 #else
 bool CanPause() { return asyncjob_can_pause() == 1; }
 bool AddCancelHook(void (*fn)(void*), void* arg) { return asyncjob_add_cancel_hook(fn, arg) == 1; }
 void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hook(fn, arg); }
+void CountWakeup(int how) { asyncjob_count_wakeup(how); }
 #endif
 
 void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
@@ -243,8 +249,10 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     if (request.callback != nullptr) {
       ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
       request.callback(request.callback_argument);
+      CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
     } else if (request.eventfd >= 0) {
       base::SignalEventFd(request.eventfd);
+      CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
     }
     ASYNC_pause_job();
     if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
@@ -336,8 +344,10 @@ void Engine::WorkerLoop() {
       // Nobody to wake: the job is unwinding, its owner is tearing down.
     } else if (request->callback != nullptr) {
       request->callback(request->callback_argument);
+      CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
     } else if (request->eventfd >= 0) {
       base::SignalEventFd(request->eventfd);
+      CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
     }
     request->state = Request::State::kFinished;
     completed_.fetch_add(1, std::memory_order_relaxed);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -383,3 +384,119 @@ TEST(IntrospectPauseTimes, OnlyWhenEnabled) {
 }
 
 }  // namespace
+
+// ----- Peak paused and wake-ups (the struct's second version) -----
+
+namespace {
+
+void NoopHook(void*) {}
+
+int PauseWithAHook(void*) {
+  asyncjob_add_cancel_hook(&NoopHook, nullptr);
+  ASYNC_pause_job();
+  return 0;
+}
+
+ASYNC_JOB* StartPausedOn(ASYNC_WAIT_CTX* ctx, int (*function)(void*)) {
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  EXPECT_EQ(ASYNC_start_job(&job, ctx, &ret, function, nullptr, 0), ASYNC_PAUSE);
+  return job;
+}
+
+// Runs body on a thread of its own (its counters start at zero) and cleans
+// the thread's pool up after it.
+template <typename Body>
+void OnAFreshThread(Body body) {
+  std::thread thread([&body] {
+    body();
+    ASYNC_cleanup_thread();
+  });
+  thread.join();
+}
+
+}  // namespace
+
+TEST(IntrospectStats, TheFirstVersionsSizeIsFilledAndNoMore) {
+  struct {
+    asyncjob_stats_ex stats;
+    unsigned long long after;
+  } buffer;
+  std::memset(&buffer, 0xab, sizeof buffer);
+  buffer.stats.size = offsetof(asyncjob_stats_ex, peak_paused);
+  ASSERT_EQ(asyncjob_get_stats_ex(&buffer.stats, ASYNCJOB_SCOPE_THREAD), 1);
+  EXPECT_EQ(buffer.stats.stack_size, asyncjob_get_stack_size());
+  EXPECT_EQ(buffer.stats.peak_paused, 0xababababababababull) << "beyond the caller's size";
+  EXPECT_EQ(buffer.stats.wakeups_by_fd, 0xababababababababull);
+}
+
+TEST(IntrospectStats, PeakPausedIsTheMostPausedAtOnce) {
+  OnAFreshThread([] {
+    ASYNC_JOB* a = StartPaused(&introspect_just_pause);
+    ASYNC_JOB* b = StartPaused(&introspect_just_pause);
+    ASYNC_JOB* c = StartPaused(&introspect_just_pause);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 3u);
+    Finish(a);
+    ASYNC_JOB* d = StartPaused(&introspect_just_pause);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 3u) << "three at once again, not four";
+    ASYNC_JOB* e = StartPaused(&introspect_just_pause);
+    asyncjob_stats_ex stats = Stats(ASYNCJOB_SCOPE_THREAD);
+    EXPECT_EQ(stats.peak_paused, 4u);
+    EXPECT_EQ(stats.jobs_paused, 4u);
+    for (ASYNC_JOB* job : {b, c, d, e}) Finish(job);
+    stats = Stats(ASYNCJOB_SCOPE_THREAD);
+    EXPECT_EQ(stats.peak_paused, 4u) << "a peak stays";
+    EXPECT_EQ(stats.jobs_paused, 0u);
+  });
+  EXPECT_GE(Stats(ASYNCJOB_SCOPE_PROCESS).peak_paused, 4u)
+      << "the process keeps the highest peak of its threads";
+}
+
+TEST(IntrospectStats, CancelledAndAbandonedJobsAreNoLongerPaused) {
+  OnAFreshThread([] {
+    // Cancelled: one paused job less.
+    ASYNC_JOB* a = StartPaused(&introspect_just_pause);
+    ASYNC_JOB* b = StartPaused(&introspect_just_pause);
+    ASSERT_EQ(asyncjob_cancel_job(&b), 1);
+    ASYNC_JOB* c = StartPaused(&introspect_just_pause);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 2u);
+    // Orphaned by freeing their wait contexts: kept as a tombstone (no
+    // cancel hook) or unwound (a hook): either way no longer paused.
+    ASYNC_WAIT_CTX* kept = ASYNC_WAIT_CTX_new();
+    ASYNC_WAIT_CTX* unwound = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB* tombstone = StartPausedOn(kept, &introspect_just_pause);
+    ASYNC_JOB* hooked = StartPausedOn(unwound, &PauseWithAHook);
+    ASSERT_NE(tombstone, nullptr);
+    ASSERT_NE(hooked, nullptr);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 4u);
+    ASYNC_WAIT_CTX_free(kept);
+    ASYNC_WAIT_CTX_free(unwound);
+    asyncjob_stats_ex stats = Stats(ASYNCJOB_SCOPE_THREAD);
+    EXPECT_EQ(stats.orphans, 2u);
+    EXPECT_EQ(stats.jobs_paused, 2u);
+    ASYNC_JOB* d = StartPaused(&introspect_just_pause);
+    ASYNC_JOB* e = StartPaused(&introspect_just_pause);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 4u) << "a, c, d, e: four at once";
+    ASYNC_JOB* f = StartPaused(&introspect_just_pause);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).peak_paused, 5u);
+    for (ASYNC_JOB* job : {a, c, d, e, f}) Finish(job);
+    EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).jobs_paused, 0u);
+  });
+}
+
+TEST(IntrospectStats, EnginesCountTheirWakeUps) {
+  const asyncjob_stats_ex before = Stats(ASYNCJOB_SCOPE_PROCESS);
+  EXPECT_EQ(asyncjob_count_wakeup(ASYNCJOB_WAKEUP_BY_CALLBACK), 1);
+  EXPECT_EQ(asyncjob_count_wakeup(ASYNCJOB_WAKEUP_BY_FD), 1);
+  std::thread other([] { EXPECT_EQ(asyncjob_count_wakeup(ASYNCJOB_WAKEUP_BY_FD), 1); });
+  other.join();
+  const asyncjob_stats_ex after = Stats(ASYNCJOB_SCOPE_THREAD);
+  EXPECT_EQ(after.wakeups_by_callback - before.wakeups_by_callback, 1u);
+  EXPECT_EQ(after.wakeups_by_fd - before.wakeups_by_fd, 2u) << "process-wide, in both scopes";
+  EXPECT_EQ(asyncjob_count_wakeup(2), 0);
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_ERR_GET_REASON(ASYNCJOB_R_PASSED_INVALID_ARGUMENT));
+  EXPECT_EQ(asyncjob_count_wakeup(-1), 0);
+  EXPECT_EQ(PopError().reason(), ASYNCJOB_ERR_GET_REASON(ASYNCJOB_R_PASSED_INVALID_ARGUMENT));
+  EXPECT_EQ(Stats(ASYNCJOB_SCOPE_PROCESS).wakeups_by_fd, after.wakeups_by_fd)
+      << "refused: not counted";
+}

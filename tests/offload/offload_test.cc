@@ -7,12 +7,14 @@
 #include <poll.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "asyncjob/asyncjob.hpp"
+#include "asyncjob/introspect.h"
 #include "support/test_support.h"
 
 namespace {
@@ -141,6 +143,55 @@ TEST_F(Offload, WithACallbackTheStatusIsOkAndTheCallbackFires) {
   EXPECT_EQ(record.calls.load(), 1);
   job.resume();
   EXPECT_EQ(job.get(), 5);
+}
+
+asyncjob_stats_ex ProcessStats() {
+  asyncjob_stats_ex stats{};
+  stats.size = sizeof stats;
+  EXPECT_EQ(asyncjob_get_stats_ex(&stats, ASYNCJOB_SCOPE_PROCESS), 1);
+  return stats;
+}
+
+void WaitCompleted(const Engine& engine, std::uint64_t count) {
+  for (int i = 0; i < 10000 && engine.counters().completed < count; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(engine.counters().completed, count);
+}
+
+TEST_F(Offload, WakeUpsAreCountedByHowTheEngineWokeTheJob) {
+  Engine engine({.workers = 1, .queue_capacity = 8});
+  const asyncjob_stats_ex before = ProcessStats();
+  {
+    asyncjob::WaitCtx ctx;  // no callback: the eventfd
+    auto job = asyncjob::start(ctx, [&] {
+      engine.run([] {});
+      return 1;
+    });
+    ASSERT_TRUE(job.paused());
+    WaitCompleted(engine, 1);
+    job.resume();
+    ASSERT_TRUE(job.finished());
+  }
+  asyncjob_stats_ex after = ProcessStats();
+  EXPECT_EQ(after.wakeups_by_fd - before.wakeups_by_fd, 1u);
+  EXPECT_EQ(after.wakeups_by_callback - before.wakeups_by_callback, 0u);
+  {
+    asyncjob::WaitCtx ctx;
+    CallbackRecord record;
+    ctx.set_callback(&CallbackRecord::Call, &record);
+    auto job = asyncjob::start(ctx, [&] {
+      engine.run([] {});
+      return 2;
+    });
+    ASSERT_TRUE(job.paused());
+    WaitCompleted(engine, 2);
+    job.resume();
+    ASSERT_TRUE(job.finished());
+  }
+  after = ProcessStats();
+  EXPECT_EQ(after.wakeups_by_fd - before.wakeups_by_fd, 1u);
+  EXPECT_EQ(after.wakeups_by_callback - before.wakeups_by_callback, 1u);
 }
 
 TEST_F(Offload, AFullQueueGivesEagainAndTheJobRetries) {
