@@ -86,6 +86,10 @@ typedef struct asyncjob_stats_ex {
    * both scopes, since the waking thread is rarely the job's. */
   unsigned long long wakeups_by_callback;
   unsigned long long wakeups_by_fd;
+  /* Stack overflows caught (guard page or canary), process-wide. Each
+   * stops the process after its message: a live process reads 0; a core
+   * file shows the count (gdb: asyncjob stats). */
+  unsigned long long stack_overflows;
 } asyncjob_stats_ex;
 
 /* Fills *out for scope ASYNCJOB_SCOPE_THREAD or ASYNCJOB_SCOPE_PROCESS.

@@ -24,6 +24,7 @@
 #include "base/error_queue.h"
 #include "context/context.h"
 #include "job/job.h"
+#include "stack/overflow_guard.h"
 #include "stack/stack.h"
 #include "wait/wait_ctx.h"
 
@@ -232,11 +233,11 @@ void PrintStatsLine(FILE* out, const asyncjob_stats_ex& stats) {
                stats.wakeups_by_fd);
   std::fprintf(out,
                "asyncjob stacks: %llu guarded, %llu slab, %llu custom; %llu KiB reserved, %llu "
-               "KiB resident; deepest job used %.1f KiB of %.0f KiB\n",
+               "KiB resident; deepest job used %.1f KiB of %.0f KiB; %llu overflows caught\n",
                stats.stacks_guarded, stats.stacks_slab, stats.stacks_custom,
                stats.stack_bytes_reserved / 1024, stats.stack_bytes_resident / 1024,
                static_cast<double>(stats.deepest_stack_bytes) / 1024.0,
-               static_cast<double>(stats.stack_size) / 1024.0);
+               static_cast<double>(stats.stack_size) / 1024.0, stats.stack_overflows);
 }
 
 int PrintJob(const asyncjob_job_info* info, void* argument) {
@@ -348,6 +349,7 @@ int asyncjob_get_stats_ex(asyncjob_stats_ex* out, int scope) {
   stats.peak_paused = counters.peak_paused;
   stats.wakeups_by_callback = wakeups_by_callback.load(std::memory_order_relaxed);
   stats.wakeups_by_fd = wakeups_by_fd.load(std::memory_order_relaxed);
+  stats.stack_overflows = asyncjob::stack::OverflowsCaught();
   Census census{CoarseNow(), &stats};
   if (scope == ASYNCJOB_SCOPE_THREAD) {
     asyncjob::job::ForEachJobOfThisThread(&CountOne, &census);

@@ -17,6 +17,11 @@
 #include "base/dcheck.h"
 #include "base/fatal.h"
 
+// Where gdb finds the count in a core (see OverflowsCaught()).
+extern "C" {
+__attribute__((used, visibility("hidden"))) unsigned long long asyncjob_overflows_caught = 0;
+}
+
 namespace asyncjob::stack {
 namespace {
 
@@ -151,6 +156,7 @@ void ReportOverflowIfInAGuard(const siginfo_t* info) {
       .Add(" (")
       .AddDecimal(stack->size)
       .Add(" bytes)\n");
+  CountOverflow();
   // abort() raises SIGABRT, which needs no stack of the job.
   signal(SIGABRT, SIG_DFL);
   message.WriteAndAbort();
@@ -290,5 +296,11 @@ void ReleaseThreadAltStack() {
   }
   own_alt_stack = nullptr;
 }
+
+std::uint64_t OverflowsCaught() {
+  return __atomic_load_n(&asyncjob_overflows_caught, __ATOMIC_RELAXED);
+}
+
+void CountOverflow() { __atomic_fetch_add(&asyncjob_overflows_caught, 1, __ATOMIC_RELAXED); }
 
 }  // namespace asyncjob::stack

@@ -25,6 +25,8 @@
 #ifndef ASYNCJOB_SRC_STACK_OVERFLOW_GUARD_H_
 #define ASYNCJOB_SRC_STACK_OVERFLOW_GUARD_H_
 
+#include <cstdint>
+
 #include "stack/stack.h"
 
 namespace asyncjob::stack {
@@ -50,6 +52,15 @@ bool OverflowHandlerInstalled();
 // Frees the alternate signal stack PrepareThreadForOverflow() gave this
 // thread, if any.
 void ReleaseThreadAltStack();
+
+// Stack overflows caught in this process, by the guard (the handler) or by
+// a slab stack's canary. Each stops the process right after its message,
+// so a live process reads 0; the count is for a core file (the gdb
+// extension's `asyncjob stats` reads the hidden symbol
+// asyncjob_overflows_caught) and a dump made at that moment.
+std::uint64_t OverflowsCaught();
+// Counts one (async-signal-safe).
+void CountOverflow();
 
 }  // namespace asyncjob::stack
 

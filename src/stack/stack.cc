@@ -23,6 +23,7 @@
 #include "base/error_queue.h"
 #include "base/fatal.h"
 #include "base/sanitizers.h"
+#include "stack/overflow_guard.h"
 #include "stack/stack_cache.h"
 
 namespace asyncjob::stack {
@@ -310,6 +311,7 @@ void CheckCanaryFailed(const Stack& stack, const void* owner) {
       .Add(" (")
       .AddDecimal(stack.size)
       .Add(" bytes), was overwritten\n");
+  CountOverflow();
   message.WriteAndAbort();
 }
 

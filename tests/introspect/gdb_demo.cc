@@ -5,7 +5,9 @@
 //   exit  dumps itself with asyncjob_dump() and backtraces, and exits;
 //   file  creates the file named by ASYNCJOB_DUMP_ON_FILE, then keeps a
 //         fourth job pausing (every 10 ms, for at most a minute) until the
-//         library has taken the file away.
+//         library has taken the file away;
+//   overflow  runs a fourth job that recurses into its stack's guard (the
+//         library reports the overflow and stops the process).
 #include <unistd.h>
 
 #include <cstdio>
@@ -49,6 +51,16 @@ __attribute__((noinline)) int demo_make_signature(int bits) {
 __attribute__((noinline)) int demo_poll(void*) {
   for (;;) ASYNC_pause_job();
 }
+// Recurses until the stack's guard stops it (the flag, never cleared,
+// only hides that from the compiler).
+volatile bool demo_keep_recursing = true;
+__attribute__((noinline)) int demo_recurse(int depth) {
+  volatile char frame[1024];
+  frame[0] = static_cast<char>(depth);
+  if (!demo_keep_recursing) return frame[0];
+  return demo_recurse(depth + 1) + frame[0];
+}
+__attribute__((noinline)) int demo_overflow(void*) { return demo_recurse(0); }
 __attribute__((noinline)) int demo_handshake(void*) {
   const int value = demo_make_signature(2048);
   asm volatile("" ::: "memory");
@@ -70,6 +82,12 @@ int main(int argc, char** argv) {
     asyncjob_dump(stdout);
     for (ASYNC_JOB* job : jobs) asyncjob_print_backtrace(job, stdout);
     return 0;
+  }
+  if (argc > 1 && std::strcmp(argv[1], "overflow") == 0) {
+    ASYNC_JOB* overflowing = nullptr;
+    int ret = 0;
+    ASYNC_start_job(&overflowing, nullptr, &ret, demo_overflow, nullptr, 0);
+    return 1;  // not reached: the overflow stops the process
   }
   if (argc > 1 && std::strcmp(argv[1], "file") == 0) {
     const char* path = std::getenv("ASYNCJOB_DUMP_ON_FILE");

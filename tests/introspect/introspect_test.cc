@@ -500,3 +500,10 @@ TEST(IntrospectStats, EnginesCountTheirWakeUps) {
   EXPECT_EQ(Stats(ASYNCJOB_SCOPE_PROCESS).wakeups_by_fd, after.wakeups_by_fd)
       << "refused: not counted";
 }
+
+TEST(IntrospectStats, ALiveProcessHasCaughtNoOverflow) {
+  // Every overflow stops the process: the count only shows in its core
+  // (introspect.gdb_overflow).
+  EXPECT_EQ(Stats(ASYNCJOB_SCOPE_PROCESS).stack_overflows, 0u);
+  EXPECT_EQ(Stats(ASYNCJOB_SCOPE_THREAD).stack_overflows, 0u);
+}

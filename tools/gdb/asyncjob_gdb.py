@@ -272,6 +272,11 @@ class StatsCommand(gdb.Command):
         gdb.write("stacks: %s; %d KiB reserved; deepest job used %.1f KiB\n" % (
             ", ".join("%s %d" % (k, kinds[k]) for k in KINDS if k in kinds) or "none",
             reserved // 1024, deepest / 1024.0))
+        try:
+            address = int(gdb.parse_and_eval("(unsigned long)&asyncjob_overflows_caught"))
+            gdb.write("stack overflows caught: %d\n" % _u(address))
+        except gdb.error:
+            pass  # an older library
 
 
 AsyncjobCommand()
