@@ -88,13 +88,16 @@ void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close
 // new workers.
 struct ForkHandlers {
   // Never destroyed: an engine may be destroyed at exit after the statics
-  // (a provider torn down by OPENSSL_cleanup).
+  // (a provider torn down by OPENSSL_cleanup). Neither is on the heap
+  // either: in a module that is unloaded (the provider), a never-freed heap
+  // block would be lost; the list's own buffer is freed when it empties.
   static std::mutex& Mutex() {
-    static auto* mutex = new std::mutex;
-    return *mutex;
+    static constinit std::mutex mutex;  // trivially destructible
+    return mutex;
   }
   static std::vector<Engine*>& Engines() {
-    static auto* engines = new std::vector<Engine*>;
+    alignas(std::vector<Engine*>) static unsigned char storage[sizeof(std::vector<Engine*>)];
+    static auto* engines = new (storage) std::vector<Engine*>;
     return *engines;
   }
   static void Add(Engine* engine) {
@@ -109,6 +112,7 @@ struct ForkHandlers {
     std::lock_guard lock(Mutex());
     auto& engines = Engines();
     engines.erase(std::find(engines.begin(), engines.end(), engine));
+    if (engines.empty()) std::vector<Engine*>().swap(engines);
   }
   static void Prepare() noexcept {
     Mutex().lock();
