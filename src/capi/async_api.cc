@@ -343,9 +343,11 @@ int ASYNC_pause_job(void) {
   if (job->return_free) [[likely]] {
     // ASYNC_start_job's part of the pause, then leave through the switch:
     // ASYNC_PAUSE goes to the code that called ASYNC_start_job, and the
-    // resume returns 1 straight to our caller. (The switch saves our
-    // return address as the job's pc: introspection finds our caller
-    // there.)
+    // resume returns 1 straight to our caller. For introspection, our
+    // caller: optimized, the switch saves our return address as the job's
+    // pc anyway, but in a build without inlining (Debug) the saved pc is
+    // inside the library's own pause path.
+    job->last_pause.caller = __builtin_return_address(0);
     *static_cast<ASYNC_JOB**>(job->outcome.handle_slot) = ToHandle(job);
     return asyncjob::job::PauseReturnFree(job, ASYNC_PAUSE);
   }

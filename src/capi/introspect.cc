@@ -427,7 +427,8 @@ int asyncjob_job_backtrace(ASYNC_JOB* handle, void** frames, int max) {
     if (count > 0 && frames[count - 1] == pc) return;
     frames[count++] = const_cast<void*>(pc);
   };
-  add(asyncjob::job::PauseCaller(job));
+  const void* caller = asyncjob::job::PauseCaller(job);
+  add(caller);
   asyncjob::context::SavedRegisters saved;
   if (!asyncjob::context::GetSavedRegisters(&job->fibre, &saved)) return count;
   auto fp = reinterpret_cast<std::uintptr_t>(saved.fp);
@@ -436,12 +437,25 @@ int asyncjob_job_backtrace(ASYNC_JOB* handle, void** frames, int max) {
   // pointer is the pausing code's, whatever the switch saved.
   const auto pause_frame = reinterpret_cast<std::uintptr_t>(job->last_pause.frame);
   if (!job->return_free && pause_frame != 0 && Plausible(job, pause_frame, above)) fp = pause_frame;
-  while (count < max && Plausible(job, fp, above)) {
+  // The chain may begin inside the library's own pause path (a build
+  // without inlining): the frames before the caller's return are dropped.
+  constexpr int kMaxChain = 256;
+  const void* chain[kMaxChain];
+  int length = 0;
+  while (length < kMaxChain && Plausible(job, fp, above)) {
     const void* const* frame = reinterpret_cast<const void* const*>(fp);
-    add(frame[1]);
+    chain[length++] = frame[1];
     above = fp + 2 * sizeof(void*);
     fp = reinterpret_cast<std::uintptr_t>(frame[0]);
   }
+  int first = 0;
+  for (int i = 0; i < length; ++i) {
+    if (chain[i] == caller) {
+      first = i + 1;
+      break;
+    }
+  }
+  for (int i = first; i < length && count < max; ++i) add(chain[i]);
   return count;
 }
 

@@ -345,11 +345,10 @@ std::atomic<void (*)(const Job*)> job_free_observer{nullptr};
 }  // namespace
 
 const void* PauseCaller(const Job* job) {
-  if (job->return_free) {
-    context::SavedRegisters saved;
-    if (context::GetSavedRegisters(&job->fibre, &saved)) return saved.pc;
-  }
-  return job->last_pause.caller;
+  if (job->last_pause.caller != nullptr) return job->last_pause.caller;
+  context::SavedRegisters saved;
+  if (job->return_free && context::GetSavedRegisters(&job->fibre, &saved)) return saved.pc;
+  return nullptr;
 }
 
 void SetJobFreeObserver(void (*observer)(const Job* job)) {

@@ -98,7 +98,9 @@ class Job:
             self.registers = _u(address + L["job_saved_sp"]) if L["frame_size"] else 0
             self.sp = self.registers + L["frame_size"]
         # A pause that left through the switch saved its caller as the pc.
-        if self.registers and _u(address + L["job_return_free"], 1):
+        # The caller of ASYNC_pause_job, recorded at every pause; else (an
+        # older library) the saved pc of a return-free pause.
+        if not self.pause_caller and self.registers and _u(address + L["job_return_free"], 1):
             self.pause_caller = _u(self.registers + L["frame_pc"])
 
     def high_water(self):
@@ -137,15 +139,24 @@ class Job:
                 and above <= frame and frame + 2 * PTR <= self.stack_low + self.stack_size:
             fp = frame
         limit = self.stack_low + self.stack_size
-        while len(pcs) < 64 and fp % PTR == 0 and above <= fp and self.stack_low <= fp \
+        chain = []
+        while len(chain) < 256 and fp % PTR == 0 and above <= fp and self.stack_low <= fp \
                 and fp + 2 * PTR <= limit:
             ret = _u(fp + PTR)
             if ret == 0:
                 break
-            if not pcs or pcs[-1] != ret:
-                pcs.append(ret)
+            chain.append(ret)
             above = fp + 2 * PTR
             fp = _u(fp)
+        # The chain may begin inside the library's own pause path (a build
+        # without inlining): what comes before the caller's return goes.
+        if self.pause_caller in chain:
+            chain = chain[chain.index(self.pause_caller) + 1:]
+        for ret in chain:
+            if len(pcs) >= 64:
+                break
+            if not pcs or pcs[-1] != ret:
+                pcs.append(ret)
         return pcs
 
 
