@@ -278,10 +278,11 @@ run() {
   echo "haproxy exited with status $status after SIG$signal"
   sed 's/^/  | /' "$log"
   ((status == expected)) || die "$name: haproxy exited with status $status, not $expected"
-  # Nothing but the soft stop's notices and the counters.
+  # Nothing but the soft stop's notices and the counters (with the deepest
+  # stack use).
   # In master-worker mode also the master's notices, and the worker's exit
   # with code 0.
-  if grep -v -E '^\[WARNING\] +\([0-9]+\) : Proxy [^ ]+ stopped \(|^asyncjob: [0-9]+ jobs started|^asyncjob provider: ' \
+  if grep -v -E '^\[WARNING\] +\([0-9]+\) : Proxy [^ ]+ stopped \(|^asyncjob: [0-9]+ jobs started|^asyncjob stacks: deepest job used |^asyncjob provider: ' \
        "$log" |
      grep -v -E '^\[NOTICE\] |^\[WARNING\] +\([0-9]+\) : (Exiting Master process|Current worker \([0-9]+\) exited with code 0 |All workers exited\. Exiting\.\.\. \(0\))' |
      grep -q .; then
