@@ -48,6 +48,9 @@ __attribute__((noinline, no_sanitize("address"))) int introspect_deep(int kib) {
   } else {
     ASYNC_pause_job();
   }
+  // The buffer stays in use after the call: no compiler may turn the
+  // recursion into a loop (Clang's accumulator recursion elimination).
+  asm volatile("" : : "r"(buffer) : "memory");
   return result + buffer[0];
 }
 int introspect_deep_job(void* argument) { return introspect_deep(*static_cast<int*>(argument)); }
