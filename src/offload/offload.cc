@@ -77,6 +77,18 @@ void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hoo
 void CountWakeup(int how) { asyncjob_count_wakeup(how); }
 #endif
 
+// Wakes a paused job the way its wait context asks: its callback, else the
+// engine's eventfd (neither: its owner polls). Counted for the statistics.
+void WakeJob(ASYNC_callback_fn callback, void* callback_argument, int eventfd) {
+  if (callback != nullptr) {
+    callback(callback_argument);
+    CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
+  } else if (eventfd >= 0) {
+    base::SignalEventFd(eventfd);
+    CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
+  }
+}
+
 void CloseEventFd(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD fd, void*) { close(fd); }
 
 }  // namespace
@@ -250,14 +262,8 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
   while ((submitted = Submit(&request)) == Submitted::kQueueFull) {
     // Queue full: tell the owner to resume us soon, wake ourselves, retry.
     eagain_retries_.fetch_add(1, std::memory_order_relaxed);
-    if (request.callback != nullptr) {
-      ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
-      request.callback(request.callback_argument);
-      CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
-    } else if (request.eventfd >= 0) {
-      base::SignalEventFd(request.eventfd);
-      CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
-    }
+    if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
+    WakeJob(request.callback, request.callback_argument, request.eventfd);
     ASYNC_pause_job();
     if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
   }
@@ -344,15 +350,10 @@ void Engine::WorkerLoop() {
     // waiting for this request returns only after both, so the job's stack
     // and its wait context's eventfd outlive every use here.
     request->done.store(true, std::memory_order_release);
-    if (request->owner_gone) {
-      // Nobody to wake: the job is unwinding, its owner is tearing down.
-    } else if (request->callback != nullptr) {
-      request->callback(request->callback_argument);
-      CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
-    } else if (request->eventfd >= 0) {
-      base::SignalEventFd(request->eventfd);
-      CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
-    }
+    // Nobody to wake when the owner is gone: the job is unwinding, its
+    // owner tearing down.
+    if (!request->owner_gone)
+      WakeJob(request->callback, request->callback_argument, request->eventfd);
     request->state = Request::State::kFinished;
     completed_.fetch_add(1, std::memory_order_relaxed);
     request_done_.notify_all();

@@ -161,34 +161,28 @@ void WaitCompleted(const Engine& engine, std::uint64_t count) {
 
 TEST_F(Offload, WakeUpsAreCountedByHowTheEngineWokeTheJob) {
   Engine engine({.workers = 1, .queue_capacity = 8});
-  const asyncjob_stats_ex before = ProcessStats();
-  {
-    asyncjob::WaitCtx ctx;  // no callback: the eventfd
+  std::uint64_t completed = 0;
+  // One task offloaded from a job on ctx, completed, the job resumed.
+  auto offload_one = [&](asyncjob::WaitCtx& ctx) {
     auto job = asyncjob::start(ctx, [&] {
       engine.run([] {});
       return 1;
     });
     ASSERT_TRUE(job.paused());
-    WaitCompleted(engine, 1);
+    WaitCompleted(engine, ++completed);
     job.resume();
     ASSERT_TRUE(job.finished());
-  }
+  };
+  const asyncjob_stats_ex before = ProcessStats();
+  asyncjob::WaitCtx fd_ctx;  // no callback: the eventfd
+  offload_one(fd_ctx);
   asyncjob_stats_ex after = ProcessStats();
   EXPECT_EQ(after.wakeups_by_fd - before.wakeups_by_fd, 1u);
   EXPECT_EQ(after.wakeups_by_callback - before.wakeups_by_callback, 0u);
-  {
-    asyncjob::WaitCtx ctx;
-    CallbackRecord record;
-    ctx.set_callback(&CallbackRecord::Call, &record);
-    auto job = asyncjob::start(ctx, [&] {
-      engine.run([] {});
-      return 2;
-    });
-    ASSERT_TRUE(job.paused());
-    WaitCompleted(engine, 2);
-    job.resume();
-    ASSERT_TRUE(job.finished());
-  }
+  asyncjob::WaitCtx callback_ctx;
+  CallbackRecord record;
+  callback_ctx.set_callback(&CallbackRecord::Call, &record);
+  offload_one(callback_ctx);
   after = ProcessStats();
   EXPECT_EQ(after.wakeups_by_fd - before.wakeups_by_fd, 1u);
   EXPECT_EQ(after.wakeups_by_callback - before.wakeups_by_callback, 1u);
