@@ -287,7 +287,15 @@ std::atomic<void (*)(Job*)> pause_observer{nullptr};
 }
 
 #if ASYNCJOB_VALGRIND
-void MakeAddressable(void* memory, std::size_t size) { VALGRIND_MAKE_MEM_UNDEFINED(memory, size); }
+std::atomic<int> under_valgrind{-1};
+
+void MakeAddressable(void* memory, std::size_t size) {
+  if (under_valgrind.load(std::memory_order_relaxed) < 0) {
+    under_valgrind.store(RUNNING_ON_VALGRIND ? 1 : 0, std::memory_order_relaxed);
+  }
+  if (under_valgrind.load(std::memory_order_relaxed) != 0)
+    VALGRIND_MAKE_MEM_UNDEFINED(memory, size);
+}
 #endif
 
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size) {

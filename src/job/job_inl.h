@@ -48,9 +48,12 @@ void CancelFromPause(Job* job);
 // queued) when out of memory.
 bool CopyArgumentsToTheHeap(Job* job, const void* arguments, std::size_t size);
 #if ASYNCJOB_VALGRIND
+// Whether the process runs under valgrind: -1 until first asked, then 0 or
+// 1 for good (a process cannot come under valgrind later).
+extern std::atomic<int> under_valgrind;
 // Out of line: the client request keeps its operands in an array on the
 // stack, which would stop the C API from leaving through the switch by a
-// tail call.
+// tail call. Also answers under_valgrind the first time.
 void MakeAddressable(void* memory, std::size_t size);
 #endif
 
@@ -165,7 +168,9 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
 #if ASYNCJOB_VALGRIND
   // Memcheck marked the frames of the job's last run no-access as they were
   // popped; the argument copy and the first frame may cover them.
-  internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
+  // Outside valgrind (the usual case) this costs a load and a branch.
+  if (internal::under_valgrind.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
 #endif
   job->entry.arguments = nullptr;
   if (arguments != nullptr && size > 0) {  // no bytes: NULL, as libcrypto

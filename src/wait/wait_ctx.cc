@@ -125,8 +125,7 @@ void WaitContext::GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count,
   ASYNCJOB_DCHECK(a == added_count_ && d == deleted_count_);
 }
 
-void WaitContext::StartNewRound() {
-  if (added_count_ == 0 && deleted_count_ == 0) return;
+void WaitContext::DropRoundChanges() {
   std::size_t kept = 0;
   for (Entry& entry : entries_) {
     if (entry.deleted) continue;

@@ -53,7 +53,12 @@ class WaitContext {
   std::size_t GetAllFds(OSSL_ASYNC_FD* fds) const;
   void GetChangedFds(OSSL_ASYNC_FD* added, std::size_t* added_count, OSSL_ASYNC_FD* deleted,
                      std::size_t* deleted_count) const;
-  void StartNewRound();
+  // Ends a round of change tracking. Inline: the common case (nothing
+  // added or deleted since the last round) costs two loads.
+  void StartNewRound() {
+    if (added_count_ != 0 || deleted_count_ != 0) [[unlikely]]
+      DropRoundChanges();
+  }
   // Runs the cleanup routine of every entry not deleted, exactly once each,
   // and empties the context (what the destructor does).
   void RunEveryCleanupOnce();
@@ -141,6 +146,7 @@ class WaitContext {
   const Entry* FindLive(const void* key) const;
   bool AttachAnotherJob(void* job);
   void DetachJobUnusual(void* job);
+  void DropRoundChanges();
 
   std::vector<Entry> entries_;
   std::size_t added_count_ = 0;
