@@ -250,40 +250,62 @@ void ContinueThreadExit(void* record_pointer) {
 std::atomic<const SwitchHooks*> switch_hooks{nullptr};
 std::atomic<void (*)(Job*)> pause_observer{nullptr};
 
-// The code every job's context starts in.
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+// Whether a job finishing on its own stack may park its context for the next
+// start (Job::parked): not when its pool is closing (it is freed), nor under
+// valgrind (a start marks the stack below the header undefined, the parked
+// frame included).
+bool MayPark(const Job* job) {
+#if ASYNCJOB_VALGRIND
+  if (under_valgrind.load(std::memory_order_relaxed) != 0) return false;
+#endif
+  return !job->links.pool->closing();
+}
+#endif
+
+// The code every job's context starts in. In return-free builds it loops:
+// a job that finished parks here, and its next start goes on from the
+// switch that parked it instead of preparing a fresh context.
 [[noreturn]] void JobEntry(void* /*transfer*/, void* argument) noexcept {
   Job* job = static_cast<Job*>(argument);
-  try {
-    job->entry.result = job->entry.function(job->entry.arguments);
-  } catch (const JobCancelled&) {
-    job->entry.result = 0;
-    job->cancellation.unwound = true;
-  } catch (abi::__forced_unwind&) {
-    // pthread_exit() or cancellation inside the job: it must go on.
-    LeaveForThreadExit(job);
-  } catch (...) {
-    DieOfEscapedException(job);
-  }
-  if (job->entry.heap_arguments != nullptr) {
-    std::free(job->entry.heap_arguments);
-    job->entry.heap_arguments = nullptr;
-  }
-  stack::CheckCanary(job->stack, job);
-  ThreadState& thread = this_thread;
-  thread.current = job->links.parent;
+  for (;;) {
+    try {
+      job->entry.result = job->entry.function(job->entry.arguments);
+    } catch (const JobCancelled&) {
+      job->entry.result = 0;
+      job->cancellation.unwound = true;
+    } catch (abi::__forced_unwind&) {
+      // pthread_exit() or cancellation inside the job: it must go on.
+      LeaveForThreadExit(job);
+    } catch (...) {
+      DieOfEscapedException(job);
+    }
+    if (job->entry.heap_arguments != nullptr) {
+      std::free(job->entry.heap_arguments);
+      job->entry.heap_arguments = nullptr;
+    }
+    stack::CheckCanary(job->stack, job);
+    ThreadState& thread = this_thread;
+    thread.current = job->links.parent;
 #if ASYNCJOB_CONTEXT_RETURN_FREE
-  if (job->return_free) {
-    // Nobody waits after a switch for this job to end: do the caller's work
-    // here, and hand the caller its return value directly.
-    EndEntry(job, thread, /*finished=*/true);
-    int value = job->outcome.finish(job);
-    context::Context* from = &job->fibre;
-    context::Context* to = job->links.resume_to;
-    Release(job, /*on_its_own_stack=*/true);  // nothing reuses it before we left
-    context::SwitchForGood(from, to, reinterpret_cast<void*>(static_cast<std::intptr_t>(value)));
-  }
+    if (job->return_free) {
+      // Nobody waits after a switch for this job to end: do the caller's work
+      // here, and hand the caller its return value directly.
+      EndEntry(job, thread, /*finished=*/true);
+      int value = job->outcome.finish(job);
+      context::Context* from = &job->fibre;
+      context::Context* to = job->links.resume_to;
+      void* transfer = reinterpret_cast<void*>(static_cast<std::intptr_t>(value));
+      const bool park = MayPark(job);
+      job->parked = park;
+      Release(job, /*on_its_own_stack=*/true);  // nothing reuses it before we left
+      if (!park) context::SwitchForGood(from, to, transfer);
+      context::Switch(from, to, transfer);  // returns at the job's next start
+      continue;
+    }
 #endif
-  context::SwitchForGood(&job->fibre, job->links.resume_to, kFinishedToken);
+    context::SwitchForGood(&job->fibre, job->links.resume_to, kFinishedToken);
+  }
 }
 
 #if ASYNCJOB_VALGRIND

@@ -79,6 +79,10 @@ inline constexpr int kMaxCancelHooks = 8;
 class Pool;
 struct ThreadState;
 
+// Bytes below a job's header kept for small arguments: a start with at most
+// this many bytes of arguments can reuse a parked context (Job::parked).
+inline constexpr std::size_t kSmallArgumentRoom = 256;
+
 // A job's header. It sits at the top of the job's own stack, aligned to a
 // cache line: the fields an entry into the job or an exit from it touches
 // come first (the context, the links, the run state, the entry, the
@@ -141,6 +145,10 @@ struct Job {
   // Entered by EnterReturnFree(): its pause and its end switch straight back
   // to the code that called the C API, and do the caller's work themselves.
   bool return_free = false;
+  // Idle, and its context is parked in JobEntry(), which runs the next
+  // function it is started with: no fresh context to prepare (return-free
+  // builds; see docs/design.md, "Parked contexts").
+  bool parked = false;
   int block_depth = 0;        // ASYNC_block_pause() nesting
   Entry entry;                // entry.result right after block_depth: a start resets both at once
   void* user_data = nullptr;  // the C API's wait context

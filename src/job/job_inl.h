@@ -173,13 +173,18 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
     internal::MakeAddressable(job->stack.low, static_cast<std::size_t>(top - job->stack.low));
 #endif
   job->entry.arguments = nullptr;
+  // The context starts below a fixed room for small arguments, so that a
+  // parked context (see Job::parked) lies below any of them.
+  std::byte* context_top = top - kSmallArgumentRoom;
+  const bool small = arguments == nullptr || size <= kSmallArgumentRoom;
   if (arguments != nullptr && size > 0) {  // no bytes: NULL, as libcrypto
     // Small arguments are copied onto the job's own stack: no allocation.
     const std::size_t room = static_cast<std::size_t>(top - job->stack.low);
     if (size <= room / 4) [[likely]] {
       top = base::AlignDown(top - size, 16);
-      if (size > 0) std::memcpy(top, arguments, size);
+      std::memcpy(top, arguments, size);
       job->entry.arguments = top;
+      if (!small) context_top = top;
     } else if (!internal::CopyArgumentsToTheHeap(job, arguments, size)) {
       return false;
     }
@@ -192,8 +197,14 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   job->cancellation.hook_count = 0;
   job->exceptions.inside = ExceptionState{};
   job->links.owner = this_thread.id;  // given with the pool the job came from
-  context::Prepare(&job->fibre, job->stack.low, static_cast<std::size_t>(top - job->stack.low),
-                   &internal::JobEntry, job);
+  // A context parked by the job's last run goes on to run this one, unless
+  // the arguments were copied over its frame.
+  if (!job->parked || !small) {
+    context::Prepare(&job->fibre, job->stack.low,
+                     static_cast<std::size_t>(context_top - job->stack.low), &internal::JobEntry,
+                     job);
+  }
+  job->parked = false;
   job->entry.fresh = true;
   ++this_thread.counters.starts;
   return true;
