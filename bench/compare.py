@@ -298,7 +298,6 @@ class Report:
         f0, f1, f3 = (self.floor_ns(d) for d in FLOOR_DEPTHS)
         full = self.time_of("asyncjob", "BM_FullCycle")
         lc_full = self.time_of("libcrypto", "BM_FullCycle")
-        experiment = self.floor.get("BM_ReturnFreeCycle")
         if f0 and f1 and f3 and full:
             out += [
                 "**Switch-heavy cases: mispredicted returns.** The bare switch round trip "
@@ -316,17 +315,6 @@ class Report:
                 "({} per full cycle).".format(
                     fmt_time(f0), fmt_time(f1), fmt_time(f3), fmt_time(full),
                     fmt_time(2 * f3), fmt_time(lc_full))]
-            if experiment is not None:
-                value = real_ns(experiment)
-                out += [
-                    "",
-                    "The experiment row is the same return-free cycle with no bookkeeping at "
-                    "all (no pool, counters, hooks, per-job exception state or wait context): "
-                    "only the job function's own return after its pause is mispredicted. It "
-                    "costs {} ({} the floor, {} faster than libcrypto's full cycle); the rest "
-                    "of asyncjob's full cycle is that bookkeeping.".format(
-                        fmt_time(value), fmt_ratio(value / f0),
-                        fmt_ratio(lc_full / value) if lc_full else "-")]
         lc_m = self.scale.get(("libcrypto", 1_000_000))
         aj_m = self.scale.get(("asyncjob", 1_000_000))
         if lc_m and aj_m and "create_pause_faults_per_job" in aj_m:
@@ -388,30 +376,36 @@ class Report:
                     fmt_time(page), aj_k.get("create_pause_faults_per_job", 0), fmt_time(aj_c),
                     lc_k.get("create_pause_faults_per_job", 0), fmt_time(lc_c),
                     fmt_time(lc_c / 2), fmt_ratio(lc_c / 2 / page))]
-        experiment = self.floor.get("BM_ReturnFreeCycle")
+        structure = self.floor.get("BM_ParkedCycle") or self.floor.get("BM_ReturnFreeCycle")
         lc_full = self.time_of("libcrypto", "BM_FullCycle")
         boost_cycle = self.boost_ns("BM_BoostFiberCycle")
-        if experiment is not None and full and lc_full:
-            bare = real_ns(experiment)
+        if structure is not None and full and lc_full:
+            bare = real_ns(structure)
             text = (
-                "**What bounds the full cycle.** The cycle's structure alone (the "
-                "experiment row: four switches, a fresh context per start, the job "
-                "function's mispredicted return, and no bookkeeping at all) costs {}, "
-                "{} faster than libcrypto's full cycle; asyncjob's full cycle costs {} "
-                "({}): the difference, {}, is the bookkeeping OpenSSL's semantics need "
-                "(the pool, the wait context's change rounds, the per-job C++ exception "
-                "state, the owner and state checks that refuse misuse, the switch hooks "
-                "that keep libcrypto's per-thread library context per job, the counters "
-                "of <asyncjob/introspect.h>).").format(
+                "**What bounds the full cycle.** The structure of asyncjob's cycle alone "
+                "(the parked-context experiment row: four return-free switches, the job "
+                "function's mispredicted return after its pause, its context parked "
+                "between jobs, and no bookkeeping at all) costs {}, {} faster than "
+                "libcrypto's full cycle. asyncjob's full cycle costs {} ({}); the "
+                "difference, {}, is the bookkeeping OpenSSL's semantics and asyncjob's "
+                "safety need: the pool, the wait context's change rounds, the per-job C++ "
+                "exception state, the owner and state checks that refuse misuse, the "
+                "switch hooks that keep libcrypto's per-thread library context per job, "
+                "the canary check, and the counters of <asyncjob/introspect.h>. 6x "
+                "libcrypto would mean {} per cycle, {} of bookkeeping on top of the "
+                "structure.").format(
                     fmt_time(bare), fmt_ratio(lc_full / bare), fmt_time(full),
-                    fmt_ratio(lc_full / full), fmt_time(full - bare))
+                    fmt_ratio(lc_full / full), fmt_time(full - bare), fmt_time(lc_full / 6),
+                    fmt_time(max(lc_full / 6 - bare, 0)))
             if boost_cycle:
                 text += (
-                    " Half of Boost's bare fiber cycle is {}: {} the structure's own cost "
-                    "with no bookkeeping, so that target is out of reach of any job "
-                    "machinery built on this switch.").format(
+                    " Half of Boost's bare fiber cycle is {}, {} the structure's own cost "
+                    "with no bookkeeping at all: that target asks for a job cycle with "
+                    "{} of bookkeeping.").format(
                         fmt_time(boost_cycle / 2),
-                        "below" if boost_cycle / 2 < bare else "above")
+                        "below" if boost_cycle / 2 < bare else "just above",
+                        "less than none" if boost_cycle / 2 < bare
+                        else fmt_time(boost_cycle / 2 - bare))
             out += ["", text]
         boost_raw = self.boost_ns("BM_BoostRawSwitch")
         ours_raw = self.boost_ns("BM_AsyncjobRawSwitch")
@@ -423,8 +417,8 @@ class Report:
                 "indirect jump; Boost reloads MXCSR and the x87 control word on every "
                 "switch, asyncjob only when they differ (a compare and an untaken branch). "
                 "That is the whole difference: {} against {} per round trip ({}). 0.6x "
-                "would need {} per round trip, less than the register saves and loads "
-                "both libraries must do.".format(
+                "would need {} per round trip: what is left in asyncjob's switch is the "
+                "saves and loads of the state both libraries keep per context.".format(
                     fmt_time(ours_raw), fmt_time(boost_raw), fmt_ratio(ours_raw / boost_raw),
                     fmt_time(0.6 * boost_raw))]
         clears = self.time_of("asyncjob", "BM_FpCallerClears")
@@ -511,15 +505,22 @@ class Report:
         if floor and full:
             rows.append(("asyncjob full cycle / floor", fmt_ratio(full / floor)))
         experiment = self.floor.get("BM_ReturnFreeCycle")
+        lc_full = self.time_of("libcrypto", "BM_FullCycle")
         if experiment is not None:
             value = real_ns(experiment)
             rows.append(("experiment: full cycle with no return after a switch",
                          fmt_time(value)))
             if floor:
                 rows.append(("  experiment / floor", fmt_ratio(value / floor)))
-            lc_full = self.time_of("libcrypto", "BM_FullCycle")
             if lc_full:
                 rows.append(("  libcrypto full cycle / experiment", fmt_ratio(lc_full / value)))
+        parked = self.floor.get("BM_ParkedCycle")
+        if parked is not None:
+            rows.append(("experiment: the same with the context parked between jobs",
+                         fmt_time(real_ns(parked))))
+            if lc_full:
+                rows.append(("  libcrypto full cycle / parked experiment",
+                             fmt_ratio(lc_full / real_ns(parked))))
         if floor and pause:
             rows.append(("asyncjob pause+resume / floor", fmt_ratio(pause / floor)))
         fresh = self.floor.get("BM_FreshPage")
@@ -637,6 +638,10 @@ class Report:
             "`bench/context_floor.cc`): start, pause and finish do their bookkeeping before "
             "switching and end in a tail call to the switch, so the resumed side lands "
             "straight back in its caller; Prepare() per start as the job layer does.",
+            "- **experiment: the same with the context parked between jobs** "
+            "(`BM_ParkedCycle`): the same structure with the fibre kept in its entry loop "
+            "between jobs, as asyncjob's jobs are (docs/design.md, \"Parked contexts\"): "
+            "only the first start prepares a context.",
             "- **a fresh page** (`BM_FreshPage` in `bench/context_floor.cc`): one byte written "
             "to the top page of each 128 KiB slot of a fresh anonymous mapping of 10,000 "
             "slots (mapping and unmapping untimed): the page fault and zeroed page that "

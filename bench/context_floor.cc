@@ -141,6 +141,67 @@ void BM_ReturnFreeCycle(benchmark::State& state) {
 
 BENCHMARK(BM_ReturnFreeCycle);
 
+// The same cycle with the fibre parked between jobs, as asyncjob's jobs are
+// (docs/design.md, "Parked contexts"): a finished job saves its context in
+// its entry loop, and the next start goes on from there instead of
+// preparing a fresh context. Only the first start prepares one.
+
+MiniJob g_parked;
+bool g_parked_prepared = false;
+
+[[noreturn]] void ParkedEntry(void*, void* argument) {
+  auto* job = static_cast<MiniJob*>(argument);
+  for (;;) {
+    job->result = job->function(nullptr);
+    job->paused = false;
+    ctx::Switch(&job->fibre, &g_main, reinterpret_cast<void*>(kMiniFinished));
+  }
+}
+
+[[gnu::noinline]] void* ParkedStart(MiniJob* job, int (*function)(void*)) {
+  job->function = function;
+  if (!g_parked_prepared) {
+    g_parked_prepared = true;
+    ctx::Prepare(&job->fibre, job->stack, kStackSize, &ParkedEntry, job);
+  }
+  return ctx::Switch(&g_main, &job->fibre, nullptr);  // a tail call
+}
+
+[[gnu::noinline]] void* ParkedPause() {
+  g_parked.paused = true;
+  return ctx::Switch(&g_parked.fibre, &g_main, reinterpret_cast<void*>(kMiniPaused));
+}
+
+[[gnu::noinline]] int ParkedPauseOnce(void*) {
+  ParkedPause();
+  return 1;
+}
+
+void BM_ParkedCycle(benchmark::State& state) {
+  g_parked.stack = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (g_parked.stack == MAP_FAILED) {
+    state.SkipWithError("mmap of the fibre stack failed");
+    return;
+  }
+  ctx::InitializeThreadContext(&g_main);
+  for (auto _ : state) {
+    void* paused = ParkedStart(&g_parked, &ParkedPauseOnce);
+    void* finished = MiniResume(&g_parked);
+    if (paused != reinterpret_cast<void*>(kMiniPaused) ||
+        finished != reinterpret_cast<void*>(kMiniFinished)) {
+      state.SkipWithError("the cycle went wrong");
+      break;
+    }
+  }
+  // The fibre is left parked in its loop, with nothing to unwind.
+  ctx::Destroy(&g_parked.fibre);
+  munmap(g_parked.stack, kStackSize);
+  g_parked_prepared = false;
+}
+
+BENCHMARK(BM_ParkedCycle);
+
 // ----- The cost of a fresh page -----
 //
 // A job created and paused in a fresh process needs at least one page of
