@@ -68,6 +68,7 @@ struct JobCancelled {};
 struct ExceptionState {
   void* caught_exceptions = nullptr;
   unsigned int uncaught_exceptions = 0;
+  bool empty() const { return caught_exceptions == nullptr && uncaught_exceptions == 0; }
 };
 
 struct CancelHook {
@@ -103,7 +104,7 @@ struct Job {
   // exit: each one's is saved while the other runs.
   struct ExceptionStates {
     ExceptionState inside;   // the job's, while it is not running
-    ExceptionState outside;  // the caller's, while the job runs
+    ExceptionState outside;  // the caller's, while the job runs (if swapped)
   };
 
   // Owned by the C API, for return-free entries: where its caller wants the
@@ -149,6 +150,10 @@ struct Job {
   // function it is started with: no fresh context to prepare (return-free
   // builds; see docs/design.md, "Parked contexts").
   bool parked = false;
+  // Whether its last entry swapped the C++ exception states. The common
+  // case, no exception state on either side (nothing caught or in flight),
+  // swaps nothing: the thread's empty state is then the job's too.
+  bool exceptions_swapped = false;
   int block_depth = 0;        // ASYNC_block_pause() nesting
   Entry entry;                // entry.result right after block_depth: a start resets both at once
   void* user_data = nullptr;  // the C API's wait context

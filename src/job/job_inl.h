@@ -69,10 +69,15 @@ inline void BeginEntry(Job* job, ThreadState& thread) {
   const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
   if (hooks != nullptr) hooks->entering(job);
   job->entry.fresh = false;
-  // The job gets its own C++ exception state for as long as it runs.
+  // The job gets its own C++ exception state for as long as it runs. When
+  // both are empty, the thread's is already the job's.
   ExceptionState* exceptions = thread.exceptions;
-  job->exceptions.outside = *exceptions;
-  *exceptions = job->exceptions.inside;
+  const bool swap = !exceptions->empty() || !job->exceptions.inside.empty();
+  job->exceptions_swapped = swap;
+  if (swap) [[unlikely]] {
+    job->exceptions.outside = *exceptions;
+    *exceptions = job->exceptions.inside;
+  }
 }
 
 // The bookkeeping of `job` having paused or finished (thread.current is
@@ -80,8 +85,15 @@ inline void BeginEntry(Job* job, ThreadState& thread) {
 // return-free entries, in the job before it.
 inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
   ExceptionState* exceptions = thread.exceptions;
-  job->exceptions.inside = *exceptions;
-  *exceptions = job->exceptions.outside;
+  if (job->exceptions_swapped) [[unlikely]] {
+    job->exceptions.inside = *exceptions;
+    *exceptions = job->exceptions.outside;
+  } else if (!exceptions->empty()) [[unlikely]] {
+    // Paused inside a catch block (or with an exception in flight) that the
+    // job entered: its state goes with it, the caller's was empty.
+    job->exceptions.inside = *exceptions;
+    *exceptions = ExceptionState{};
+  }
   const SwitchHooks* hooks = switch_hooks.load(std::memory_order_acquire);
   if (hooks != nullptr) hooks->left(job);
   if (finished) {
@@ -196,6 +208,7 @@ inline bool PrepareStart(Job* job, int (*function)(void*), const void* arguments
   job->cancellation.unwound = false;
   job->cancellation.hook_count = 0;
   job->exceptions.inside = ExceptionState{};
+  job->exceptions_swapped = false;
   job->links.owner = this_thread.id;  // given with the pool the job came from
   // A context parked by the job's last run goes on to run this one, unless
   // the arguments were copied over its frame.

@@ -334,6 +334,56 @@ TEST_F(Cancel, PausingInsideACatchBlockKeepsEachSidesExceptionState) {
   }
 }
 
+namespace {
+// Reports whether it runs with no exception of its own, before and after
+// a pause, and handles one of its own in between.
+int SeesNoCallerException(void*) {
+  int clean = std::current_exception() == nullptr && std::uncaught_exceptions() == 0 ? 1 : 0;
+  try {
+    throw std::runtime_error("job's own");
+  } catch (const std::runtime_error&) {
+  }
+  ASYNC_pause_job();
+  return clean + (std::current_exception() == nullptr ? 1 : 0);
+}
+}  // namespace
+
+// Each combination of the caller's state (empty, or inside a catch block)
+// at the start and at the resume: the job never sees the caller's
+// exception, and the caller's is intact afterwards.
+TEST_F(Cancel, AJobNeverSeesItsCallersExceptionWhateverEachSideHolds) {
+  for (int combination = 0; combination < 4; ++combination) {
+    const bool start_in_catch = (combination & 1) != 0;
+    const bool resume_in_catch = (combination & 2) != 0;
+    ASYNC_JOB* job = nullptr;
+    int ret = 0;
+    auto step = [&](bool in_catch, int expected) {
+      if (!in_catch) {
+        EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, &SeesNoCallerException, nullptr, 0),
+                  expected);
+        EXPECT_FALSE(std::current_exception());
+        return;
+      }
+      try {
+        throw std::logic_error("caller's own");
+      } catch (const std::logic_error&) {
+        EXPECT_EQ(ASYNC_start_job(&job, nullptr, &ret, &SeesNoCallerException, nullptr, 0),
+                  expected);
+        try {
+          throw;
+        } catch (const std::logic_error& mine) {
+          EXPECT_STREQ(mine.what(), "caller's own");
+        }
+      }
+      EXPECT_FALSE(std::current_exception());
+    };
+    step(start_in_catch, ASYNC_PAUSE);
+    step(resume_in_catch, ASYNC_FINISH);
+    EXPECT_EQ(ret, 2) << "start in a catch block: " << start_in_catch
+                      << ", resume in one: " << resume_in_catch;
+  }
+}
+
 TEST(CancelDeathTest, AnExceptionEscapingACJobFunctionIsReported) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
