@@ -211,17 +211,19 @@ ASYNCJOB_EXPORT size_t asyncjob_get_stack_size(void);
 ASYNCJOB_EXPORT void asyncjob_set_guarded_stack_budget(size_t stacks);
 ASYNCJOB_EXPORT size_t asyncjob_get_guarded_stack_budget(void);
 
-/* Stack caches, off by default. With limits above 0, freed guarded stacks
- * are kept mapped, guard in place, for later jobs instead of being unmapped,
- * and fresh ones are mapped several at a time: up to per_thread stacks wait
- * in each thread's cache and process in a process-wide one, which receives
- * a thread's cache when its last pool goes (ASYNC_cleanup_thread, thread
- * exit); so those calls then leave up to `process` stacks mapped. Suggested
- * 64 and 1024; at most 64 and 16384 (larger values are clamped). Lowering
- * the limits unmaps the excess of the calling thread's cache and of the
- * process-wide one at once; 0, 0 turns the caches off. Cached stacks count
- * against the guarded budget. The environment variable
- * ASYNCJOB_STACK_CACHE=per_thread,process sets them when the library loads. */
+/* Stack caches, on by default (64 per thread, 1024 process-wide). Freed
+ * guarded stacks are kept mapped, guard in place, for later jobs instead of
+ * being unmapped, and fresh ones are mapped several at a time: up to
+ * per_thread stacks wait in each thread's cache and process in a
+ * process-wide one, which receives a thread's cache when its last pool goes
+ * (ASYNC_cleanup_thread, thread exit); so those calls leave up to `process`
+ * stacks mapped (2 mappings each), of which at most 256 keep their pages.
+ * At most 64 and 16384 (larger values are clamped). Lowering the limits
+ * unmaps the excess of the calling thread's cache and of the process-wide
+ * one at once; 0, 0 turns the caches off, and cleanup then leaves no
+ * mapping behind. Cached stacks count against the guarded budget. The
+ * environment variable ASYNCJOB_STACK_CACHE=per_thread,process sets them
+ * when the library loads. */
 ASYNCJOB_EXPORT void asyncjob_set_stack_cache_limits(size_t per_thread, size_t process);
 ASYNCJOB_EXPORT void asyncjob_get_stack_cache_limits(size_t *per_thread, size_t *process);
 /* Unmaps the stacks cached by the calling thread and by the process;

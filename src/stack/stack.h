@@ -17,7 +17,8 @@
 // whose stack use is shallow commits a single page.
 //
 // Guarded stacks no job holds can be kept mapped for the next jobs, and
-// mapped several at a time, by the caches of stack_cache.h (off by default).
+// mapped several at a time, by the caches of stack_cache.h (on by default,
+// bounded).
 //
 // A StackSource belongs to one thread's pool and is not thread-safe; the
 // settings functions are process-wide and thread-safe.

@@ -87,9 +87,9 @@ std::size_t process_resident = 0;  // of those, entries that may have pages
 Entry process_entries[kMaxProcessCacheLimit];
 pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-// ASYNCJOB_STACK_CACHE=per_thread,process turns the caches on for programs
-// that cannot call asyncjob_set_stack_cache_limits() (an OpenSSL program
-// built against the compatibility header, a benchmark).
+// ASYNCJOB_STACK_CACHE=per_thread,process sets the limits (0,0 turns the
+// caches off) for programs that cannot call asyncjob_set_stack_cache_limits()
+// (an OpenSSL program built against the compatibility header, a benchmark).
 [[gnu::constructor]] void ReadLimitsFromTheEnvironment() {
   const char* value = std::getenv("ASYNCJOB_STACK_CACHE");
   if (value == nullptr) return;

@@ -31,20 +31,32 @@
 
 namespace asyncjob::stack {
 
-// Off by default (limits 0, 0): every freed guarded stack is unmapped and
-// each is mapped on its own, so that ASYNC_cleanup_thread and thread exit
-// leave no mapping behind. A program turns the caches on with
-// asyncjob_set_stack_cache_limits(), or the environment variable
-// ASYNCJOB_STACK_CACHE=per_thread,process (read once, at load). The
-// suggested bounds, in stacks: 64 per thread and 1,024 in the process-wide
-// cache (64 MiB of address space at the default size; of the process-wide
-// cache only the first kResidentInProcessCache stacks keep their pages, a
-// page or two each for shallow jobs, 16 MiB if every one was used to the
-// bottom).
-inline constexpr std::size_t kDefaultThreadCacheLimit = 0;
-inline constexpr std::size_t kDefaultProcessCacheLimit = 0;
-inline constexpr std::size_t kSuggestedThreadCacheLimit = 64;
-inline constexpr std::size_t kSuggestedProcessCacheLimit = 1024;
+// On by default, bounded: 64 stacks per thread and 1,024 in the
+// process-wide cache. The bounds are those an engine serving thousands of
+// connections wants: a thread's cache of 64 holds a whole run of fresh
+// stacks (StackSource::kMaxRun, the most mapped at once) and lets a pool
+// whose number of jobs swings by up to 64 free and create them again with
+// no system call; the
+// process-wide cache of 1,024 lets a thread pool of a few dozen threads be
+// torn down and rebuilt, or a burst of a thousand connections come and go,
+// without mapping again. What it costs when idle: 1,024 stacks are 64 MiB of
+// address space (at the default stack size) and 2,048 of the 65,530
+// mappings of vm.max_map_count (3%, and they count against the guarded
+// budget, a quarter of it, so that they never push a program past it); of
+// the process-wide cache only the first kResidentInProcessCache stacks keep
+// their pages (a page or two each for shallow jobs, 16 MiB at most if every
+// one was used to the bottom), the others are released with MADV_DONTNEED
+// as they enter it. So ASYNC_cleanup_thread and thread exit leave at most
+// kDefaultProcessCacheLimit guarded stacks (2 mappings each) behind, which
+// asyncjob_trim_stack_cache() unmaps on demand.
+//
+// A program that needs every mapping back at cleanup turns the caches off
+// with asyncjob_set_stack_cache_limits(0, 0), or the environment variable
+// ASYNCJOB_STACK_CACHE=0,0 (read once, at load; any per_thread,process pair
+// sets the limits the same way): every freed guarded stack is then unmapped
+// and each is mapped on its own, as before the caches existed.
+inline constexpr std::size_t kDefaultThreadCacheLimit = 64;
+inline constexpr std::size_t kDefaultProcessCacheLimit = 1024;
 // Hard bounds of the settings (the caches are fixed arrays: keeping or
 // taking a stack never allocates).
 inline constexpr std::size_t kMaxThreadCacheLimit = 64;

@@ -8,6 +8,7 @@
 
 #include "asyncjob/async.h"
 #include "base/sanitizers.h"
+#include "support/mapping_check.h"
 #include "support/test_support.h"
 
 namespace {
@@ -35,7 +36,7 @@ TEST(Scale, AMillionPausedJobsOnOneThread) {
   const size_t n = JobCount();
   std::vector<ASYNC_JOB*> jobs(n, nullptr);
   ASSERT_EQ(ASYNC_init_thread(0, 0), 1);
-  const size_t mappings_before = asyncjob_test::CountMappings();
+  const size_t mappings_before = asyncjob_test::MappingsWithEmptyStackCaches();
   const size_t rss_before = asyncjob_test::ResidentKiB();
   auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < n; ++i) {
@@ -62,6 +63,14 @@ TEST(Scale, AMillionPausedJobsOnOneThread) {
   auto t2 = std::chrono::steady_clock::now();
   ASYNC_cleanup_thread();
   if (asyncjob_test::MappingCountsAreExact()) {
+    // The stack caches keep at most their limits' worth of stacks (two
+    // mappings each); every other stack was unmapped.
+    const size_t with_cache = asyncjob_test::CountMappings();
+    size_t per_thread = 0, process = 0;
+    asyncjob_get_stack_cache_limits(&per_thread, &process);
+    const size_t cached = asyncjob_trim_stack_cache();
+    EXPECT_LE(cached, per_thread + process);
+    EXPECT_LE(with_cache, mappings_before + 2 * cached);
     EXPECT_LE(asyncjob_test::CountMappings(), mappings_before) << "every stack was unmapped";
   }
 

@@ -2060,6 +2060,10 @@ int Initialize() {
   g_trace = trace != nullptr && *trace != '\0' && *trace != '0';
   const char* stacks = std::getenv("ASYNCJOB_FUZZ_STACKS");
   g_mode = stacks != nullptr && std::strcmp(stacks, "custom") == 0 ? Mode::kCustom : Mode::kLibrary;
+  // The model counts guarded stacks against the budget and expects
+  // /proc/self/maps back to where it was after each input: it does not
+  // model the stack caches (on by default), so they are turned off here.
+  asyncjob_set_stack_cache_limits(0, 0);
   ASYNC_get_mem_functions(&g_library_alloc, &g_library_free);
   OpenEventFds();
   if (g_mode == Mode::kCustom && ASYNC_set_mem_functions(&FuzzAlloc, &FuzzFree) != 1) {

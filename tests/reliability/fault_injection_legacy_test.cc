@@ -16,6 +16,10 @@
 #include "asyncjob/legacy.h"
 #include "fault_wraps.h"
 
+// From <asyncjob/async.h>, which cannot be included with the legacy API.
+extern "C" void asyncjob_set_stack_cache_limits(std::size_t per_thread, std::size_t process);
+extern "C" void asyncjob_get_stack_cache_limits(std::size_t* per_thread, std::size_t* process);
+
 namespace {
 
 std::size_t OpenFds() {
@@ -53,6 +57,10 @@ void ExpectLegacyJobRuns() {
 class LegacyFaultInjection : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Stack allocation failures are made by failing mmap: with the stack
+    // caches on, a cached stack would serve the job instead.
+    asyncjob_get_stack_cache_limits(&saved_thread_cache_, &saved_process_cache_);
+    asyncjob_set_stack_cache_limits(0, 0);
     ASYNC_cleanup_thread();
     asyncjob_clear_errors();
     fds_before_ = OpenFds();
@@ -62,8 +70,11 @@ class LegacyFaultInjection : public ::testing::Test {
     ASYNC_cleanup_thread();
     EXPECT_EQ(PopReason(), 0);
     EXPECT_EQ(OpenFds(), fds_before_) << "an fd leaked";
+    asyncjob_set_stack_cache_limits(saved_thread_cache_, saved_process_cache_);
   }
   std::size_t fds_before_ = 0;
+  std::size_t saved_thread_cache_ = 0;
+  std::size_t saved_process_cache_ = 0;
 };
 
 int first_fd = -2;

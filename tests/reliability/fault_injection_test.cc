@@ -55,6 +55,12 @@ int MustNotRun(void*) {
 class FaultInjection : public ::testing::Test {
  protected:
   void SetUp() override {
+    // These tests make the mapping of a stack fail: with the stack caches
+    // on, a cached stack would serve the job instead, and a pool would map
+    // several stacks at once. They run with the caches off, where cleanup
+    // leaves no mapping behind (stack_cache_test covers the caches).
+    asyncjob_get_stack_cache_limits(&saved_thread_cache_, &saved_process_cache_);
+    asyncjob_set_stack_cache_limits(0, 0);
     ASYNC_cleanup_thread();
     asyncjob_clear_errors();
     saved_budget_ = asyncjob_get_guarded_stack_budget();
@@ -70,6 +76,7 @@ class FaultInjection : public ::testing::Test {
     if (asyncjob_test::MappingCountsAreExact()) {
       EXPECT_EQ(asyncjob_test::CountMappings(), mappings_before_) << "a mapping leaked";
     }
+    asyncjob_set_stack_cache_limits(saved_thread_cache_, saved_process_cache_);
   }
 
   // The pool still works: a job pauses, is resumed and finishes.
@@ -99,6 +106,8 @@ class FaultInjection : public ::testing::Test {
   size_t saved_budget_ = 0;
   size_t fds_before_ = 0;
   size_t mappings_before_ = 0;
+  size_t saved_thread_cache_ = 0;
+  size_t saved_process_cache_ = 0;
 };
 
 }  // namespace

@@ -1,14 +1,15 @@
-// The stack caches (asyncjob_set_stack_cache_limits): off by default; when
-// on, freed guarded stacks stay mapped with their guard and go to the next
-// jobs, within the bounds, across ASYNC_cleanup_thread, thread exit and fork,
-// and never past the guarded budget. Its own executable: the caches are
-// process-wide state.
+// The stack caches (asyncjob_set_stack_cache_limits): on by default, 64 per
+// thread and 1024 process-wide; freed guarded stacks stay mapped with their guard and go to the
+// next jobs, within the bounds, across ASYNC_cleanup_thread, thread exit and fork, and never past
+// the guarded budget. Its own executable: the caches are process-wide state.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 #include "asyncjob/async.h"
 #include "base/sanitizers.h"
@@ -41,11 +42,18 @@ Mapping RunOneJob() {
   return stack;
 }
 
-TEST(StackCacheDefaults, OffByDefaultSoCleanupLeavesNoMapping) {
-  size_t per_thread = 1, process = 1;
+TEST(StackCacheDefaults, OnByDefaultWithTheDocumentedBounds) {
+  size_t per_thread = 0, process = 0;
   asyncjob_get_stack_cache_limits(&per_thread, &process);
-  EXPECT_EQ(per_thread, 0u);
-  EXPECT_EQ(process, 0u);
+  EXPECT_EQ(per_thread, 64u);
+  EXPECT_EQ(process, 1024u);
+}
+
+TEST(StackCacheDefaults, ZeroLimitsTurnThemOffSoCleanupLeavesNoMapping) {
+  size_t per_thread = 0, process = 0;
+  asyncjob_get_stack_cache_limits(&per_thread, &process);
+  asyncjob_set_stack_cache_limits(0, 0);
+  EXPECT_EQ(asyncjob_trim_stack_cache(), 0u) << "limits of 0 unmapped every cached stack";
   ASYNC_cleanup_thread();
   const size_t before = CountMappings();
   ASSERT_EQ(ASYNC_init_thread(0, 16), 1);
@@ -54,6 +62,7 @@ TEST(StackCacheDefaults, OffByDefaultSoCleanupLeavesNoMapping) {
     EXPECT_EQ(CountMappings(), before);
   }
   EXPECT_EQ(asyncjob_trim_stack_cache(), 0u);
+  asyncjob_set_stack_cache_limits(per_thread, process);
 }
 
 class StackCache : public ::testing::Test {
@@ -75,6 +84,7 @@ class StackCache : public ::testing::Test {
       EXPECT_EQ(CountMappings(), before_) << "a mapping leaked";
     }
     EXPECT_TRUE(asyncjob_test::ErrorQueueEmpty());
+    asyncjob_set_stack_cache_limits(64, 1024);  // the defaults
   }
   size_t saved_budget_ = 0;
   size_t before_ = 0;
@@ -205,6 +215,105 @@ TEST_F(StackCache, AForkedChildRunsJobsOnTheCachedStacks) {
   RunOneJob();
   ASYNC_cleanup_thread();
   EXPECT_EQ(asyncjob_trim_stack_cache(), 4u);
+}
+
+int PauseOnce(void*) {
+  ASYNC_pause_job();
+  return 1;
+}
+
+// A thread that creates 10,000 jobs, pauses and finishes them, leaves at most
+// the process-wide cache's worth of stacks behind when it exits (its pool's
+// idle jobs are freed then, and its own cache goes to the process's), and
+// nothing else.
+constexpr size_t kJobs = 10000;
+TEST_F(StackCache, ATenThousandJobThreadLeavesAtMostTheBound) {
+  std::thread([] {}).join();
+  before_ = CountMappings();
+  size_t peak = 0;
+  std::thread([&peak] {
+    ASSERT_EQ(ASYNC_init_thread(0, 0), 1);
+    std::vector<ASYNC_JOB*> jobs(kJobs, nullptr);
+    int ret = 0;
+    for (ASYNC_JOB*& job : jobs) {
+      ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, &PauseOnce, nullptr, 0), ASYNC_PAUSE);
+    }
+    asyncjob_pool_stats stats;
+    ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
+    EXPECT_EQ(stats.guarded, kJobs);
+    peak = CountMappings();
+    for (ASYNC_JOB*& job : jobs) {
+      ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+    }
+  }).join();
+  const size_t after_thread = CountMappings();
+  if (MappingCountsAreExact()) {
+    EXPECT_GE(peak, before_ + 2 * kJobs) << "every stack had its guard";
+    EXPECT_LE(after_thread, before_ + 2 * 1024) << "at most the process-wide bound stayed";
+  }
+  const size_t cached = asyncjob_trim_stack_cache();
+  EXPECT_EQ(cached, 1024u) << "the process-wide cache filled up, and no further";
+  if (MappingCountsAreExact()) {
+    EXPECT_EQ(CountMappings(), before_);
+  }
+}
+
+const void* frames[512];
+int TouchThreePagesAndPause(void* arg) {
+  const int index = *static_cast<int*>(arg);
+  volatile char deep[3 * 4096];
+  for (size_t i = 0; i < sizeof deep; i += 512) deep[i] = 1;
+  frames[index] = __builtin_frame_address(0);
+  ASYNC_pause_job();
+  return deep[0];
+}
+
+// Of the stacks in the process-wide cache, at most 256
+// (kResidentInProcessCache) keep their pages; the others are released.
+TEST_F(StackCache, TheProcessCacheKeepsThePagesOfAtMost256Stacks) {
+  if (ASYNCJOB_TEST_UNDER_VALGRIND()) GTEST_SKIP() << "mincore describes valgrind's process";
+  constexpr int kTouching = 512;
+  std::vector<ASYNC_JOB*> jobs(kTouching, nullptr);
+  int ret = 0;
+  for (int i = 0; i < kTouching; ++i) {
+    ASSERT_EQ(ASYNC_start_job(&jobs[i], nullptr, &ret, &TouchThreePagesAndPause, &i, sizeof i),
+              ASYNC_PAUSE);
+  }
+  for (ASYNC_JOB*& job : jobs) {
+    ASSERT_EQ(ASYNC_start_job(&job, nullptr, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
+  }
+  ASYNC_cleanup_thread();  // the thread's cache goes to the process's
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  size_t resident = 0;
+  for (const void* frame : frames) {
+    unsigned char flags = 0;
+    void* frame_page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(frame) & ~(page - 1));
+    ASSERT_EQ(mincore(frame_page, page, &flags), 0) << "a cached stack is still mapped";
+    resident += flags & 1;
+  }
+  EXPECT_LE(resident, 256u);
+  const size_t cached = asyncjob_trim_stack_cache();
+  EXPECT_GE(cached, static_cast<size_t>(kTouching)) << "every used stack was cached";
+  EXPECT_LE(cached, 1024u);
+}
+
+// With a budget smaller than the caches, threads that come and go keep
+// within it: cached stacks count as guarded ones.
+TEST_F(StackCache, ThreadsThatComeAndGoStayWithinTheGuardedBudget) {
+  std::thread([] {}).join();  // the C library's own first-thread mappings
+  before_ = CountMappings();
+  asyncjob_set_guarded_stack_budget(8);
+  for (int round = 0; round < 3; ++round) {
+    std::thread([] {
+      ASSERT_EQ(ASYNC_init_thread(0, 16), 1);
+      asyncjob_pool_stats stats;
+      ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
+      EXPECT_EQ(stats.guarded, 8u);
+      EXPECT_EQ(stats.slab, 8u);
+      RunOneJob();
+    }).join();
+  }
+  EXPECT_LE(asyncjob_trim_stack_cache(), 8u) << "never more guarded mappings than the budget";
 }
 
 #if ASYNCJOB_ASAN
