@@ -372,7 +372,12 @@ class Report:
                 "faults per job and {} per job in all, libcrypto {:.2f} faults and {}. Being "
                 "2x faster than libcrypto would mean {} per job, {} the cost of the one page "
                 "alone: no change to the job machinery can get there while each paused job "
-                "needs a page of its own.".format(
+                "needs a page of its own. Besides the page, each fresh guarded stack costs "
+                "its share of one mmap per run of stacks and an mprotect for its guard, "
+                "which splits the mapping (two mappings per stack); guard markers "
+                "(MADV_GUARD_INSTALL) would save the mprotect and the split, but gdb's "
+                "gcore then leaves those stacks out of its cores (docs/design.md, "
+                "\"The stack caches\").".format(
                     fmt_time(page), aj_k.get("create_pause_faults_per_job", 0), fmt_time(aj_c),
                     lc_k.get("create_pause_faults_per_job", 0), fmt_time(lc_c),
                     fmt_time(lc_c / 2), fmt_ratio(lc_c / 2 / page))]
