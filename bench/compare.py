@@ -352,7 +352,7 @@ class Report:
                 "system calls to make (mmap, a guard, a page fault) and to free (munmap "
                 "and a TLB flush); libcrypto's malloc'd stacks are recycled by malloc. "
                 "asyncjob keeps freed guarded stacks mapped, guard in place, in bounded "
-                "per-thread and process-wide caches (docs/design.md, \"Stacks\"), so that "
+                "per-thread and process-wide caches (docs/design.md, \"The stack caches\"), so that "
                 "a pool emptied and rebuilt makes no system call: {} per job, against {} "
                 "for libcrypto.".format(fmt_time(churn_aj), fmt_time(churn_lc))]
         fresh = self.floor.get("BM_FreshPage")
