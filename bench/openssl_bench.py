@@ -94,6 +94,26 @@ def main():
                 "ratio {:.2f}").format(args.rounds, best_asyncjob, best_libcrypto, ratio)
     print(tls_line)
 
+    # The hand-off targets: at most 5 % more CPU time per signature through
+    # the provider than signing directly (whatever the workers add in
+    # parallelism, which the throughput ratio includes).
+    targets = []
+    for line in sign_lines:
+        match = re.match(r"provider_sign (\S+):.*ratio ([0-9.]+).*cpu per signature direct "
+                         r"([0-9.]+) us, async ([0-9.]+) us, overhead (-?[0-9.]+) %", line)
+        if not match:
+            continue
+        algorithm, ratio_text, direct_cpu, async_cpu, overhead = match.groups()
+        targets.append((
+            "met" if float(overhead) <= 5 else "**missed**",
+            "provider hand-off overhead <= 5 % ({})".format(algorithm),
+            "CPU time per signature: {} us through the provider, {} us direct ({:+.1f} %); "
+            "throughput ratio {}".format(async_cpu, direct_cpu, float(overhead), ratio_text)))
+    targets.append(("met" if ratio >= 1 / 1.05 else "**missed**",
+                    "TLS handshakes with asyncjob >= with libcrypto's jobs (5 % noise allowed)",
+                    "best of {}: {:.1f} vs {:.1f} handshakes/s = {:.2f}x".format(
+                        args.rounds, best_asyncjob, best_libcrypto, ratio)))
+
     lines = [
         "# Benchmarks under real OpenSSL",
         "",
@@ -102,13 +122,24 @@ def main():
         "noisy; rerun to compare.".format(cpu_model(), os.cpu_count(),
                                           datetime.date.today().isoformat(), load),
         "",
+        "## Targets",
+        "",
+        "| | target | measured |",
+        "|---|---|---|",
+        *["| {} | {} | {} |".format(*row) for row in targets],
+        "",
         "## Signing through the asyncjob provider",
         "",
         "64 jobs on one `asyncjob::Loop` thread, each signing a SHA-256 digest in a loop with "
         "the asyncjob provider (the private-key operation runs on the provider's worker "
         "threads while the job is paused), against one thread signing directly with the "
-        "default provider, for the same time. Ratio = async / direct: 1.00 means the async "
-        "machinery costs nothing; the target is an overhead of at most 5 % (ratio >= 0.95).",
+        "default provider, for the same time. Ratio = async / direct throughput: 1.00 means "
+        "the async machinery costs nothing, and above 1 the provider's worker threads add "
+        "parallelism the direct side does not have (this machine has {} cores). The "
+        "hand-off's own cost is therefore measured in CPU time per signature (user + "
+        "system time of the whole process over each phase, every thread included): the "
+        "async side's excess over the direct side is what the hand-off costs; the target is "
+        "at most 5 %.".format(os.cpu_count()),
         "",
         "```",
         *sign_lines,
