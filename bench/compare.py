@@ -325,8 +325,7 @@ class Report:
                 "page, which holds the job header and the first frames), libcrypto {:.2f}. "
                 "Page faults are expensive on virtual machines (microseconds each), so this "
                 "phase is mostly kernel time for both ({} and {} per job) and its ratio "
-                "follows the fault counts; no change inside the job machinery makes it 10x "
-                "faster while each job needs a page of its own.".format(
+                "follows the fault counts (see the fresh-page paragraph below).".format(
                     aj_m["create_pause_faults_per_job"], lc_m["create_pause_faults_per_job"],
                     fmt_time(aj_m["create_pause_ns_per_job"]),
                     fmt_time(lc_m["create_pause_ns_per_job"]))]
