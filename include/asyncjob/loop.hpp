@@ -150,7 +150,7 @@ struct LoopCounters {
   std::uint64_t resumes = 0;         // every resume of a paused job
   std::uint64_t eagain_resumes = 0;  // of which asked for by ASYNC_STATUS_EAGAIN
   std::uint64_t poll_resumes = 0;    // of which polls of jobs with nothing to wait on
-  std::uint64_t iterations = 0;      // loop iterations (epoll_wait calls)
+  std::uint64_t iterations = 0;      // loop iterations
 };
 
 // Inside a job: wakes that job from any thread by calling its wait

@@ -23,6 +23,7 @@ bool FdTable::AddWaiter(int fd, JobRef waiter) {
       // the set under this number; take it over.
       if (errno != EEXIST || epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &event) != 0) return false;
     }
+    ++watched_;
   }
   waiters.push_back(waiter);
   return true;
@@ -32,15 +33,20 @@ void FdTable::RemoveWaiter(int fd, std::uint32_t index) noexcept {
   auto slot = static_cast<std::size_t>(fd);
   if (slot >= waiters_.size()) return;
   std::vector<JobRef>& waiters = waiters_[slot];
+  bool removed = false;
   for (std::size_t i = 0; i < waiters.size(); ++i) {
     if (waiters[i].index == index) {
       waiters[i] = waiters.back();
       waiters.pop_back();
+      removed = true;
       break;
     }
   }
   // The job may have closed it already (then the kernel dropped it).
-  if (waiters.empty()) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  if (removed && waiters.empty()) {
+    epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    --watched_;
+  }
 }
 
 std::span<const JobRef> FdTable::Waiters(int fd) const noexcept {

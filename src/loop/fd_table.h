@@ -20,6 +20,7 @@
 #ifndef ASYNCJOB_SRC_LOOP_FD_TABLE_H_
 #define ASYNCJOB_SRC_LOOP_FD_TABLE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -45,11 +46,14 @@ class FdTable {
   void RemoveWaiter(int fd, std::uint32_t index) noexcept;
   // The jobs waiting on fd (empty when none).
   std::span<const JobRef> Waiters(int fd) const noexcept;
+  // Whether any fd is in the epoll set (besides the loop's doorbell).
+  bool watching() const noexcept { return watched_ != 0; }
 
  private:
   const int epoll_fd_;
   const int doorbell_fd_;
   std::vector<std::vector<JobRef>> waiters_;  // by fd
+  std::size_t watched_ = 0;                   // fds with waiters
 };
 
 }  // namespace asyncjob::detail

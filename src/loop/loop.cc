@@ -117,6 +117,20 @@ class LoopCore::Entry {
   LoopCore* const core_;
 };
 
+// While the loop thread is in Run() or RunOnce(), callbacks need not ring
+// the doorbell (WakeQueue::SetAwake()). Destroyed before the Entry that
+// keeps the core alive.
+class LoopCore::AwakeScope {
+ public:
+  explicit AwakeScope(WakeQueue& queue) noexcept : queue_(queue) { queue_.SetAwake(); }
+  ~AwakeScope() { queue_.SetAway(); }
+  AwakeScope(const AwakeScope&) = delete;
+  AwakeScope& operator=(const AwakeScope&) = delete;
+
+ private:
+  WakeQueue& queue_;
+};
+
 // ----- Construction and destruction -----
 
 LoopCore::LoopCore(Loop* owner)
@@ -549,10 +563,20 @@ void LoopCore::Iterate(int timeout_ms, bool wait_when_idle) {
   StartQueued();
   if (destroying_) return;
   if (!wait_when_idle && alive_ == 0) timeout_ms = 0;  // nothing left to wait for
-  int ready = epoll_wait(epoll_fd_, events_, kMaxEvents, ComputeTimeout(timeout_ms));
-  if (ready < 0) {
-    if (errno != EINTR) ThrowSystemError("asyncjob::Loop: epoll_wait");
-    ready = 0;
+  int timeout = ComputeTimeout(timeout_ms);
+  // Blocking needs the doorbell: wakers ring it from now on, unless a
+  // wake-up came already.
+  const bool blocking = timeout != 0 && wake_queue_.PrepareToBlock();
+  int ready = 0;
+  // Busy (something to run now) with no wait fd to look at: no system call.
+  // The doorbell rung meanwhile stays readable for the next blocking wait.
+  if (blocking || fd_table_.watching()) {
+    ready = epoll_wait(epoll_fd_, events_, kMaxEvents, blocking ? timeout : 0);
+    if (blocking) wake_queue_.SetAwake();
+    if (ready < 0) {
+      if (errno != EINTR) ThrowSystemError("asyncjob::Loop: epoll_wait");
+      ready = 0;
+    }
   }
   for (int i = 0; i < ready; ++i) {
     int fd = events_[i].data.fd;
@@ -576,6 +600,7 @@ std::size_t LoopCore::Run(bool until_stopped) {
   CheckRunnable(until_stopped ? "run_until_stopped" : "run");
   Entry entry(this);
   RunningScope running(in_run_);
+  AwakeScope awake(wake_queue_);
   std::uint64_t finished_before = finished_;
   while (!destroying_ && !wake_queue_.TakeStopRequest()) {
     if (!until_stopped && !HasWork()) break;
@@ -588,6 +613,7 @@ bool LoopCore::RunOnce(std::chrono::milliseconds max_wait) {
   CheckRunnable("run_once");
   Entry entry(this);
   RunningScope running(in_run_);
+  AwakeScope awake(wake_queue_);
   Iterate(ClampWait(max_wait), true);
   return alive_ > 0;
 }

@@ -130,6 +130,7 @@ class LoopCore {
  private:
   friend struct std::default_delete<LoopCore>;
   class Entry;
+  class AwakeScope;
   ~LoopCore();
 
   // Cancels every job not executing (without completion callbacks), stops

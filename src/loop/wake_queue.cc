@@ -163,9 +163,29 @@ void WakeQueue::Wake(std::uint32_t index, std::uint32_t generation) noexcept {
   Node* head = head_.load(std::memory_order_relaxed);
   do {
     node.next = head;
-  } while (!head_.compare_exchange_weak(head, &node, std::memory_order_release,
+  } while (!head_.compare_exchange_weak(head, &node, std::memory_order_seq_cst,
                                         std::memory_order_relaxed));
-  if (head == nullptr) {
+  // Pushed before looking at awake_ (see SetAsleep()). Only the push onto
+  // an empty queue may need to ring: the others follow one that did, or
+  // one that saw the loop awake.
+  if (head == nullptr && !awake_.load(std::memory_order_seq_cst)) {
+    wake_signals_.fetch_add(1, std::memory_order_relaxed);
+    RingDoorbell();
+  }
+}
+
+bool WakeQueue::PrepareToBlock() noexcept {
+  awake_.store(false, std::memory_order_seq_cst);
+  // Looked at after clearing awake_: a waker that saw the loop awake pushed
+  // before this load.
+  if (head_.load(std::memory_order_seq_cst) == nullptr) return true;
+  awake_.store(true, std::memory_order_relaxed);
+  return false;
+}
+
+void WakeQueue::SetAway() noexcept {
+  awake_.store(false, std::memory_order_seq_cst);
+  if (head_.load(std::memory_order_seq_cst) != nullptr) {
     wake_signals_.fetch_add(1, std::memory_order_relaxed);
     RingDoorbell();
   }

@@ -28,8 +28,18 @@
 //     the word (always with a read-modify-write, so that the loop thread
 //     synchronises with every waker) and counts as coalesced. So a node is
 //     never in the queue twice, and waking costs no allocation.
-//   - The push that finds the queue empty rings the doorbell: one system
-//     call per batch of wake-ups, however many threads take part.
+//   - The push that finds the queue empty rings the doorbell, unless the
+//     loop thread is awake (see below): at most one system call per batch
+//     of wake-ups, however many threads take part.
+//   - While the loop thread runs an iteration it is "awake": it will drain
+//     the queue before it blocks or returns, so a push needs no doorbell.
+//     Only a loop about to block in epoll_wait (or leaving its run) needs
+//     one: it clears `awake_` and then looks at the queue, while a waker
+//     pushes and then looks at `awake_` (both sequentially consistent), so
+//     at least one of them sees the other: either the loop finds the
+//     wake-up and does not block, or the waker rings. Under load, when
+//     wake-ups arrive while the loop is busy resuming jobs, they cost no
+//     system call at all.
 //   - The loop thread drains the doorbell first, then takes the whole list
 //     with one exchange, restores FIFO order, and for each node swaps
 //     `pending` back to 0 (after reading its link: from then on a waker may
@@ -140,6 +150,17 @@ class WakeQueue {
   // the current one. Idempotent; the destructor calls it too.
   void Unregister() noexcept;
 
+  // The loop thread is running (it will drain the queue before it blocks
+  // or leaves): wakers need not ring the doorbell.
+  void SetAwake() noexcept { awake_.store(true, std::memory_order_relaxed); }
+  // Before blocking on the doorbell: from now on wakers ring. Returns false,
+  // the loop staying awake, when a wake-up is queued already: then do not
+  // block.
+  bool PrepareToBlock() noexcept;
+  // The loop thread leaves its run: wakers ring from now on, and if a
+  // wake-up is queued already the doorbell is rung for it.
+  void SetAway() noexcept;
+
   // Consumes the doorbell's readiness. Call before DrainWakeups(): a wake-up
   // pushed after this rings again, so none is left with the doorbell quiet.
   void DrainDoorbell() noexcept;
@@ -193,6 +214,7 @@ class WakeQueue {
   std::atomic<std::uint64_t> coalesced_{0};
   std::atomic<std::uint64_t> wake_signals_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> awake_{false};  // see SetAwake()
 
   std::mutex post_mutex_;
   std::vector<std::function<void()>> posted_;  // guarded by post_mutex_

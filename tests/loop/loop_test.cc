@@ -257,6 +257,50 @@ TEST(Loop, SeveralCallbacksBeforeTheLoopLooksAreOneResume) {
   EXPECT_EQ(stats.resumes, 1u);
 }
 
+TEST(Loop, AWakeUpWhileTheLoopIsRunningAJobCostsNoEventfdWrite) {
+  Loop loop;
+  asyncjob::Waker waker;
+  bool woken = false;
+  loop.spawn([&] {
+    waker = asyncjob::prepare_wakeup();
+    asyncjob::pause();
+    woken = true;
+  });
+  loop.run_once();  // the first job pauses
+  // A second job, run by the loop, has another thread wake the first: the
+  // loop is awake and drains the queue before it blocks.
+  loop.spawn([&] {
+    std::thread device([waker] { waker(); });
+    device.join();
+  });
+  loop.run();
+  EXPECT_TRUE(woken);
+  asyncjob::LoopCounters stats = loop.counters();
+  EXPECT_EQ(stats.wakeups_callback, 1u);
+  EXPECT_EQ(stats.eventfd_signals, 0u);
+  EXPECT_EQ(stats.resumes, 1u);
+}
+
+TEST(Loop, AWakeUpWhileTheLoopBlocksRingsAndWakesIt) {
+  Loop loop;
+  asyncjob::Waker waker;
+  bool woken = false;
+  loop.spawn([&] {
+    waker = asyncjob::prepare_wakeup();
+    asyncjob::pause();
+    woken = true;
+  });
+  loop.run_once(0ms);
+  std::thread device([waker] {
+    std::this_thread::sleep_for(20ms);  // the loop blocks meanwhile
+    waker();
+  });
+  loop.run();
+  device.join();
+  EXPECT_TRUE(woken);
+  EXPECT_EQ(loop.counters().eventfd_signals, 1u);
+}
+
 TEST(Loop, EagainStatusResumesOnTheNextIteration) {
   Loop loop;
   std::vector<int> statuses_after_resume;
