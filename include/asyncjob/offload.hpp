@@ -25,6 +25,11 @@
 //     pauses again.
 //   - If the job is cancelled while its task is queued, the task is
 //     withdrawn; while it runs, cancellation waits for it to finish.
+//   - Completion batching (Options::completion_batch_window, off by
+//     default): under load, a worker may hold back the wake-ups of finished
+//     tasks for a few microseconds while it runs the next queued ones, so
+//     that one wake-up of the owner's event loop covers several completions,
+//     as a network card coalesces its interrupts.
 // Outside a job, or where the job cannot pause (pausing blocked, or the job
 // is being cancelled), the task runs inline on the calling thread.
 //
@@ -46,6 +51,7 @@
 #define ASYNCJOB_OFFLOAD_HPP_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -66,6 +72,17 @@ struct Options {
   // Submissions waiting for a worker: 0 means 1; any larger value is a
   // limit only (the queue grows as needed, never allocated up front).
   std::size_t queue_capacity = 1024;
+  // How long a finished task's wake-up may be held back so that it goes out
+  // with those of the tasks finishing after it. 0 (the default): every job
+  // is woken as soon as its task is done. Otherwise a wake-up is held only
+  // while more tasks are queued and the engine's recent tasks take less
+  // than the window; the held wake-ups go out together when the queue runs
+  // empty, or when the next completion is not expected within the window
+  // (so a wake-up waits about the window at most, longer only when a task
+  // takes much longer than the recent ones). A job that is cancelled, or
+  // resumed anyway, while its wake-up is held is taken off the batch.
+  // Negative values mean 0.
+  std::chrono::microseconds completion_batch_window{0};
 };
 
 struct Counters {
@@ -75,6 +92,7 @@ struct Counters {
   std::uint64_t eagain_retries = 0;    // submissions refused by a full queue
   std::uint64_t spurious_resumes = 0;  // resumes before the task was done
   std::uint64_t withdrawn = 0;         // queued tasks withdrawn by cancellation
+  std::uint64_t batched_wakeups = 0;   // wake-ups held back, then sent with others
   std::uint64_t in_flight = 0;         // submitted, not yet completed
 };
 
@@ -120,6 +138,13 @@ class Engine {
   static void Withdraw(void* request);
   void WorkerLoop();
   void StartWorkers();
+  // Completion batching (Options::completion_batch_window); the engine's
+  // mutex is held.
+  void Finish(Request* request) noexcept;
+  bool ShouldHold(const Request* request, std::chrono::steady_clock::time_point now) const noexcept;
+  void Hold(Request* request, std::chrono::steady_clock::time_point now) noexcept;
+  void Unhold(Request* request) noexcept;
+  void ReleaseHeld() noexcept;
   friend struct ForkHandlers;  // offload.cc
 
   Options options_;
@@ -129,12 +154,20 @@ class Engine {
   std::deque<Request*> queue_;
   std::vector<std::thread> workers_;
   bool stopping_ = false;
+  // Finished tasks whose wake-ups are held back, oldest first (an intrusive
+  // list through the requests), and when the oldest was held.
+  Request* held_first_ = nullptr;
+  Request* held_last_ = nullptr;
+  std::chrono::steady_clock::time_point held_since_{};
+  // A moving average of how long the workers' tasks take, in nanoseconds.
+  std::int64_t task_nanoseconds_ = 0;
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<std::uint64_t> completed_{0};
   std::atomic<std::uint64_t> inline_runs_{0};
   std::atomic<std::uint64_t> eagain_retries_{0};
   std::atomic<std::uint64_t> spurious_resumes_{0};
   std::atomic<std::uint64_t> withdrawn_{0};
+  std::atomic<std::uint64_t> batched_wakeups_{0};
 };
 
 }  // namespace asyncjob::offload

@@ -32,7 +32,9 @@ int asyncjob_count_wakeup(int how) __attribute__((weak));
 namespace asyncjob::offload {
 
 struct Engine::Request {
-  enum class State { kNew, kQueued, kRunning, kFinished, kWithdrawn };
+  // kHeld: the task is done and its wake-up held back for a batch
+  // (Options::completion_batch_window).
+  enum class State { kNew, kQueued, kRunning, kHeld, kFinished, kWithdrawn };
   void (*invoke)(void*);
   void* callable;
   Engine* engine;
@@ -49,6 +51,9 @@ struct Engine::Request {
   bool owner_gone = false;
   std::atomic<bool> done{false};
   std::exception_ptr error = nullptr;  // what the task threw on the worker
+  // Links in the engine's list of held wake-ups (kHeld only).
+  Request* held_previous = nullptr;
+  Request* held_next = nullptr;
 };
 
 namespace {
@@ -143,6 +148,8 @@ struct ForkHandlers {
       new (&engine->request_done_) std::condition_variable;
       for (std::thread& worker : engine->workers_) new (&worker) std::thread;
       engine->workers_.clear();
+      // No worker of the child will finish a task to send them.
+      engine->ReleaseHeld();
       engine->mutex_.unlock();
       // Without any worker the engine runs its tasks inline (Submit).
       try {
@@ -165,6 +172,8 @@ void Engine::StartWorkers() {
 // body runs, and may fail too.
 Engine::Engine(Options options) try : options_(options) {
   options_.workers = std::max(1, options_.workers);
+  options_.completion_batch_window =
+      std::max(options_.completion_batch_window, std::chrono::microseconds::zero());
   options_.queue_capacity = std::max<std::size_t>(1, options_.queue_capacity);
   const std::string wanted = std::to_string(options_.workers);
   if (options_.workers > kMaxWorkers) {
@@ -219,6 +228,7 @@ Counters Engine::counters() const {
   c.eagain_retries = eagain_retries_.load(std::memory_order_relaxed);
   c.spurious_resumes = spurious_resumes_.load(std::memory_order_relaxed);
   c.withdrawn = withdrawn_.load(std::memory_order_relaxed);
+  c.batched_wakeups = batched_wakeups_.load(std::memory_order_relaxed);
   c.in_flight = c.submitted - c.completed - c.withdrawn;
   return c;
 }
@@ -284,6 +294,13 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
   // The worker may still be leaving the request's critical section.
   {
     std::lock_guard lock(mutex_);
+    // Resumed (by its owner's polling, or another wake-up) while its own
+    // wake-up waits in a batch: no need to send it any more.
+    if (request.state == Request::State::kHeld) {
+      Unhold(&request);
+      request.state = Request::State::kFinished;
+      completed_.fetch_add(1, std::memory_order_relaxed);
+    }
     ASYNCJOB_DCHECK(request.state == Request::State::kFinished);
   }
   RemoveCancelHook(&Withdraw, &request);
@@ -320,6 +337,16 @@ void Engine::Withdraw(void* argument) {
     engine->queue_.erase(std::find(engine->queue_.begin(), engine->queue_.end(), request));
     request->state = Request::State::kWithdrawn;
     engine->withdrawn_.fetch_add(1, std::memory_order_relaxed);
+    // Held wake-ups wait for a worker's next completion: with the queue
+    // emptied here, there may be none.
+    if (engine->queue_.empty()) engine->ReleaseHeld();
+    return;
+  }
+  if (request->state == Request::State::kHeld) {
+    // Done, its wake-up not sent: there is nobody to wake any more.
+    engine->Unhold(request);
+    request->state = Request::State::kFinished;
+    engine->completed_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   request->owner_gone = true;
@@ -331,6 +358,8 @@ void Engine::Withdraw(void* argument) {
 // exceptions go back to the job; the rest cannot throw (locks: see
 // StopWorkers(); the queue's pop_front and the notifications never do).
 void Engine::WorkerLoop() {
+  using Clock = std::chrono::steady_clock;
+  const bool batching = options_.completion_batch_window > std::chrono::microseconds::zero();
   std::unique_lock lock(mutex_);
   for (;;) {
     work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -340,24 +369,85 @@ void Engine::WorkerLoop() {
     ASYNCJOB_DCHECK(request->state == Request::State::kQueued);
     request->state = Request::State::kRunning;
     lock.unlock();
+    const Clock::time_point started = batching ? Clock::now() : Clock::time_point{};
     try {
       request->invoke(request->callable);
     } catch (...) {
       request->error = std::current_exception();  // never throws
     }
+    const Clock::time_point finished = batching ? Clock::now() : Clock::time_point{};
     lock.lock();
     // Completion and notification happen under the lock: a cancel hook
     // waiting for this request returns only after both, so the job's stack
     // and its wait context's eventfd outlive every use here.
     request->done.store(true, std::memory_order_release);
-    // Nobody to wake when the owner is gone: the job is unwinding, its
-    // owner tearing down.
-    if (!request->owner_gone)
-      WakeJob(request->callback, request->callback_argument, request->eventfd);
-    request->state = Request::State::kFinished;
-    completed_.fetch_add(1, std::memory_order_relaxed);
+    if (batching) {
+      const std::int64_t took =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(finished - started).count();
+      // An average over the last eight or so tasks.
+      task_nanoseconds_ =
+          task_nanoseconds_ == 0 ? took : task_nanoseconds_ + (took - task_nanoseconds_) / 8;
+      if (ShouldHold(request, finished)) {
+        Hold(request, finished);
+        continue;
+      }
+      ReleaseHeld();  // older than this one
+    }
+    Finish(request);
     request_done_.notify_all();
   }
+}
+
+// Sends a finished task's wake-up (unless its owner is gone: the job is
+// unwinding, its owner tearing down), marks it finished and counts it.
+void Engine::Finish(Request* request) noexcept {
+  if (!request->owner_gone)
+    WakeJob(request->callback, request->callback_argument, request->eventfd);
+  request->state = Request::State::kFinished;
+  completed_.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Whether the wake-up of a task finished at `now` may wait for the next
+// completion: more tasks are queued, and the next one is expected to finish
+// within the window that the oldest held wake-up (or this one) opened.
+bool Engine::ShouldHold(const Request* request, std::chrono::steady_clock::time_point now) const
+    noexcept {
+  if (stopping_ || queue_.empty() || request->owner_gone) return false;
+  const auto window_opened = held_first_ != nullptr ? held_since_ : now;
+  const auto next_completion = now + std::chrono::nanoseconds(task_nanoseconds_);
+  return next_completion <= window_opened + options_.completion_batch_window;
+}
+
+void Engine::Hold(Request* request, std::chrono::steady_clock::time_point now) noexcept {
+  if (held_first_ == nullptr) held_since_ = now;
+  request->state = Request::State::kHeld;
+  request->held_previous = held_last_;
+  request->held_next = nullptr;
+  (held_last_ != nullptr ? held_last_->held_next : held_first_) = request;
+  held_last_ = request;
+}
+
+void Engine::Unhold(Request* request) noexcept {
+  ASYNCJOB_DCHECK(request->state == Request::State::kHeld);
+  (request->held_previous != nullptr ? request->held_previous->held_next : held_first_) =
+      request->held_next;
+  (request->held_next != nullptr ? request->held_next->held_previous : held_last_) =
+      request->held_previous;
+  request->held_previous = request->held_next = nullptr;
+}
+
+// Sends every held wake-up, oldest first. Through a loop's callback, only
+// the first of them makes a system call (the loop's wake-up queue rings its
+// doorbell only when it was empty).
+void Engine::ReleaseHeld() noexcept {
+  if (held_first_ == nullptr) return;
+  while (held_first_ != nullptr) {
+    Request* request = held_first_;
+    Unhold(request);
+    Finish(request);
+    batched_wakeups_.fetch_add(1, std::memory_order_relaxed);
+  }
+  request_done_.notify_all();
 }
 
 }  // namespace asyncjob::offload

@@ -15,6 +15,7 @@
 
 #include <openssl/proverr.h>
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -58,6 +59,7 @@ class Provider {
     std::uint64_t submitted;    // signatures handed to a worker
     std::uint64_t paused;       // times the engine paused a job
     std::uint64_t inline_runs;  // signatures run on the caller's thread
+    std::uint64_t batched_wakeups;  // wake-ups held back, then sent with others
   };
 
   // Reads the configuration ("workers"), creates the inner context and the
@@ -106,12 +108,14 @@ class Provider {
 
   Counters counters() const;
   int workers() const { return workers_; }
+  std::chrono::microseconds completion_batch_window() const { return completion_batch_window_; }
 
  private:
-  explicit Provider(int workers);
+  Provider(int workers, std::chrono::microseconds completion_batch_window);
   bool LoadInnerContext();
 
   int workers_;
+  std::chrono::microseconds completion_batch_window_;
   OSSL_LIB_CTX* libctx_ = nullptr;
   OSSL_PROVIDER* default_provider_ = nullptr;
   EVP_KEYMGMT* keymgmt_[kKeyTypes] = {};

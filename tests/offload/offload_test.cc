@@ -312,3 +312,174 @@ TEST_F(Offload, CancellingARunningRequestWaitsForIt) {
   EXPECT_TRUE(finished.load()) << "the task finished before the job's stack went away";
   EXPECT_TRUE(job.cancelled());
 }
+
+// ----- Completion batching (Options::completion_batch_window) -----
+
+namespace {
+
+// Jobs offloading one task each on `engine`, every job's wait context with
+// a callback that records, for its job, how many tasks of the whole set had
+// finished when the callback fired.
+struct BatchJobs {
+  static constexpr int kJobs = 3;
+  asyncjob::WaitCtx contexts[kJobs];
+  std::atomic<int> finished_tasks{0};
+  std::atomic<int> finished_when_woken[kJobs];
+  std::atomic<int> wakeups{0};
+  struct Argument {
+    BatchJobs* jobs;
+    int index;
+  } arguments[kJobs];
+  std::vector<asyncjob::Job<int>> handles;
+
+  static int Woken(void* argument) {
+    auto* a = static_cast<Argument*>(argument);
+    a->jobs->finished_when_woken[a->index] = a->jobs->finished_tasks.load();
+    a->jobs->wakeups.fetch_add(1);
+    return 1;
+  }
+  BatchJobs() {
+    for (int i = 0; i < kJobs; ++i) {
+      finished_when_woken[i] = -1;
+      arguments[i] = {this, i};
+      contexts[i].set_callback(&Woken, &arguments[i]);
+    }
+  }
+  // Starts job i, whose task first waits for `gate` (if any).
+  void Start(Engine& engine, int i, Gate* gate) {
+    handles.push_back(asyncjob::start(contexts[i], [this, &engine, gate] {
+      engine.run([this, gate] {
+        if (gate != nullptr) gate->Wait();
+        finished_tasks.fetch_add(1);
+      });
+      return 1;
+    }));
+    ASSERT_TRUE(handles.back().paused());
+  }
+};
+
+}  // namespace
+
+TEST_F(Offload, WithoutBatchingEachJobIsWokenAsItsTaskFinishes) {
+  Engine engine({.workers = 1, .queue_capacity = 8});
+  BatchJobs jobs;
+  Gate first, second;
+  jobs.Start(engine, 0, &first);
+  jobs.Start(engine, 1, &second);
+  first.Open();
+  WaitFor(jobs.wakeups, 1);
+  EXPECT_EQ(jobs.finished_when_woken[0].load(), 1) << "woken while the next task was blocked";
+  second.Open();
+  WaitFor(jobs.wakeups, 2);
+  for (auto& job : jobs.handles) job.resume();
+  EXPECT_EQ(engine.counters().batched_wakeups, 0u);
+}
+
+TEST_F(Offload, BatchingHoldsWakeUpsUntilTheQueueRunsEmpty) {
+  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  BatchJobs jobs;
+  Gate gate;
+  // The worker is blocked in the first task while the other two queue up.
+  jobs.Start(engine, 0, &gate);
+  jobs.Start(engine, 1, nullptr);
+  jobs.Start(engine, 2, nullptr);
+  gate.Open();
+  WaitFor(jobs.wakeups, 3);
+  ASSERT_EQ(jobs.wakeups.load(), 3);
+  for (int i = 0; i < BatchJobs::kJobs; ++i) {
+    EXPECT_EQ(jobs.finished_when_woken[i].load(), 3)
+        << "job " << i << " was woken once every queued task had finished";
+  }
+  EXPECT_EQ(engine.counters().batched_wakeups, 2u) << "two held back, the last sent with them";
+  EXPECT_EQ(engine.counters().completed, 3u);
+  for (auto& job : jobs.handles) {
+    job.resume();
+    EXPECT_TRUE(job.finished());
+  }
+}
+
+TEST_F(Offload, TasksLongerThanTheWindowAreNotHeld) {
+  Engine engine(
+      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::microseconds(1)});
+  BatchJobs jobs;
+  Gate gate;
+  jobs.Start(engine, 0, &gate);  // blocked long enough to teach the engine
+  jobs.Start(engine, 1, &gate);
+  jobs.Start(engine, 2, &gate);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  gate.Open();
+  WaitFor(jobs.wakeups, 3);
+  for (auto& job : jobs.handles) job.resume();
+  // The first task's time (milliseconds) exceeds the window: nothing held.
+  EXPECT_EQ(engine.counters().batched_wakeups, 0u);
+}
+
+TEST_F(Offload, AJobCancelledWhileItsWakeUpIsHeldLeavesTheBatchAtOnce) {
+  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  BatchJobs jobs;
+  Gate hold_first, block_second;
+  jobs.Start(engine, 0, &hold_first);
+  jobs.Start(engine, 1, &block_second);
+  hold_first.Open();
+  // The first task finishes and its wake-up is held: the second one is
+  // running, blocked.
+  for (int i = 0; i < 10000 && jobs.finished_tasks.load() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(jobs.finished_tasks.load(), 1);
+  // The worker marks the request held right after the task returns.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(jobs.wakeups.load(), 0);
+  jobs.handles[0].cancel();  // returns at once: the second task is still blocked
+  EXPECT_TRUE(jobs.handles[0].cancelled());
+  block_second.Open();
+  WaitFor(jobs.wakeups, 1);
+  jobs.handles[1].resume();
+  EXPECT_TRUE(jobs.handles[1].finished());
+  EXPECT_EQ(jobs.wakeups.load(), 1) << "the cancelled job's wake-up is never sent";
+  EXPECT_EQ(jobs.finished_when_woken[0].load(), -1);
+  EXPECT_EQ(engine.counters().completed, 2u);
+  EXPECT_EQ(engine.counters().batched_wakeups, 0u);
+}
+
+TEST_F(Offload, AJobResumedWhileItsWakeUpIsHeldLeavesTheBatch) {
+  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  BatchJobs jobs;
+  Gate hold_first, block_second;
+  jobs.Start(engine, 0, &hold_first);
+  jobs.Start(engine, 1, &block_second);
+  hold_first.Open();
+  for (int i = 0; i < 10000 && jobs.finished_tasks.load() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(jobs.finished_tasks.load(), 1);
+  // The worker marks the request held right after the task returns.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The owner resumes the job without being woken (it polls): the task is
+  // done, so the job finishes, and its request (on its stack) is gone.
+  jobs.handles[0].resume();
+  ASSERT_TRUE(jobs.handles[0].finished());
+  EXPECT_EQ(jobs.handles[0].get(), 1);
+  block_second.Open();
+  WaitFor(jobs.wakeups, 1);
+  jobs.handles[1].resume();
+  EXPECT_TRUE(jobs.handles[1].finished());
+  EXPECT_EQ(jobs.wakeups.load(), 1) << "no wake-up for the job that finished already";
+  EXPECT_EQ(engine.counters().completed, 2u);
+}
+
+TEST_F(Offload, ANegativeWindowMeansNoBatching) {
+  Engine engine(
+      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::microseconds(-5)});
+  BatchJobs jobs;
+  Gate first, second;
+  jobs.Start(engine, 0, &first);
+  jobs.Start(engine, 1, &second);
+  first.Open();
+  WaitFor(jobs.wakeups, 1);
+  EXPECT_EQ(jobs.finished_when_woken[0].load(), 1);
+  second.Open();
+  WaitFor(jobs.wakeups, 2);
+  for (auto& job : jobs.handles) job.resume();
+  EXPECT_EQ(engine.counters().batched_wakeups, 0u);
+}

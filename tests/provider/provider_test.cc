@@ -12,6 +12,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/provider.h>
 #include <openssl/rsa.h>
@@ -19,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <iterator>
 #include <memory>
 #include <string>
@@ -535,6 +537,23 @@ TEST_F(ProviderTest, ProviderParametersNameItAndCountItsWorkers) {
   ASSERT_EQ(OSSL_PROVIDER_get_params(asyncjob_, params), 1);
   EXPECT_STREQ(name, "asyncjob provider");
   EXPECT_GE(workers, 1);
+}
+
+TEST_F(ProviderTest, ProviderParametersGiveTheCompletionBatchWindowAndItsCount) {
+  int window = -1;
+  std::uint64_t batched = ~std::uint64_t{0};
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_int("asyncjob-completion-batch-us", &window),
+                         OSSL_PARAM_construct_uint64("asyncjob-wakeups-batched", &batched),
+                         OSSL_PARAM_construct_end()};
+  ASSERT_EQ(OSSL_PROVIDER_get_params(asyncjob_, params), 1);
+  // The default, unless the environment of the test run sets another.
+  const char* configured = std::getenv("ASYNCJOB_PROVIDER_COMPLETION_BATCH_US");
+  EXPECT_EQ(window, configured != nullptr ? std::atoi(configured) : 250);
+  EXPECT_NE(batched, ~std::uint64_t{0}) << "answered";
+  // Every parameter asked for is one the provider says it has.
+  const OSSL_PARAM* gettable = OSSL_PROVIDER_gettable_params(asyncjob_);
+  EXPECT_NE(OSSL_PARAM_locate_const(gettable, "asyncjob-completion-batch-us"), nullptr);
+  EXPECT_NE(OSSL_PARAM_locate_const(gettable, "asyncjob-wakeups-batched"), nullptr);
 }
 
 }  // namespace
