@@ -56,7 +56,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("sign-bench", "server", "loadgen", "library", "providers", "docs"):
         parser.add_argument("--" + name, required=True)
-    parser.add_argument("--seconds", default="3")
+    parser.add_argument("--seconds", default="2")
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
@@ -64,6 +64,7 @@ def main():
 
     load = os.getloadavg()[0]
     print("+ signatures through the provider (64 jobs, one loop thread) vs direct", flush=True)
+    # Phases of `seconds` each, alternating over 3 rounds.
     sign = run_captured([args.sign_bench, args.providers, args.seconds, "64"])
     print(sign.stdout, end="", flush=True)
     if sign.returncode != 0:
@@ -95,20 +96,29 @@ def main():
     print(tls_line)
 
     # The hand-off targets: at most 5 % more CPU time per signature through
-    # the provider than signing directly (whatever the workers add in
-    # parallelism, which the throughput ratio includes).
+    # the provider (one worker, so that the signing is serialized as on the
+    # direct side) than signing directly.
     targets = []
+    two_workers = {}
     for line in sign_lines:
-        match = re.match(r"provider_sign (\S+):.*ratio ([0-9.]+).*cpu per signature direct "
+        match = re.match(r"provider_sign (\S+): 2 workers:.*ratio ([0-9.]+); cpu per signature "
+                         r"direct ([0-9.]+) us, async ([0-9.]+) us, overhead (-?[0-9.]+) %", line)
+        if match:
+            two_workers[match.group(1)] = match.groups()[1:]
+    for line in sign_lines:
+        match = re.match(r"provider_sign (\S+): 1 worker:.*cpu per signature direct "
                          r"([0-9.]+) us, async ([0-9.]+) us, overhead (-?[0-9.]+) %", line)
         if not match:
             continue
-        algorithm, ratio_text, direct_cpu, async_cpu, overhead = match.groups()
-        targets.append((
-            "met" if float(overhead) <= 5 else "**missed**",
-            "provider hand-off overhead <= 5 % ({})".format(algorithm),
-            "CPU time per signature: {} us through the provider, {} us direct ({:+.1f} %); "
-            "throughput ratio {}".format(async_cpu, direct_cpu, float(overhead), ratio_text)))
+        algorithm, direct_cpu, async_cpu, overhead = match.groups()
+        measured = ("CPU time per signature with one worker: {} us through the provider, {} us "
+                    "direct ({:+.1f} %)".format(async_cpu, direct_cpu, float(overhead)))
+        if algorithm in two_workers:
+            ratio2, direct2, async2, overhead2 = two_workers[algorithm]
+            measured += ("; two workers against two signing threads: {} us vs {} us ({:+.1f} %), "
+                         "throughput ratio {}".format(async2, direct2, float(overhead2), ratio2))
+        targets.append(("met" if float(overhead) <= 5 else "**missed**",
+                        "provider hand-off overhead <= 5 % ({})".format(algorithm), measured))
     targets.append(("met" if ratio >= 1 / 1.05 else "**missed**",
                     "TLS handshakes with asyncjob >= with libcrypto's jobs (5 % noise allowed)",
                     "best of {}: {:.1f} vs {:.1f} handshakes/s = {:.2f}x".format(
@@ -132,14 +142,17 @@ def main():
         "",
         "64 jobs on one `asyncjob::Loop` thread, each signing a SHA-256 digest in a loop with "
         "the asyncjob provider (the private-key operation runs on the provider's worker "
-        "threads while the job is paused), against one thread signing directly with the "
-        "default provider, for the same time. Ratio = async / direct throughput: 1.00 means "
-        "the async machinery costs nothing, and above 1 the provider's worker threads add "
-        "parallelism the direct side does not have (this machine has {} cores). The "
-        "hand-off's own cost is therefore measured in CPU time per signature (user + "
-        "system time of the whole process over each phase, every thread included): the "
-        "async side's excess over the direct side is what the hand-off costs; the target is "
-        "at most 5 %.".format(os.cpu_count()),
+        "threads while the job is paused), against signing directly with the default "
+        "provider for the same time (bench/provider_sign_bench.cc). The hand-off's cost is "
+        "measured in CPU time per signature (user + system time of the whole process over "
+        "each phase, every thread included) with a provider of one worker thread, against "
+        "one thread signing directly: the signing is serialized on both sides, and the "
+        "async side's excess is what the hand-off costs (the target is at most 5 %). With "
+        "two workers the comparison is against two threads signing directly; on this "
+        "machine ({} cores) the loop thread then competes with both workers for the cores. "
+        "'inline through the provider' is the provider signing on the caller's thread, "
+        "outside a job: what the provider's own layer costs. The phases alternate and the "
+        "best of each is kept.".format(os.cpu_count()),
         "",
         "```",
         *sign_lines,
