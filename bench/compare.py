@@ -401,6 +401,12 @@ class Report:
                     fmt_time(bare), fmt_ratio(lc_full / bare), fmt_time(full),
                     fmt_ratio(lc_full / full), fmt_time(full - bare), fmt_time(lc_full / 6),
                     fmt_time(max(lc_full / 6 - bare, 0)))
+            fp_read = self.floor.get("BM_ReadFpControl")
+            if fp_read is not None:
+                text += (
+                    " Within the structure, the four switches' stores of the FP control "
+                    "state alone take {} here (twice `BM_ReadFpControl`).").format(
+                        fmt_time(2 * real_ns(fp_read)))
             if boost_cycle:
                 text += (
                     " Half of Boost's bare fiber cycle is {}, {} the structure's own cost "
@@ -413,31 +419,59 @@ class Report:
             out += ["", text]
         boost_raw = self.boost_ns("BM_BoostRawSwitch")
         ours_raw = self.boost_ns("BM_AsyncjobRawSwitch")
+        fp_read = self.floor.get("BM_ReadFpControl")
+        fp_read_ns = real_ns(fp_read) if fp_read is not None else None
         if boost_raw and ours_raw:
-            out += [
-                "",
-                "**Raw switch against Boost.Context.** Both switches store and load the same "
-                "six callee-saved registers and the two FP control words and leave by an "
-                "indirect jump; Boost reloads MXCSR and the x87 control word on every "
-                "switch, asyncjob only when they differ (a compare and an untaken branch). "
-                "That is the whole difference: {} against {} per round trip ({}). 0.6x "
-                "would need {} per round trip: what is left in asyncjob's switch is the "
-                "saves and loads of the state both libraries keep per context.".format(
+            text = (
+                "**Raw switch against Boost.Context.** Both switches save the same six "
+                "callee-saved registers, store the FP control state of the context they "
+                "leave (stmxcsr, fnstcw) and leave by an indirect jump; Boost then reloads "
+                "MXCSR and the x87 control word on every switch, asyncjob only when they "
+                "differ (a compare and an untaken branch). Per round trip: {} for asyncjob, "
+                "{} for Boost ({}); 0.6x would need {}.").format(
                     fmt_time(ours_raw), fmt_time(boost_raw), fmt_ratio(ours_raw / boost_raw),
-                    fmt_time(0.6 * boost_raw))]
+                    fmt_time(0.6 * boost_raw))
+            if fp_read_ns:
+                text += (
+                    " The two stores of the FP control state that a round trip makes cost "
+                    "{} here on their own (`BM_ReadFpControl`), {} of asyncjob's round "
+                    "trip (stmxcsr is a microcoded instruction, slow on some CPUs). {} "
+                    "Keeping the FP control state per context, which libcrypto's "
+                    "setjmp/longjmp switch does not do, is what these stores pay for; "
+                    "asyncjob keeps it (see docs/design.md).").format(
+                        fmt_time(fp_read_ns), "{:.0f} %".format(100 * fp_read_ns / ours_raw),
+                        "0.6x of Boost is less than those stores alone." if
+                        0.6 * boost_raw < fp_read_ns else
+                        "What is left beside them is the register saves both libraries make.")
+            if ours_raw > boost_raw:
+                text += (
+                    " On this CPU asyncjob's round trip is the slower one, by {}, although "
+                    "both make the same stores: the difference lies in the instructions "
+                    "around them (asyncjob reads the stored words back to compare them with "
+                    "the resumed context's; moving that read six instructions later changed "
+                    "nothing measurable), and was not resolved further.").format(
+                        fmt_time(ours_raw - boost_raw))
+            out += ["", text]
         clears = self.time_of("asyncjob", "BM_FpCallerClears")
         clears_div = self.time_of("asyncjob", "BM_FpCallerClearsJobDivides")
         if clears and clears_div:
-            out += [
-                "",
-                "**A caller that rewrites MXCSR before every call.** The switch reads MXCSR "
-                "(stmxcsr) to compare FP control states; reading it right after an ldmxcsr "
-                "that changed its value stalls the CPU (tens of ns). When the caller clears "
-                "its FP flags before each start and resume and the job raises them again, "
-                "every such read pays: {} against {} with the same clears and no flags "
-                "raised. libcrypto never reads MXCSR on a switch. No reload happens in "
-                "either case (see the static check above).".format(
-                    fmt_time(clears_div), fmt_time(clears))]
+            if clears_div > 1.2 * clears:
+                text = (
+                    "**A caller that rewrites MXCSR before every call.** The switch reads "
+                    "MXCSR (stmxcsr) to compare FP control states; on this CPU reading it "
+                    "right after an ldmxcsr that changed its value stalls (tens of ns). When "
+                    "the caller clears its FP flags before each start and resume and the job "
+                    "raises them again, every such read pays: {} against {} with the same "
+                    "clears and no flags raised. libcrypto never reads MXCSR on a switch.")
+            else:
+                text = (
+                    "**A caller that rewrites MXCSR before every call.** The switch reads "
+                    "MXCSR (stmxcsr) to compare FP control states; on some CPUs reading it "
+                    "right after an ldmxcsr that changed its value stalls (tens of ns), on "
+                    "this one it does not: {} against {} with the same clears and no flags "
+                    "raised.")
+            out += ["", (text + " No reload happens in either case (see the static check "
+                         "above).").format(fmt_time(clears_div), fmt_time(clears))]
         return out
 
     # ----- Output -----
@@ -530,6 +564,10 @@ class Report:
         fresh = self.floor.get("BM_FreshPage")
         if fresh is not None:
             rows.append(("a fresh page: first write to an untouched page", fmt_time(real_ns(fresh))))
+        fp_read = self.floor.get("BM_ReadFpControl")
+        if fp_read is not None and "error_occurred" not in fp_read:
+            rows.append(("storing the FP control state twice (stmxcsr + fnstcw, as a round trip "
+                         "does)", fmt_time(real_ns(fp_read))))
         tables.append(("asyncjob's context switch alone", ("case", "asyncjob"), rows))
 
         if self.boost:
@@ -646,6 +684,10 @@ class Report:
             "(`BM_ParkedCycle`): the same structure with the fibre kept in its entry loop "
             "between jobs, as asyncjob's jobs are (docs/design.md, \"Parked contexts\"): "
             "only the first start prepares a context.",
+            "- **storing the FP control state** (`BM_ReadFpControl` in "
+            "`bench/context_floor.cc`): stmxcsr and fnstcw into memory, twice, with nothing "
+            "else: what the two switches of a round trip spend on the state they keep per "
+            "context.",
             "- **a fresh page** (`BM_FreshPage` in `bench/context_floor.cc`): one byte written "
             "to the top page of each 128 KiB slot of a fresh anonymous mapping of 10,000 "
             "slots (mapping and unmapping untimed): the page fault and zeroed page that "

@@ -245,6 +245,31 @@ void BM_FreshPage(benchmark::State& state) {
 
 BENCHMARK(BM_FreshPage);
 
+// ----- Reading the FP control state -----
+//
+// Every switch stores MXCSR and the x87 control word of the context it
+// leaves (stmxcsr, fnstcw) and compares them with those of the context it
+// resumes: the per-switch cost of keeping the FP control state per context.
+// Here the two stores alone, back to back, as two switches of a round trip
+// make them. x86-64 only (elsewhere the case reports an error).
+
+void BM_ReadFpControl(benchmark::State& state) {
+#if defined(__x86_64__)
+  alignas(8) std::uint32_t mxcsr = 0;
+  alignas(8) std::uint16_t x87cw = 0;
+  for (auto _ : state) {
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(x87cw));
+    asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(x87cw));
+    benchmark::DoNotOptimize(mxcsr);
+    benchmark::DoNotOptimize(x87cw);
+  }
+#else
+  state.SkipWithError("x86-64 only");
+#endif
+}
+
+BENCHMARK(BM_ReadFpControl);
+
 }  // namespace
 
 int main(int argc, char** argv) {
