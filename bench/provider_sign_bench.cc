@@ -228,14 +228,13 @@ int main(int argc, char** argv) {
         "wake-ups batched); cpu per signature direct %.1f us, async %.1f us, overhead %.1f %%; "
         "inline through the provider %.1f us\n",
         algorithm, direct.rate, jobs, async.rate, static_cast<unsigned long long>(resumes),
-        static_cast<unsigned long long>(batched), direct.cpu_per_signature,
-        async.cpu_per_signature, overhead(async, direct), inline_run.cpu_per_signature);
+        static_cast<unsigned long long>(batched), direct.cpu_per_signature, async.cpu_per_signature,
+        overhead(async, direct), inline_run.cpu_per_signature);
     std::printf(
         "provider_sign %s: 2 workers: direct 2 threads %.1f/s, async %d jobs %.1f/s, ratio "
         "%.2f; cpu per signature direct %.1f us, async %.1f us, overhead %.1f %%\n",
         algorithm, direct_two.rate, jobs, async_two.rate, async_two.rate / direct_two.rate,
-        direct_two.cpu_per_signature, async_two.cpu_per_signature,
-        overhead(async_two, direct_two));
+        direct_two.cpu_per_signature, async_two.cpu_per_signature, overhead(async_two, direct_two));
     std::fflush(stdout);
     EVP_PKEY_free(key);
   }

@@ -410,8 +410,8 @@ void Engine::Finish(Request* request) noexcept {
 // Whether the wake-up of a task finished at `now` may wait for the next
 // completion: more tasks are queued, and the next one is expected to finish
 // within the window that the oldest held wake-up (or this one) opened.
-bool Engine::ShouldHold(const Request* request, std::chrono::steady_clock::time_point now) const
-    noexcept {
+bool Engine::ShouldHold(const Request* request,
+                        std::chrono::steady_clock::time_point now) const noexcept {
   if (stopping_ || queue_.empty() || request->owner_gone) return false;
   const auto window_opened = held_first_ != nullptr ? held_since_ : now;
   const auto next_completion = now + std::chrono::nanoseconds(task_nanoseconds_);

@@ -105,10 +105,9 @@ Provider* Provider::Create(const OSSL_CORE_HANDLE* handle, const OSSL_DISPATCH* 
                    "asyncjob: workers must be a number from 1 to %d", kMaxWorkers);
     return nullptr;
   }
-  long batch = ConfiguredNumber(handle, in, "completion_batch_us",
-                                "ASYNCJOB_PROVIDER_COMPLETION_BATCH_US", 0,
-                                kMaxCompletionBatchMicroseconds,
-                                kDefaultCompletionBatchMicroseconds);
+  long batch =
+      ConfiguredNumber(handle, in, "completion_batch_us", "ASYNCJOB_PROVIDER_COMPLETION_BATCH_US",
+                       0, kMaxCompletionBatchMicroseconds, kDefaultCompletionBatchMicroseconds);
   if (batch < 0) {
     ERR_raise_data(ERR_LIB_PROV, PROV_R_INVALID_CONFIG_DATA,
                    "asyncjob: completion_batch_us must be a number from 0 to %ld",

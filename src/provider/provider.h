@@ -56,9 +56,9 @@ class ErrorTransfer {
 class Provider {
  public:
   struct Counters {
-    std::uint64_t submitted;    // signatures handed to a worker
-    std::uint64_t paused;       // times the engine paused a job
-    std::uint64_t inline_runs;  // signatures run on the caller's thread
+    std::uint64_t submitted;        // signatures handed to a worker
+    std::uint64_t paused;           // times the engine paused a job
+    std::uint64_t inline_runs;      // signatures run on the caller's thread
     std::uint64_t batched_wakeups;  // wake-ups held back, then sent with others
   };
 

@@ -360,9 +360,8 @@ TEST(WakeQueueTest, ALoopThatBlocksOnlyAfterLookingLosesNoWakeup) {
     pollfd entry{queue.doorbell_fd(), POLLIN, 0};
     queue.SetAwake();
     for (;;) {
-      queue.DrainWakeups([&](std::uint32_t, std::uint32_t) {
-        delivered.fetch_add(1, std::memory_order_relaxed);
-      });
+      queue.DrainWakeups(
+          [&](std::uint32_t, std::uint32_t) { delivered.fetch_add(1, std::memory_order_relaxed); });
       drains.fetch_add(1, std::memory_order_relaxed);
       if (queue.TakeStopRequest()) break;
       if (!queue.PrepareToBlock()) continue;

@@ -376,7 +376,8 @@ TEST_F(Offload, WithoutBatchingEachJobIsWokenAsItsTaskFinishes) {
 }
 
 TEST_F(Offload, BatchingHoldsWakeUpsUntilTheQueueRunsEmpty) {
-  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  Engine engine(
+      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
   BatchJobs jobs;
   Gate gate;
   // The worker is blocked in the first task while the other two queue up.
@@ -415,7 +416,8 @@ TEST_F(Offload, TasksLongerThanTheWindowAreNotHeld) {
 }
 
 TEST_F(Offload, AJobCancelledWhileItsWakeUpIsHeldLeavesTheBatchAtOnce) {
-  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  Engine engine(
+      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
   BatchJobs jobs;
   Gate hold_first, block_second;
   jobs.Start(engine, 0, &hold_first);
@@ -443,7 +445,8 @@ TEST_F(Offload, AJobCancelledWhileItsWakeUpIsHeldLeavesTheBatchAtOnce) {
 }
 
 TEST_F(Offload, AJobResumedWhileItsWakeUpIsHeldLeavesTheBatch) {
-  Engine engine({.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
+  Engine engine(
+      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::hours(1)});
   BatchJobs jobs;
   Gate hold_first, block_second;
   jobs.Start(engine, 0, &hold_first);
@@ -469,8 +472,9 @@ TEST_F(Offload, AJobResumedWhileItsWakeUpIsHeldLeavesTheBatch) {
 }
 
 TEST_F(Offload, ANegativeWindowMeansNoBatching) {
-  Engine engine(
-      {.workers = 1, .queue_capacity = 8, .completion_batch_window = std::chrono::microseconds(-5)});
+  Engine engine({.workers = 1,
+                 .queue_capacity = 8,
+                 .completion_batch_window = std::chrono::microseconds(-5)});
   BatchJobs jobs;
   Gate first, second;
   jobs.Start(engine, 0, &first);
