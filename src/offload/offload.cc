@@ -50,6 +50,10 @@ struct Engine::Request {
   // by the engine's mutex.
   bool owner_gone = false;
   std::atomic<bool> done{false};
+  // Stored last by whoever finishes the request (Finish()), after its last
+  // use of it: once it reads true, the job may let the request go without
+  // taking the engine's mutex.
+  std::atomic<bool> settled{false};
   std::exception_ptr error = nullptr;  // what the task threw on the worker
   // Links in the engine's list of held wake-ups (kHeld only).
   Request* held_previous = nullptr;
@@ -291,8 +295,10 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     if (request.done.load(std::memory_order_acquire)) break;
     spurious_resumes_.fetch_add(1, std::memory_order_relaxed);
   }
-  // The worker may still be leaving the request's critical section.
-  {
+  // Settled: the worker has let the request go (the common case, no lock).
+  // Otherwise it may still be leaving the request's critical section, or
+  // the request's wake-up waits in a batch.
+  if (!request.settled.load(std::memory_order_acquire)) {
     std::lock_guard lock(mutex_);
     // Resumed (by its owner's polling, or another wake-up) while its own
     // wake-up waits in a batch: no need to send it any more.
@@ -405,6 +411,10 @@ void Engine::Finish(Request* request) noexcept {
     WakeJob(request->callback, request->callback_argument, request->eventfd);
   request->state = Request::State::kFinished;
   completed_.fetch_add(1, std::memory_order_relaxed);
+  // The last use of the request: the job, perhaps already resumed by the
+  // wake-up above, may return (and its stack, which holds the request, be
+  // reused) as soon as it sees this.
+  request->settled.store(true, std::memory_order_release);
 }
 
 // Whether the wake-up of a task finished at `now` may wait for the next
