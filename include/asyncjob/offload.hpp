@@ -38,7 +38,10 @@
 // that loads its engine and then forks its workers (HAProxy's master-worker
 // and daemon modes) keeps offloading in the children. Tasks queued at the
 // fork run in the child too; a task a worker was running at that moment is
-// not finished in the child.
+// not finished in the child. The constructor returns only once every worker
+// runs (a thread still starting may hold an allocator lock that a child
+// forked at that instant would inherit locked), so forking right after it
+// is safe.
 //
 // Out of memory while queueing (the queue grows as needed), or when the job
 // cannot be given a cancel hook, the task runs inline too: run() itself
@@ -153,6 +156,8 @@ class Engine {
   std::condition_variable request_done_;
   std::deque<Request*> queue_;
   std::vector<std::thread> workers_;
+  // Workers that have entered their loop (StartWorkers() waits for all).
+  std::size_t workers_running_ = 0;
   bool stopping_ = false;
   // Finished tasks whose wake-ups are held back, oldest first (an intrusive
   // list through the requests), and when the oldest was held.

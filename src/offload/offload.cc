@@ -152,6 +152,7 @@ struct ForkHandlers {
       new (&engine->request_done_) std::condition_variable;
       for (std::thread& worker : engine->workers_) new (&worker) std::thread;
       engine->workers_.clear();
+      engine->workers_running_ = 0;
       // No worker of the child will finish a task to send them.
       engine->ReleaseHeld();
       engine->mutex_.unlock();
@@ -165,11 +166,19 @@ struct ForkHandlers {
   }
 };
 
+// Returns once every worker runs its loop: a thread still starting may be
+// inside the allocator (its stack and TLS set up by the C library, or by a
+// sanitizer's runtime), and a fork() at that instant would leave the
+// child's allocator locked for ever where the allocator has no fork
+// handlers (AddressSanitizer's). A program that forks right after making an
+// engine (a server loading the provider, then forking its workers) is safe.
 void Engine::StartWorkers() {
   workers_.reserve(static_cast<std::size_t>(options_.workers));
   while (workers_.size() < static_cast<std::size_t>(options_.workers)) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
+  std::unique_lock lock(mutex_);  // cannot throw: see StopWorkers()
+  request_done_.wait(lock, [this] { return workers_running_ == workers_.size(); });
 }
 
 // A function-try-block: the queue's first blocks are allocated before the
@@ -222,6 +231,7 @@ void Engine::StopWorkers() noexcept {
   // worker is joinable, and none runs this.
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  workers_running_ = 0;
 }
 
 Counters Engine::counters() const {
@@ -367,6 +377,8 @@ void Engine::WorkerLoop() {
   using Clock = std::chrono::steady_clock;
   const bool batching = options_.completion_batch_window > std::chrono::microseconds::zero();
   std::unique_lock lock(mutex_);
+  ++workers_running_;
+  request_done_.notify_all();  // StartWorkers() waits for every worker
   for (;;) {
     work_ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left to do

@@ -69,6 +69,33 @@ TEST(OffloadFork, TheChildOfAForkOffloadsToWorkersOfItsOwn) {
   EXPECT_EQ(engine.counters().submitted, 2u);
 }
 
+// The engine's constructor returns only once its workers run their loop: a
+// thread still starting may hold the allocator's lock (AddressSanitizer's
+// runtime has no fork handlers for it), and a child forked at that instant
+// would never allocate again. Forking right after the constructor, as a
+// server does after loading the provider, must leave the child able to
+// offload.
+TEST(OffloadFork, AForkRightAfterTheEngineIsMadeLeavesTheChildWorking) {
+#if ASYNCJOB_TSAN
+  GTEST_SKIP() << "ThreadSanitizer ends a child that starts threads after a multi-threaded fork";
+#endif
+  for (int round = 0; round < 20; ++round) {
+    Engine engine({.workers = 4, .queue_capacity = 8});
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      alarm(30);  // a hang must not outlive the test
+      _exit(OffloadOnce(engine) ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status))
+        << "round " << round << ": the child was killed by signal "
+        << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << " (SIGALRM: it hung)";
+    ASSERT_EQ(WEXITSTATUS(status), 0) << "round " << round << ": the child could not offload";
+  }
+}
+
 Engine* engine_at_exit = nullptr;
 
 TEST(OffloadForkDeathTest, AnEngineDestroyedAtExitAfterTheStatics) {
