@@ -234,11 +234,12 @@ class Worker {
   }
 
   // From any thread: this job may be resumed now.
+  // The notification is written under the lock: once the worker can see the
+  // record, this call has stopped using notify_, so a worker that resumes the
+  // job, finishes its last one and closes notify_ never races the write.
   void MakeReady(JobRecord* record) {
-    {
-      std::lock_guard lock(ready_mutex_);
-      ready_.push_back(record);
-    }
+    std::lock_guard lock(ready_mutex_);
+    ready_.push_back(record);
     const std::uint64_t one = 1;
     STRESS_CHECK(write(notify_, &one, sizeof one) == sizeof one, "notify write failed");
   }
