@@ -415,12 +415,15 @@ class Loop {
   // Any thread: makes run() or run_until_stopped() return once its current
   // iteration ends (when neither is running, the next call returns at
   // once). run_once() does not wait while a stop is pending. Jobs stay
-  // paused; running the loop again continues them.
+  // paused; running the loop again continues them. The loop's thread may
+  // destroy the loop as soon as run() returns, even while the stop() that
+  // ended it has not returned yet on its own thread.
   void stop() noexcept;
   // Any thread: runs fn on the loop thread during its next iteration (and
   // wakes the loop to do so). fn may spawn jobs. Exceptions thrown by fn
   // propagate out of run(). Functions still pending when the loop is
-  // destroyed are discarded.
+  // destroyed are discarded. As with stop(), fn may end the run or destroy
+  // the loop while the post() that queued it has not returned yet.
   void post(std::function<void()> fn);
 
   // Jobs alive: queued plus started and unfinished. Loop thread.

@@ -125,6 +125,9 @@ void WakeQueue::Unregister() noexcept {
 
 WakeQueue::~WakeQueue() {
   Unregister();
+  // A RequestStop() or Post() that the loop thread has seen may still be
+  // ringing: wait for it (see RequestStop()).
+  { std::lock_guard<std::mutex> lock(post_mutex_); }
   for (std::uint32_t c = 0; c < chunk_count_; ++c) {
     delete[] chunks_[c].load(std::memory_order_relaxed);
   }
@@ -201,17 +204,22 @@ void WakeQueue::DrainDoorbell() noexcept { base::DrainEventFd(doorbell_fd_); }
 
 // ----- Stop requests and posted functions -----
 
+// RequestStop() and Post() ring the doorbell while holding post_mutex_, and
+// the destructor takes that mutex before it frees anything: the loop thread
+// may act on the request (return from its run, be destroyed) as soon as it
+// sees it, while the requesting thread has yet to ring. Without the mutex
+// that ring would read a freed queue and write to a closed fd, whose number
+// may belong to someone else by then.
 void WakeQueue::RequestStop() noexcept {
+  std::lock_guard<std::mutex> lock(post_mutex_);
   stop_.store(true, std::memory_order_release);
   RingDoorbell();
 }
 
 void WakeQueue::Post(std::function<void()> fn) {
-  {
-    std::lock_guard<std::mutex> lock(post_mutex_);
-    posted_.push_back(std::move(fn));
-    has_posted_.store(true, std::memory_order_release);
-  }
+  std::lock_guard<std::mutex> lock(post_mutex_);
+  posted_.push_back(std::move(fn));
+  has_posted_.store(true, std::memory_order_release);
   RingDoorbell();
 }
 

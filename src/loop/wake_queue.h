@@ -50,7 +50,9 @@
 // Thread rules: Callback(), Wake(), RequestStop() and Post() may be called
 // from any thread. Everything else belongs to the owner's (loop) thread.
 // The destructor (or Unregister()) waits for callbacks already looking at
-// this queue to finish; callbacks arriving later do nothing.
+// this queue to finish; callbacks arriving later do nothing. The destructor
+// also waits for a RequestStop() or Post() still ringing the doorbell, so
+// the loop thread may destroy the queue as soon as it has seen either.
 //
 //   WakeQueue queue;                               // eventfd + registry slot
 //   queue.Reserve(1024);                           // nodes for slots 0..1023
