@@ -178,8 +178,13 @@ ASYNCJOB_EXPORT int asyncjob_cancel_job(ASYNC_JOB **job);
 
 /* Registers fn(arg) to run if the current job is cancelled, e.g. to withdraw
  * a request submitted to an accelerator before pausing. Up to 8 per job;
- * forgotten when the job finishes. Returns 1, or 0 with an error queued
- * outside a job (ASYNCJOB_R_NOT_IN_JOB) or when 8 are registered. */
+ * forgotten when the job finishes. The hooks also run when a paused job is
+ * given up without being unwound: its wait context freed while its stack
+ * cannot be unwound (it becomes a tombstone), or its thread exiting. They
+ * run then outside the job, on the thread giving it up, before the job's
+ * stack is released, so that whoever holds pointers into that stack lets
+ * go of them. Returns 1, or 0 with an error queued outside a job
+ * (ASYNCJOB_R_NOT_IN_JOB) or when 8 are registered. */
 ASYNCJOB_EXPORT int asyncjob_add_cancel_hook(void (*fn)(void *arg), void *arg);
 /* 1 when ASYNC_pause_job() would pause right now: inside a job, pausing not
  * blocked, the job not being cancelled. Async-aware code checks it before

@@ -102,7 +102,10 @@ class PauseBlocker {
 
 // Runs a callable if the current job is cancelled while this object lives,
 // before the job's stack unwinds (e.g. to withdraw a request submitted to a
-// device). Must be created inside a job; throws Error otherwise. An action
+// device); also if the job, paused, is given up without an unwind (its wait
+// context freed while it cannot be unwound, or its thread exiting): then
+// from outside the job, before its stack is released (asyncjob_add_cancel_hook()).
+// Must be created inside a job; throws Error otherwise. An action
 // that throws cannot stop the cancellation: its exception is dropped and
 // reported on the error queue (ASYNCJOB_R_CANCEL_HOOK_THREW), the other
 // actions still run and the stack still unwinds. One created while the job

@@ -24,7 +24,11 @@
 //   - A spurious or early resume (the task not done yet) is harmless: the job
 //     pauses again.
 //   - If the job is cancelled while its task is queued, the task is
-//     withdrawn; while it runs, cancellation waits for it to finish.
+//     withdrawn; while it runs, cancellation waits for it to finish. The
+//     same happens when the job is given up without an unwind (its wait
+//     context freed while it cannot be unwound, or its thread exiting with
+//     it paused): the engine lets go of the request on the job's stack
+//     before that stack is released, and wakes nobody.
 //   - Completion batching (Options::completion_batch_window, off by
 //     default): under load, a worker may hold back the wake-ups of finished
 //     tasks for a few microseconds while it runs the next queued ones, so

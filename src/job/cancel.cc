@@ -86,7 +86,7 @@ __attribute__((noinline)) int CancelFromReturnFreePause(void* job) {
 }
 #endif
 
-void RunCancelHooksAndThrow(Job* job) {
+void RunCancelHooks(Job* job) noexcept {
   // Newest first: the last request made is the first withdrawn. A hook
   // that throws cannot stop the cancellation: its exception is dropped and
   // reported, and the other hooks still run.
@@ -105,6 +105,10 @@ void RunCancelHooksAndThrow(Job* job) {
                        static_cast<void*>(job));
     }
   }
+}
+
+void RunCancelHooksAndThrow(Job* job) {
+  RunCancelHooks(job);
   throw JobCancelled{};
 }
 

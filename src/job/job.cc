@@ -85,6 +85,17 @@ void AddCounters(Counters& into, const Counters& from) {
 // (its pages are not ours to drop). The range stays mapped: a late write
 // into it (a completion filling in a result on the job's stack) lands in a
 // fresh zero page.
+// Runs the cancel hooks of a paused job that is being given up without an
+// unwind (a tombstone, or a job of an exiting thread), from outside it and
+// with nothing queued: whoever registered them still holds pointers into
+// the job's stack (an accelerator's request), and must let go of them
+// before DropStackPages() zeroes it.
+void RunHooksOfAbandonedJob(Job* job) {
+  if (job->cancellation.hook_count == 0) return;
+  base::ScopedErrorSuppression quiet;
+  internal::RunCancelHooks(job);
+}
+
 void DropStackPages(Job* job) {
   if (job->stack.kind == stack::StackKind::kCustom) return;
   const std::size_t page = stack::PageSize();
@@ -666,6 +677,7 @@ void Pool::Orphan() {
     // longjmp, or from code without unwind information): its context may
     // still be the tools' current one.
     const bool was_running = job->state == JobState::kRunning;
+    if (job->state == JobState::kPaused) RunHooksOfAbandonedJob(job);
     job->state = JobState::kOrphaned;
     if (job->entry.heap_arguments != nullptr) {
       std::free(job->entry.heap_arguments);
@@ -791,6 +803,7 @@ void Abandon(Job* job) {
   ++thread.tombstone_count;
   ++thread.counters.tombstones;
   --thread.paused_now;
+  RunHooksOfAbandonedJob(job);
   DropStackPages(job);
 }
 

@@ -485,9 +485,11 @@ bool RemoveCancelHook(void (*function)(void*), void* argument);
 
 // Turns a paused job of this thread into a tombstone: it can no longer be
 // resumed or cancelled (CheckResumable() refuses it with
-// ASYNCJOB_R_JOB_ORPHANED), it leaves its pool's in_use() count, and the
-// resident pages of its stack below the header page go back to the kernel
-// (its frames are never run nor unwound). Its memory stays mapped and its
+// ASYNCJOB_R_JOB_ORPHANED), it leaves its pool's in_use() count, its cancel
+// hooks run (from here, with errors suppressed: what registered them
+// withdraws what it handed out), and then the resident pages of its stack
+// below the header page go back to the kernel (its frames are never run
+// nor unwound). Its memory stays mapped and its
 // header keeps user_data, so that whatever still holds the job or points
 // into its stack touches memory that is ours, until ReleaseTombstone().
 void Abandon(Job* job);

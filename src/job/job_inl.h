@@ -37,6 +37,8 @@ extern std::atomic<void (*)(Job*)> pause_observer;
 
 [[noreturn]] void JobEntry(void* transfer, void* argument) noexcept;
 [[noreturn]] void RunCancelHooksAndThrow(Job* job);
+// Runs the job's cancel hooks, newest first, and forgets them (cancel.cc).
+void RunCancelHooks(Job* job) noexcept;
 // What a job resumed by Cancel() does at its pause (job.cc): throws, or,
 // when its stack cannot be unwound, pauses again and returns once resumed.
 void CancelFromPause(Job* job);
