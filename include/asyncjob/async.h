@@ -199,6 +199,24 @@ ASYNCJOB_EXPORT int asyncjob_is_cancelling(void);
  * 0 (nothing queued) when there is none. */
 ASYNCJOB_EXPORT int asyncjob_remove_cancel_hook(void (*fn)(void *arg), void *arg);
 
+/* ----- Waking a job from another thread ----- */
+
+/* For an engine completing a paused job's work on another thread: calls the
+ * callback set in ctx (ASYNC_WAIT_CTX_set_callback) with its argument, both
+ * as they are now, and returns 1. Returns 0, calling and queueing nothing,
+ * when ctx has no callback, or none any more because its owner freed it
+ * (ASYNC_WAIT_CTX_free) while the job was paused: a free on another thread
+ * waits for a call in progress to return, so the callback's argument (the
+ * owner's connection) is never used once the owner has freed it, which a
+ * copy of the callback taken when the work was submitted cannot promise.
+ * The callback must therefore not wait for the thread that frees ctx (it
+ * may free ctx itself). ctx must be the context of a job that is still
+ * paused: a freed context stays allocated while a paused job of another
+ * thread refers to it, and the jobs of the freeing thread are given up
+ * after their cancel hooks ran (asyncjob_add_cancel_hook). Returns 0 with
+ * an error queued for a NULL ctx. */
+ASYNCJOB_EXPORT int asyncjob_wait_ctx_call_callback(ASYNC_WAIT_CTX *ctx);
+
 /* Usable stack size of jobs created from now on (default 64 KiB, 256 KiB
  * under AddressSanitizer). Rounded up to whole pages; at least 16 KiB, at
  * most 1 GiB. Returns 1, or 0 with an error queued (and the size kept) for

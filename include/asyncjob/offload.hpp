@@ -13,7 +13,10 @@
 // Notification follows OpenSSL's engine conventions:
 //   - If the job's wait context has a callback, the engine sets the status
 //     to ASYNC_STATUS_OK when the task is accepted and calls the callback
-//     (from the worker thread) when it completes.
+//     (from the worker thread) when it completes, through the context
+//     (asyncjob_wait_ctx_call_callback()): if the owner has freed the
+//     context meanwhile, from another thread than the job's, nothing is
+//     called and the job waits for its own thread to resume or cancel it.
 //   - Otherwise it registers one eventfd per wait context (once, under the
 //     engine's key, with a cleanup routine that closes it when the context is
 //     freed), makes it readable on completion, and drains it after resume.

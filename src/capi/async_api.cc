@@ -500,6 +500,12 @@ int ASYNC_WAIT_CTX_get_callback(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn* callback
   return wait->GetCallback(callback, callback_arg) ? 1 : 0;
 }
 
+int asyncjob_wait_ctx_call_callback(ASYNC_WAIT_CTX* ctx) {
+  WaitContext* wait = CheckedWaitContext(ctx, "asyncjob_wait_ctx_call_callback");
+  if (wait == nullptr) return 0;
+  return wait->CallCallback() ? 1 : 0;
+}
+
 int ASYNC_WAIT_CTX_set_status(ASYNC_WAIT_CTX* ctx, int status) {
   WaitContext* wait = CheckedWaitContext(ctx, "ASYNC_WAIT_CTX_set_status");
   if (wait == nullptr) return 0;

@@ -26,6 +26,7 @@ int asyncjob_can_pause(void) __attribute__((weak));
 int asyncjob_add_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
 int asyncjob_remove_cancel_hook(void (*fn)(void*), void* arg) __attribute__((weak));
 int asyncjob_count_wakeup(int how) __attribute__((weak));
+int asyncjob_wait_ctx_call_callback(ASYNC_WAIT_CTX* ctx) __attribute__((weak));
 }
 #endif
 
@@ -39,7 +40,10 @@ struct Engine::Request {
   void* callable;
   Engine* engine;
   // How to wake the job: its wait context's callback, else its eventfd,
-  // else nothing (the owner polls).
+  // else nothing (the owner polls). The callback is called through the
+  // context (CallCallback()), which knows whether its owner has freed it
+  // since; the copy taken at submission serves only under libcrypto's jobs.
+  ASYNC_WAIT_CTX* ctx = nullptr;
   ASYNC_callback_fn callback = nullptr;
   void* callback_argument = nullptr;
   int eventfd = -1;
@@ -79,19 +83,31 @@ void RemoveCancelHook(void (*fn)(void*), void* arg) {
 void CountWakeup(int how) {
   if (asyncjob_count_wakeup != nullptr) asyncjob_count_wakeup(how);
 }
+bool CallCallback(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn callback, void* argument) {
+  if (asyncjob_wait_ctx_call_callback != nullptr) return asyncjob_wait_ctx_call_callback(ctx) == 1;
+  // libcrypto's contexts: its callback cannot change under a paused job.
+  callback(argument);
+  return true;
+}
 #else
 bool CanPause() { return asyncjob_can_pause() == 1; }
 bool AddCancelHook(void (*fn)(void*), void* arg) { return asyncjob_add_cancel_hook(fn, arg) == 1; }
 void RemoveCancelHook(void (*fn)(void*), void* arg) { asyncjob_remove_cancel_hook(fn, arg); }
 void CountWakeup(int how) { asyncjob_count_wakeup(how); }
+bool CallCallback(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn, void*) {
+  return asyncjob_wait_ctx_call_callback(ctx) == 1;
+}
 #endif
 
 // Wakes a paused job the way its wait context asks: its callback, else the
 // engine's eventfd (neither: its owner polls). Counted for the statistics.
-void WakeJob(ASYNC_callback_fn callback, void* callback_argument, int eventfd) {
+// A context whose owner freed it meanwhile (on another thread than the
+// job's) has no callback any more: nobody is woken, and the job waits for
+// its own thread to resume or cancel it.
+void WakeJob(ASYNC_WAIT_CTX* ctx, ASYNC_callback_fn callback, void* callback_argument,
+             int eventfd) {
   if (callback != nullptr) {
-    callback(callback_argument);
-    CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
+    if (CallCallback(ctx, callback, callback_argument)) CountWakeup(ASYNCJOB_WAKEUP_BY_CALLBACK);
   } else if (eventfd >= 0) {
     base::SignalEventFd(eventfd);
     CountWakeup(ASYNCJOB_WAKEUP_BY_FD);
@@ -259,6 +275,7 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
   }
   Request request{invoke, callable, this};
   ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  request.ctx = ctx;
   if (ctx != nullptr &&
       ASYNC_WAIT_CTX_get_callback(ctx, &request.callback, &request.callback_argument) != 1) {
     // No callback: one eventfd per wait context, kept for the context's life.
@@ -287,7 +304,7 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     // Queue full: tell the owner to resume us soon, wake ourselves, retry.
     eagain_retries_.fetch_add(1, std::memory_order_relaxed);
     if (request.callback != nullptr) ASYNC_WAIT_CTX_set_status(ctx, ASYNC_STATUS_EAGAIN);
-    WakeJob(request.callback, request.callback_argument, request.eventfd);
+    WakeJob(ctx, request.callback, request.callback_argument, request.eventfd);
     ASYNC_pause_job();
     if (request.eventfd >= 0) base::DrainEventFd(request.eventfd);
   }
@@ -420,7 +437,7 @@ void Engine::WorkerLoop() {
 // unwinding, its owner tearing down), marks it finished and counts it.
 void Engine::Finish(Request* request) noexcept {
   if (!request->owner_gone)
-    WakeJob(request->callback, request->callback_argument, request->eventfd);
+    WakeJob(request->ctx, request->callback, request->callback_argument, request->eventfd);
   request->state = Request::State::kFinished;
   completed_.fetch_add(1, std::memory_order_relaxed);
   // The last use of the request: the job, perhaps already resumed by the

@@ -2,6 +2,8 @@
 // callback and status.
 #include "wait/wait_ctx.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <new>
 
@@ -14,11 +16,50 @@ namespace {
 // Room for the common case (one engine, an fd or two) without a later
 // allocation on the set/clear path.
 constexpr std::size_t kInitialEntries = 4;
+
+// The context whose callback this thread is calling through CallCallback(),
+// and how many such calls it has open (a callback that frees its own
+// context must not wait for itself).
+constinit thread_local const WaitContext* calling_context = nullptr;
+constinit thread_local unsigned calling_depth = 0;
 }  // namespace
 
 WaitContext::WaitContext() { entries_.reserve(kInitialEntries); }
 
-WaitContext::~WaitContext() { RunEveryCleanupOnce(); }
+WaitContext::~WaitContext() {
+  callback_off_.store(true, std::memory_order_seq_cst);
+  WaitForCallbackCalls();
+  RunEveryCleanupOnce();
+}
+
+bool WaitContext::CallCallback() {
+  // Counted before looking at callback_off_, both sequentially consistent:
+  // either Detach() sees this call and waits for it, or this call sees the
+  // context detached and calls nothing.
+  callback_calls_.fetch_add(1, std::memory_order_seq_cst);
+  bool called = false;
+  if (!callback_off_.load(std::memory_order_seq_cst)) {
+    ASYNC_callback_fn callback = callback_.load(std::memory_order_relaxed);
+    void* argument = callback_argument_.load(std::memory_order_relaxed);
+    if (callback != nullptr) {
+      const WaitContext* outer_context = calling_context;
+      const unsigned outer_depth = calling_depth;
+      calling_context = this;
+      calling_depth = outer_context == this ? outer_depth + 1 : 1;
+      callback(argument);
+      calling_context = outer_context;
+      calling_depth = outer_depth;
+      called = true;
+    }
+  }
+  callback_calls_.fetch_sub(1, std::memory_order_release);
+  return called;
+}
+
+void WaitContext::WaitForCallbackCalls() const {
+  const unsigned own = calling_context == this ? calling_depth : 0;
+  while (callback_calls_.load(std::memory_order_acquire) > own) sched_yield();
+}
 
 void WaitContext::RunEveryCleanupOnce() {
   // The entries leave the context before their routines run, so that a
@@ -182,9 +223,10 @@ void WaitContext::DetachJobUnusual(void* job) {
 }
 
 bool WaitContext::GetCallback(ASYNC_callback_fn* callback, void** argument) const {
-  if (callback_ == nullptr) return false;
-  if (callback != nullptr) *callback = callback_;
-  if (argument != nullptr) *argument = callback_argument_;
+  ASYNC_callback_fn current = callback_.load(std::memory_order_relaxed);
+  if (current == nullptr) return false;
+  if (callback != nullptr) *callback = current;
+  if (argument != nullptr) *argument = callback_argument_.load(std::memory_order_relaxed);
   return true;
 }
 

@@ -18,6 +18,13 @@
 //     forgets which were added.
 //   - The destructor calls the cleanup routine of every entry not deleted,
 //     exactly once each, whatever those routines do to the context.
+//
+// The callback may be called from other threads (an engine's worker
+// completing the job) through CallCallback(), which the owner's Detach()
+// and the destructor wait for: once a context is freed, its callback is
+// never called again, and no call is still running. Callback and argument
+// are atomics, so that such a call may read them while the owner's thread
+// works with the context.
 #ifndef ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 #define ASYNCJOB_SRC_WAIT_WAIT_CTX_H_
 
@@ -67,10 +74,15 @@ class WaitContext {
   void CleanUpAllFds();
 
   void SetCallback(ASYNC_callback_fn callback, void* argument) {
-    callback_ = callback;
-    callback_argument_ = argument;
+    callback_.store(callback, std::memory_order_relaxed);
+    callback_argument_.store(argument, std::memory_order_relaxed);
   }
   bool GetCallback(ASYNC_callback_fn* callback, void** argument) const;
+  // Any thread: calls the callback and returns true; returns false, calling
+  // nothing, when there is none or the context is detached. Detach() and
+  // the destructor wait for a call in progress on another thread (not for
+  // one this thread is making: a callback may free its own context).
+  bool CallCallback();
   void set_status(int status) { status_ = status; }
   int status() const { return status_; }
 
@@ -123,8 +135,10 @@ class WaitContext {
   void Detach() {
     detached_ = true;
     unusual_ = true;
-    callback_ = nullptr;
-    callback_argument_ = nullptr;
+    callback_off_.store(true, std::memory_order_seq_cst);
+    WaitForCallbackCalls();
+    callback_.store(nullptr, std::memory_order_relaxed);
+    callback_argument_.store(nullptr, std::memory_order_relaxed);
   }
   bool detached() const { return detached_; }
   // Jobs that still refer to this detached context. Atomic: a job of
@@ -144,6 +158,8 @@ class WaitContext {
     bool deleted;
   };
   const Entry* FindLive(const void* key) const;
+  // Returns once no other thread is inside CallCallback() for this context.
+  void WaitForCallbackCalls() const;
   bool AttachAnotherJob(void* job);
   void DetachJobUnusual(void* job);
   void DropRoundChanges();
@@ -151,8 +167,11 @@ class WaitContext {
   std::vector<Entry> entries_;
   std::size_t added_count_ = 0;
   std::size_t deleted_count_ = 0;
-  ASYNC_callback_fn callback_ = nullptr;
-  void* callback_argument_ = nullptr;
+  std::atomic<ASYNC_callback_fn> callback_{nullptr};
+  std::atomic<void*> callback_argument_{nullptr};
+  // CallCallback()s in progress, and whether new ones may call (see there).
+  std::atomic<unsigned> callback_calls_{0};
+  std::atomic<bool> callback_off_{false};
   int status_ = ASYNC_STATUS_UNSUPPORTED;
   void* only_job_ = nullptr;
   std::vector<void*> more_jobs_;  // the others sharing it, in no order

@@ -252,3 +252,57 @@ TEST_F(OffloadGivenUp, ATombstoneWithItsTaskRunningWaitsForIt) {
   ASSERT_EQ(asyncjob_get_pool_stats(&stats), 1);
   EXPECT_EQ(stats.tombstones, 1u);
 }
+
+// The owner frees a job's context on its own thread while the job, paused
+// on another thread, has its task running, and then frees the connection
+// the callback's argument points to: the completion calls no callback (it
+// used to call the one copied at submission, with the freed argument).
+// The job stays paused until its own thread cancels it.
+namespace {
+std::atomic<int> connection_callbacks{0};
+struct Connection {
+  int wakeups = 0;
+  static int Wake(void* self) {
+    ++static_cast<Connection*>(self)->wakeups;
+    connection_callbacks.fetch_add(1);
+    return 1;
+  }
+};
+}  // namespace
+
+TEST_F(OffloadGivenUp, AContextFreedFromAnotherThreadGetsNoCallbackAfterTheFree) {
+  Engine engine({.workers = 1, .queue_capacity = 4});
+  Latch latch;
+  Offloaded running;
+  running.engine = &engine;
+  running.latch = &latch;
+  auto* connection = new Connection;
+  connection_callbacks = 0;
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASYNC_WAIT_CTX_set_callback(ctx, &Connection::Wake, connection);
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool end = false;
+  bool cancelled = false;
+  std::thread owner([&] {
+    ASYNC_JOB* job = StartPaused(ctx, &OffloadingJob, &running);
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return end; });
+    cancelled = asyncjob_cancel_job(&job) == 1;
+    ASYNC_cleanup_thread();
+  });
+  ASSERT_TRUE(WaitUntil([&] { return running.started.load(); }));
+  ASYNC_WAIT_CTX_free(ctx);
+  delete connection;
+  latch.Open();
+  EXPECT_TRUE(WaitUntil([&] { return engine.counters().completed == 1; }));
+  EXPECT_EQ(connection_callbacks.load(), 0) << "a callback called after its context was freed";
+  {
+    std::lock_guard lock(mutex);
+    end = true;
+  }
+  cv.notify_all();
+  owner.join();
+  EXPECT_TRUE(cancelled);
+  EXPECT_TRUE(running.finished.load());
+}
