@@ -209,12 +209,13 @@ ASYNCJOB_EXPORT int asyncjob_remove_cancel_hook(void (*fn)(void *arg), void *arg
  * waits for a call in progress to return, so the callback's argument (the
  * owner's connection) is never used once the owner has freed it, which a
  * copy of the callback taken when the work was submitted cannot promise.
- * The callback must therefore not wait for the thread that frees ctx (it
- * may free ctx itself). ctx must be the context of a job that is still
- * paused: a freed context stays allocated while a paused job of another
- * thread refers to it, and the jobs of the freeing thread are given up
- * after their cancel hooks ran (asyncjob_add_cancel_hook). Returns 0 with
- * an error queued for a NULL ctx. */
+ * The callback must therefore not wait for the thread that frees ctx. It
+ * may free ctx itself (which is then deleted as the outermost call for it
+ * returns). ctx must be the context of a job that is still paused: a freed
+ * context stays allocated while a paused job of another thread refers to
+ * it, and the jobs of the freeing thread are given up after their cancel
+ * hooks ran (asyncjob_add_cancel_hook). Returns 0 with an error queued for
+ * a NULL ctx. */
 ASYNCJOB_EXPORT int asyncjob_wait_ctx_call_callback(ASYNC_WAIT_CTX *ctx);
 
 /* Usable stack size of jobs created from now on (default 64 KiB, 256 KiB

@@ -332,11 +332,12 @@ struct JobTaskFor : JobTaskOf<T, Base> {
 // finishes). Assigning to a paused Job does the same to the old job.
 //
 // A job whose wait context is destroyed while it is paused is orphaned
-// (docs/teardown.md): if it registered cancel hooks it is cancelled right
-// there, and this object then reports it cancelled (resume() throws
-// JobWasCancelled); otherwise it never runs again, resume() and cancel()
-// throw Error (ASYNCJOB_R_JOB_ORPHANED), and the destructor frees the
-// callable without a message.
+// (docs/teardown.md): if it registered cancel hooks and its stack can be
+// unwound it is cancelled right there, and this object then reports it
+// cancelled (resume() throws JobWasCancelled); otherwise (its hooks, if
+// any, having run) it never runs again, resume() and cancel() throw Error
+// (ASYNCJOB_R_JOB_ORPHANED), and the destructor frees the callable without
+// a message.
 template <class T>
 class Job {
  public:

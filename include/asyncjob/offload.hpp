@@ -55,8 +55,10 @@
 // never fails.
 //
 // Thread rules: run() may be called from any thread. The Engine must
-// outlive every run() in progress; its destructor finishes queued tasks and
-// joins the workers.
+// outlive every run() in progress, including those of jobs left paused in
+// it until they end, are cancelled or given up (their cancel hook, run when
+// a thread exits with them paused or their context is freed, uses the
+// engine); its destructor finishes queued tasks and joins the workers.
 #ifndef ASYNCJOB_OFFLOAD_HPP_
 #define ASYNCJOB_OFFLOAD_HPP_
 

@@ -53,7 +53,7 @@ constexpr std::size_t kMaxTombstonesPerThread = 1024;
 // One job fewer refers to a detached context; the last one frees it, which
 // runs the cleanup routines of its fds.
 void LetGoOfDetachedContext(WaitContext* wait) {
-  if (wait->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) delete wait;
+  if (wait->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) WaitContext::Destroy(wait);
 }
 
 // A job no longer refers to its context (it finished, was cancelled, or
@@ -421,7 +421,7 @@ void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
   if (wait->being_freed || wait->detached()) return;
   ReleaseSignalledTombstones();
   if (!wait->HasJobs()) [[likely]] {
-    delete wait;
+    WaitContext::Destroy(wait);
     return;
   }
   // Jobs still refer to it. From here on nothing can call into the owner's
@@ -436,7 +436,7 @@ void ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX* ctx) {
     Orphan(job, wait);
   }
   wait->being_freed = false;
-  if (wait->holders.load(std::memory_order_acquire) == 0) delete wait;
+  if (wait->holders.load(std::memory_order_acquire) == 0) WaitContext::Destroy(wait);
 }
 
 int ASYNC_WAIT_CTX_set_wait_fd(ASYNC_WAIT_CTX* ctx, const void* key, OSSL_ASYNC_FD fd,

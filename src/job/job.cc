@@ -664,9 +664,35 @@ void Pool::OrphanThisThreadsJobs() {
       pool->MarkClosing();
     }
   }
+  GiveUpPausedJobs();
   while (Pool* pool = thread.closing_pools) {
     thread.closing_pools = pool->next_closing_;
     pool->Orphan();
+  }
+}
+
+// In two passes, so that what a hook does (free a wait context, which
+// orphans or cancels the paused jobs in it; cancel a job) finds every job
+// of the exiting thread orphaned already: none is unwound, released or
+// made a tombstone while the pools are being walked. The jobs with hooks
+// are listed through links.next_idle, which a paused job does not use;
+// an orphaned job is never freed by anyone, so the list stays valid.
+void Pool::GiveUpPausedJobs() {
+  Job* pending = nullptr;
+  for (Pool* pool = this_thread.closing_pools; pool != nullptr; pool = pool->next_closing_) {
+    for (Job* job = pool->jobs_; job != nullptr; job = job->membership.next) {
+      if (job->state != JobState::kPaused) continue;
+      job->state = JobState::kOrphaned;
+      if (job->cancellation.hook_count > 0) {
+        job->links.next_idle = pending;
+        pending = job;
+      }
+    }
+  }
+  while (Job* job = pending) {
+    pending = job->links.next_idle;
+    job->links.next_idle = nullptr;
+    RunHooksOfAbandonedJob(job);
   }
 }
 
@@ -677,7 +703,6 @@ void Pool::Orphan() {
     // longjmp, or from code without unwind information): its context may
     // still be the tools' current one.
     const bool was_running = job->state == JobState::kRunning;
-    if (job->state == JobState::kPaused) RunHooksOfAbandonedJob(job);
     job->state = JobState::kOrphaned;
     if (job->entry.heap_arguments != nullptr) {
       std::free(job->entry.heap_arguments);
@@ -796,14 +821,18 @@ void SetTombstoneReleaser(void (*release)(Job* job)) {
 void Abandon(Job* job) {
   ASYNCJOB_DCHECK(job->state == JobState::kPaused && OwnedByThisThread(job));
   ThreadState& thread = this_thread;
+  // A tombstone from here on (nothing a hook does can resume, cancel or
+  // abandon it again), but listed only after its hooks ran: a hook that
+  // frees another context makes the thread look for signalled tombstones,
+  // which must not release this one while its context is being freed.
   job->state = JobState::kTombstone;
+  --thread.paused_now;
+  RunHooksOfAbandonedJob(job);
   ++job->links.pool->tombstones_;
   job->links.next_idle = thread.tombstones;
   thread.tombstones = job;
   ++thread.tombstone_count;
   ++thread.counters.tombstones;
-  --thread.paused_now;
-  RunHooksOfAbandonedJob(job);
   DropStackPages(job);
 }
 

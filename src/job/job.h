@@ -365,6 +365,9 @@ class Pool {
   void FreeJobOfClosingPool(Job* job);
   // Marks this pool closing and lists it on the thread's closing pools.
   void MarkClosing();
+  // Gives up the paused jobs of the thread's closing pools: marks them all
+  // orphaned, then runs their cancel hooks; see OrphanThisThreadsJobs().
+  static void GiveUpPausedJobs();
   // Makes orphans of this closing pool's remaining jobs; see OrphanThisThreadsJobs().
   void Orphan();
 

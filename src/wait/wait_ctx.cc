@@ -17,11 +17,23 @@ namespace {
 // allocation on the set/clear path.
 constexpr std::size_t kInitialEntries = 4;
 
-// The context whose callback this thread is calling through CallCallback(),
-// and how many such calls it has open (a callback that frees its own
-// context must not wait for itself).
-constinit thread_local const WaitContext* calling_context = nullptr;
-constinit thread_local unsigned calling_depth = 0;
+// The CallCallback() calls open on this thread, innermost first: a
+// callback that frees its own context (directly, or from a callback of
+// another context it calls) must neither wait for itself nor delete the
+// context under the call that is still to return.
+struct CallbackFrame {
+  const WaitContext* context;
+  CallbackFrame* outer;
+};
+constinit thread_local CallbackFrame* innermost_call = nullptr;
+
+unsigned OpenCallsOnThisThread(const WaitContext* context) {
+  unsigned open = 0;
+  for (const CallbackFrame* frame = innermost_call; frame != nullptr; frame = frame->outer) {
+    if (frame->context == context) ++open;
+  }
+  return open;
+}
 }  // namespace
 
 WaitContext::WaitContext() { entries_.reserve(kInitialEntries); }
@@ -30,6 +42,17 @@ WaitContext::~WaitContext() {
   callback_off_.store(true, std::memory_order_seq_cst);
   WaitForCallbackCalls();
   RunEveryCleanupOnce();
+}
+
+void WaitContext::Destroy(WaitContext* wait) {
+  if (OpenCallsOnThisThread(wait) > 0) {
+    // Its callback freed it: the outermost call deletes it as it returns.
+    // No callback is called meanwhile.
+    wait->callback_off_.store(true, std::memory_order_seq_cst);
+    wait->destroy_when_called_back_ = true;
+    return;
+  }
+  delete wait;
 }
 
 bool WaitContext::CallCallback() {
@@ -42,23 +65,29 @@ bool WaitContext::CallCallback() {
     ASYNC_callback_fn callback = callback_.load(std::memory_order_relaxed);
     void* argument = callback_argument_.load(std::memory_order_relaxed);
     if (callback != nullptr) {
-      const WaitContext* outer_context = calling_context;
-      const unsigned outer_depth = calling_depth;
-      calling_context = this;
-      calling_depth = outer_context == this ? outer_depth + 1 : 1;
+      CallbackFrame frame{this, innermost_call};
+      innermost_call = &frame;
       callback(argument);
-      calling_context = outer_context;
-      calling_depth = outer_depth;
+      innermost_call = frame.outer;
       called = true;
     }
+  }
+  if (destroy_when_called_back_ && OpenCallsOnThisThread(this) == 0) {
+    // Freed by its callback on this thread, and this is the outermost call:
+    // the destructor waits for calls on other threads.
+    callback_calls_.fetch_sub(1, std::memory_order_release);
+    delete this;
+    return called;
   }
   callback_calls_.fetch_sub(1, std::memory_order_release);
   return called;
 }
 
 void WaitContext::WaitForCallbackCalls() const {
-  const unsigned own = calling_context == this ? calling_depth : 0;
-  while (callback_calls_.load(std::memory_order_acquire) > own) sched_yield();
+  // Sequentially consistent, like the store of callback_off_ before it
+  // (see CallCallback()).
+  const unsigned own = OpenCallsOnThisThread(this);
+  while (callback_calls_.load(std::memory_order_seq_cst) > own) sched_yield();
 }
 
 void WaitContext::RunEveryCleanupOnce() {

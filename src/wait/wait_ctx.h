@@ -43,6 +43,10 @@ class WaitContext {
  public:
   WaitContext();
   ~WaitContext();  // runs the cleanup routines
+  // Deletes the context, or, when this thread is inside CallCallback() for
+  // it (its callback freed it), marks it to be deleted as that call
+  // returns. Use instead of delete.
+  static void Destroy(WaitContext* wait);
   WaitContext(const WaitContext&) = delete;
   WaitContext& operator=(const WaitContext&) = delete;
 
@@ -172,6 +176,8 @@ class WaitContext {
   // CallCallback()s in progress, and whether new ones may call (see there).
   std::atomic<unsigned> callback_calls_{0};
   std::atomic<bool> callback_off_{false};
+  // Destroy() was called from inside a CallCallback() of this thread.
+  bool destroy_when_called_back_ = false;
   int status_ = ASYNC_STATUS_UNSUPPORTED;
   void* only_job_ = nullptr;
   std::vector<void*> more_jobs_;  // the others sharing it, in no order

@@ -170,3 +170,47 @@ TEST_F(CallbackCall, ACallbackMayFreeItsOwnContext) {
   EXPECT_EQ(calls.count.load(), 1);
   EXPECT_TRUE(job.End());
 }
+
+namespace {
+int callback_cleanups = 0;
+int key;
+void CountCleanup(ASYNC_WAIT_CTX*, const void*, OSSL_ASYNC_FD, void*) { ++callback_cleanups; }
+}  // namespace
+
+// Outside the documented use (no job keeps the context), a callback that
+// frees its own context still leaves the call that is running it sound: the
+// context is deleted, its cleanups run, as that call returns.
+TEST_F(CallbackCall, ACallbackFreeingAContextNoJobKeepsIsDeletedAsTheCallReturns) {
+  callback_cleanups = 0;
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &key, 0, nullptr, &CountCleanup);
+  Calls calls;
+  calls.during = [ctx] {
+    ASYNC_WAIT_CTX_free(ctx);
+    EXPECT_EQ(callback_cleanups, 0) << "not deleted under the running call";
+  };
+  ASYNC_WAIT_CTX_set_callback(ctx, &Calls::Callback, &calls);
+  std::thread([ctx] { EXPECT_EQ(asyncjob_wait_ctx_call_callback(ctx), 1); }).join();
+  EXPECT_EQ(calls.count.load(), 1);
+  EXPECT_EQ(callback_cleanups, 1);
+}
+
+// A's callback calls B's, and B's frees A: the free neither waits for the
+// calls open on its own thread nor deletes A under them.
+TEST_F(CallbackCall, ANestedCallbackFreeingTheOuterContext) {
+  callback_cleanups = 0;
+  ASYNC_WAIT_CTX* outer = ASYNC_WAIT_CTX_new();
+  ASYNC_WAIT_CTX* inner = ASYNC_WAIT_CTX_new();
+  ASYNC_WAIT_CTX_set_wait_fd(outer, &key, 0, nullptr, &CountCleanup);
+  Calls outer_calls;
+  Calls inner_calls;
+  outer_calls.during = [inner] { EXPECT_EQ(asyncjob_wait_ctx_call_callback(inner), 1); };
+  inner_calls.during = [outer] { ASYNC_WAIT_CTX_free(outer); };
+  ASYNC_WAIT_CTX_set_callback(outer, &Calls::Callback, &outer_calls);
+  ASYNC_WAIT_CTX_set_callback(inner, &Calls::Callback, &inner_calls);
+  std::thread([outer] { EXPECT_EQ(asyncjob_wait_ctx_call_callback(outer), 1); }).join();
+  EXPECT_EQ(outer_calls.count.load(), 1);
+  EXPECT_EQ(inner_calls.count.load(), 1);
+  EXPECT_EQ(callback_cleanups, 1);
+  ASYNC_WAIT_CTX_free(inner);
+}

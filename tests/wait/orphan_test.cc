@@ -245,6 +245,70 @@ TEST_F(Orphans, AThreadExitingWithAPausedJobRunsItsCancelHooks) {
   EXPECT_TRUE(ErrorQueueEmpty());
 }
 
+// Hooks run as a job is given up may free contexts, the job's own among
+// them: every job of the exiting thread is orphaned before any hook runs,
+// so nothing is unwound or released under the walk of its pools. (Freeing
+// the context used to cancel the job from inside that walk and crash.)
+ASYNC_WAIT_CTX* context_to_free = nullptr;
+void FreesAContextHook(void*) {
+  ++hook_runs;
+  ASYNC_WAIT_CTX_free(context_to_free);
+}
+
+int PausesWithTwoHooksOneFreeingItsContext(void*) {
+  CountsDestruction on_stack;
+  ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &fd_key, eventfd(0, EFD_CLOEXEC), nullptr, &CloseFd);
+  asyncjob_add_cancel_hook(&CountHook, nullptr);
+  asyncjob_add_cancel_hook(&FreesAContextHook, nullptr);  // runs first
+  ASYNC_pause_job();
+  return 0;
+}
+
+TEST_F(Orphans, AHookFreeingItsOwnContextAsTheThreadExits) {
+  std::thread([] {
+    context_to_free = ASYNC_WAIT_CTX_new();
+    ASYNC_JOB* job = nullptr;
+    int ret = 0;
+    ASSERT_EQ(ASYNC_start_job(&job, context_to_free, &ret, &PausesWithTwoHooksOneFreeingItsContext,
+                              nullptr, 0),
+              ASYNC_PAUSE);
+  }).join();
+  EXPECT_EQ(hook_runs, 2);
+  EXPECT_EQ(destructors, 0) << "a job given up is not unwound";
+  EXPECT_EQ(cleanups, 1) << "the context was freed, with its fd";
+}
+
+// A tombstone's hook that frees another context makes the thread look for
+// signalled tombstones; the new one, whose fd is readable already, is not
+// listed yet and is not released under the free of its own context.
+__attribute__((noinline)) void PauseInNoexceptWithoutCounting() noexcept { ASYNC_pause_job(); }
+
+int PausesInNoexceptWithAHookFreeingAContext(void*) {
+  asyncjob_add_cancel_hook(&FreesAContextHook, nullptr);
+  PauseInNoexceptWithoutCounting();
+  return 0;
+}
+
+TEST_F(Orphans, ATombstonesHookFreeingAnotherContext) {
+  ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
+  context_to_free = ASYNC_WAIT_CTX_new();
+  const int fd = eventfd(1, EFD_CLOEXEC);  // readable: as if the engine had signalled
+  ASYNC_WAIT_CTX_set_wait_fd(ctx, &fd_key, fd, nullptr, &CloseFd);
+  ASYNC_JOB* job = nullptr;
+  int ret = 0;
+  ASSERT_EQ(ASYNC_start_job(&job, ctx, &ret, &PausesInNoexceptWithAHookFreeingAContext, nullptr, 0),
+            ASYNC_PAUSE);
+  ASYNC_WAIT_CTX_free(ctx);
+  EXPECT_EQ(hook_runs, 1);
+  EXPECT_EQ(PoolStats().tombstones, 1u);
+  EXPECT_EQ(cleanups, 0);
+  ASYNC_WAIT_CTX_free(ASYNC_WAIT_CTX_new());  // the next check releases it
+  EXPECT_EQ(PoolStats().tombstones, 0u);
+  EXPECT_EQ(cleanups, 1);
+  EXPECT_TRUE(ErrorQueueEmpty());
+}
+
 // At most 1024 tombstones per thread: past that the oldest are released at
 // the next check, signalled or not.
 TEST_F(Orphans, TombstonesAreBoundedPerThread) {
