@@ -33,10 +33,17 @@ class Gate {
   }
   void Wait() {
     std::unique_lock lock(mutex_);
+    ++waiters_;
     cv_.wait(lock, [this] { return open_; });
+  }
+  // Tasks that reached Wait() so far.
+  int waiters() {
+    std::lock_guard lock(mutex_);
+    return waiters_;
   }
 
  private:
+  int waiters_ = 0;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool open_ = false;
@@ -407,6 +414,12 @@ TEST_F(Offload, TasksLongerThanTheWindowAreNotHeld) {
   jobs.Start(engine, 0, &gate);  // blocked long enough to teach the engine
   jobs.Start(engine, 1, &gate);
   jobs.Start(engine, 2, &gate);
+  // The first task must be blocked for a while, not merely queued: on a
+  // loaded machine the worker may take it up only after the gate opened.
+  for (int i = 0; i < 10000 && gate.waiters() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(gate.waiters(), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   gate.Open();
   WaitFor(jobs.wakeups, 3);
