@@ -79,12 +79,6 @@ void AddCounters(Counters& into, const Counters& from) {
   if (from.peak_paused > into.peak_paused) into.peak_paused = from.peak_paused;
 }
 
-// Gives the pages of a job's stack below its header page back to the
-// kernel: for a job whose frames never run nor unwind again, while its
-// header must stay readable. A custom allocator's block is left as it is
-// (its pages are not ours to drop). The range stays mapped: a late write
-// into it (a completion filling in a result on the job's stack) lands in a
-// fresh zero page.
 // Runs the cancel hooks of a paused job that is being given up without an
 // unwind (a tombstone, or a job of an exiting thread), from outside it and
 // with nothing queued: whoever registered them still holds pointers into
@@ -96,6 +90,12 @@ void RunHooksOfAbandonedJob(Job* job) {
   internal::RunCancelHooks(job);
 }
 
+// Gives the pages of a job's stack below its header page back to the
+// kernel: for a job whose frames never run nor unwind again, while its
+// header must stay readable. A custom allocator's block is left as it is
+// (its pages are not ours to drop). The range stays mapped: a late write
+// into it (a completion filling in a result on the job's stack) lands in a
+// fresh zero page.
 void DropStackPages(Job* job) {
   if (job->stack.kind == stack::StackKind::kCustom) return;
   const std::size_t page = stack::PageSize();

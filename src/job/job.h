@@ -492,9 +492,9 @@ bool RemoveCancelHook(void (*function)(void*), void* argument);
 // hooks run (from here, with errors suppressed: what registered them
 // withdraws what it handed out), and then the resident pages of its stack
 // below the header page go back to the kernel (its frames are never run
-// nor unwound). Its memory stays mapped and its
-// header keeps user_data, so that whatever still holds the job or points
-// into its stack touches memory that is ours, until ReleaseTombstone().
+// nor unwound). Its memory stays mapped and its header keeps user_data, so
+// that whatever still holds the job or points into its stack touches
+// memory that is ours, until ReleaseTombstone().
 void Abandon(Job* job);
 // Returns a tombstone of this thread to its pool, as if it had finished.
 void ReleaseTombstone(Job* job);

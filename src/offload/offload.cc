@@ -273,9 +273,8 @@ void Engine::Run(void (*invoke)(void*), void* callable) {
     RunInline(invoke, callable);
     return;
   }
-  Request request{invoke, callable, this};
   ASYNC_WAIT_CTX* ctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
-  request.ctx = ctx;
+  Request request{invoke, callable, this, ctx};
   if (ctx != nullptr &&
       ASYNC_WAIT_CTX_get_callback(ctx, &request.callback, &request.callback_argument) != 1) {
     // No callback: one eventfd per wait context, kept for the context's life.

@@ -39,8 +39,7 @@ unsigned OpenCallsOnThisThread(const WaitContext* context) {
 WaitContext::WaitContext() { entries_.reserve(kInitialEntries); }
 
 WaitContext::~WaitContext() {
-  callback_off_.store(true, std::memory_order_seq_cst);
-  WaitForCallbackCalls();
+  StopCallbackCalls();
   RunEveryCleanupOnce();
 }
 
@@ -72,20 +71,18 @@ bool WaitContext::CallCallback() {
       called = true;
     }
   }
-  if (destroy_when_called_back_ && OpenCallsOnThisThread(this) == 0) {
-    // Freed by its callback on this thread, and this is the outermost call:
-    // the destructor waits for calls on other threads.
-    callback_calls_.fetch_sub(1, std::memory_order_release);
-    delete this;
-    return called;
-  }
+  // Freed by its callback on this thread, and this is the outermost call:
+  // delete it now (the destructor waits for calls on other threads). Only
+  // this thread sets the flag, so it is read before the count drops.
+  const bool destroy = destroy_when_called_back_ && OpenCallsOnThisThread(this) == 0;
   callback_calls_.fetch_sub(1, std::memory_order_release);
+  if (destroy) delete this;
   return called;
 }
 
-void WaitContext::WaitForCallbackCalls() const {
-  // Sequentially consistent, like the store of callback_off_ before it
-  // (see CallCallback()).
+void WaitContext::StopCallbackCalls() {
+  callback_off_.store(true, std::memory_order_seq_cst);
+  // Sequentially consistent, like the store before it (see CallCallback()).
   const unsigned own = OpenCallsOnThisThread(this);
   while (callback_calls_.load(std::memory_order_seq_cst) > own) sched_yield();
 }

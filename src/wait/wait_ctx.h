@@ -139,8 +139,7 @@ class WaitContext {
   void Detach() {
     detached_ = true;
     unusual_ = true;
-    callback_off_.store(true, std::memory_order_seq_cst);
-    WaitForCallbackCalls();
+    StopCallbackCalls();
     callback_.store(nullptr, std::memory_order_relaxed);
     callback_argument_.store(nullptr, std::memory_order_relaxed);
   }
@@ -162,8 +161,9 @@ class WaitContext {
     bool deleted;
   };
   const Entry* FindLive(const void* key) const;
-  // Returns once no other thread is inside CallCallback() for this context.
-  void WaitForCallbackCalls() const;
+  // From now on CallCallback() calls nothing; returns once no other thread
+  // is inside it for this context.
+  void StopCallbackCalls();
   bool AttachAnotherJob(void* job);
   void DetachJobUnusual(void* job);
   void DropRoundChanges();
