@@ -15,39 +15,14 @@
 
 #include "asyncjob/asyncjob.hpp"
 #include "asyncjob/introspect.h"
+#include "support/gate.h"
 #include "support/test_support.h"
 
 namespace {
 
 using asyncjob::offload::Engine;
 
-// Blocks tasks until opened.
-class Gate {
- public:
-  void Open() {
-    {
-      std::lock_guard lock(mutex_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock lock(mutex_);
-    ++waiters_;
-    cv_.wait(lock, [this] { return open_; });
-  }
-  // Tasks that reached Wait() so far.
-  int waiters() {
-    std::lock_guard lock(mutex_);
-    return waiters_;
-  }
-
- private:
-  int waiters_ = 0;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
+using asyncjob_test::Gate;
 
 bool WaitReadable(int fd, int timeout_ms = 10000) {
   pollfd p{fd, POLLIN, 0};

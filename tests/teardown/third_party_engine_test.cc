@@ -41,6 +41,7 @@
 #include "asyncjob/async.h"
 #include "asyncjob/errors.h"
 #include "asyncjob/offload.hpp"
+#include "support/gate.h"
 #include "support/test_support.h"
 
 namespace {
@@ -49,30 +50,7 @@ using asyncjob_test::CountOpenFds;
 using asyncjob_test::ErrorQueueEmpty;
 using asyncjob_test::PopError;
 
-// Opened once by one thread, waited for by another.
-class Gate {
- public:
-  // Notifies under the lock: the waiter may destroy the gate as soon as it
-  // sees it open, so the notification must be over by then.
-  void Open() {
-    std::lock_guard lock(mutex_);
-    open_ = true;
-    opened_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock lock(mutex_);
-    opened_.wait(lock, [this] { return open_; });
-  }
-  bool IsOpen() {
-    std::lock_guard lock(mutex_);
-    return open_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable opened_;
-  bool open_ = false;
-};
+using asyncjob_test::Gate;
 
 asyncjob_stats Stats() {
   asyncjob_stats stats{};
