@@ -19,32 +19,14 @@
 #include "asyncjob/async.h"
 #include "asyncjob/introspect.h"
 #include "asyncjob/offload.hpp"
+#include "support/gate.h"
 #include "support/test_support.h"
 
 namespace {
 
 using asyncjob::offload::Engine;
 
-// Blocks tasks until opened.
-class Latch {
- public:
-  void Open() {
-    {
-      std::lock_guard lock(mutex_);
-      open_ = true;
-    }
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [this] { return open_; });
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
+using asyncjob_test::Gate;
 
 bool Readable(int fd) {
   pollfd p{fd, POLLIN, 0};
@@ -62,8 +44,9 @@ bool WaitUntil(Predicate predicate) {
 
 // What a job below offloads, and how.
 struct Offloaded {
-  Engine* engine = nullptr;
-  Latch* latch = nullptr;  // the task waits for it, when set
+  explicit Offloaded(Engine& on, Gate* held_by = nullptr) : engine(&on), gate(held_by) {}
+  Engine* engine;
+  Gate* gate;  // the task waits for it, when set
   std::atomic<bool> started{false};
   std::atomic<bool> finished{false};
 };
@@ -76,7 +59,7 @@ __attribute__((noinline)) void OffloadDeep(Offloaded* offloaded) {
   depth[sizeof depth - 1] = 1;
   offloaded->engine->run([offloaded] {
     offloaded->started = true;
-    if (offloaded->latch != nullptr) offloaded->latch->Wait();
+    if (offloaded->gate != nullptr) offloaded->gate->Wait();
     offloaded->finished = true;
   });
   (void)depth[1];
@@ -118,14 +101,12 @@ int EngineFd(ASYNC_WAIT_CTX* ctx) {
 // until Release().
 class BusyWorker {
  public:
-  explicit BusyWorker(Engine& engine) : ctx_(ASYNC_WAIT_CTX_new()) {
-    offloaded_.engine = &engine;
-    offloaded_.latch = &latch_;
+  explicit BusyWorker(Engine& engine) : offloaded_(engine, &gate_), ctx_(ASYNC_WAIT_CTX_new()) {
     job_ = StartPaused(ctx_, &OffloadingJob, &offloaded_);
     EXPECT_TRUE(WaitUntil([this] { return offloaded_.started.load(); }));
   }
   void Release() {
-    latch_.Open();
+    gate_.Open();
     EXPECT_TRUE(WaitUntil([this] { return Readable(EngineFd(ctx_)); }));
     int ret = 0;
     EXPECT_EQ(ASYNC_start_job(&job_, ctx_, &ret, nullptr, nullptr, 0), ASYNC_FINISH);
@@ -134,7 +115,7 @@ class BusyWorker {
   }
 
  private:
-  Latch latch_;
+  Gate gate_;
   Offloaded offloaded_;
   ASYNC_WAIT_CTX* ctx_;
   ASYNC_JOB* job_ = nullptr;
@@ -163,8 +144,7 @@ class OffloadGivenUp : public ::testing::Test {
 TEST_F(OffloadGivenUp, AThreadExitingWithItsTaskQueuedWithdrawsIt) {
   Engine engine({.workers = 1, .queue_capacity = 4});
   BusyWorker busy(engine);
-  Offloaded queued;
-  queued.engine = &engine;
+  Offloaded queued(engine);
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   std::thread([&] { StartPaused(ctx, &OffloadingJob, &queued); }).join();
   EXPECT_EQ(engine.counters().withdrawn, 1u);
@@ -180,10 +160,8 @@ TEST_F(OffloadGivenUp, AThreadExitingWithItsTaskQueuedWithdrawsIt) {
 // writing to the request on the dropped pages, and signalled the fd).
 TEST_F(OffloadGivenUp, AThreadExitingWhileItsTaskRunsWaitsForIt) {
   Engine engine({.workers = 1, .queue_capacity = 4});
-  Latch latch;
-  Offloaded running;
-  running.engine = &engine;
-  running.latch = &latch;
+  Gate gate;
+  Offloaded running(engine, &gate);
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   std::atomic<bool> exited{false};
   std::thread owner([&] {
@@ -197,7 +175,7 @@ TEST_F(OffloadGivenUp, AThreadExitingWhileItsTaskRunsWaitsForIt) {
   ASSERT_TRUE(WaitUntil([&] { return running.started.load(); }));
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
   EXPECT_FALSE(exited.load()) << "the thread's exit waits for the task on its job's stack";
-  latch.Open();
+  gate.Open();
   watcher.join();
   EXPECT_TRUE(running.finished.load());
   EXPECT_EQ(engine.counters().completed, 1u);
@@ -211,8 +189,7 @@ TEST_F(OffloadGivenUp, AThreadExitingWhileItsTaskRunsWaitsForIt) {
 TEST_F(OffloadGivenUp, ATombstoneWithItsTaskQueuedWithdrawsIt) {
   Engine engine({.workers = 1, .queue_capacity = 4});
   BusyWorker busy(engine);
-  Offloaded queued;
-  queued.engine = &engine;
+  Offloaded queued(engine);
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   StartPaused(ctx, &OffloadingJobThatCannotUnwind, &queued);
   ASYNC_WAIT_CTX_free(ctx);
@@ -231,17 +208,15 @@ TEST_F(OffloadGivenUp, ATombstoneWithItsTaskQueuedWithdrawsIt) {
 // once the job is given up), so it waits for the bound or the cleanup.
 TEST_F(OffloadGivenUp, ATombstoneWithItsTaskRunningWaitsForIt) {
   Engine engine({.workers = 1, .queue_capacity = 4});
-  Latch latch;
-  Offloaded running;
-  running.engine = &engine;
-  running.latch = &latch;
+  Gate gate;
+  Offloaded running(engine, &gate);
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   StartPaused(ctx, &OffloadingJobThatCannotUnwind, &running);
   const int fd = EngineFd(ctx);
   ASSERT_TRUE(WaitUntil([&] { return running.started.load(); }));
   std::thread opener([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
-    latch.Open();
+    gate.Open();
   });
   ASYNC_WAIT_CTX_free(ctx);
   EXPECT_TRUE(running.finished.load()) << "the free returned only once the task was done";
@@ -272,29 +247,36 @@ struct Connection {
 
 TEST_F(OffloadGivenUp, AContextFreedFromAnotherThreadGetsNoCallbackAfterTheFree) {
   Engine engine({.workers = 1, .queue_capacity = 4});
-  Latch latch;
-  Offloaded running;
-  running.engine = &engine;
-  running.latch = &latch;
+  Gate gate;
+  Offloaded running(engine, &gate);
   auto* connection = new Connection;
   connection_callbacks = 0;
   ASYNC_WAIT_CTX* ctx = ASYNC_WAIT_CTX_new();
   ASYNC_WAIT_CTX_set_callback(ctx, &Connection::Wake, connection);
   std::mutex mutex;
   std::condition_variable cv;
+  bool paused = false;
   bool end = false;
   bool cancelled = false;
   std::thread owner([&] {
     ASYNC_JOB* job = StartPaused(ctx, &OffloadingJob, &running);
     std::unique_lock lock(mutex);
+    paused = true;
+    cv.notify_all();
     cv.wait(lock, [&] { return end; });
     cancelled = asyncjob_cancel_job(&job) == 1;
     ASYNC_cleanup_thread();
   });
+  // Freed once the job has paused (the worker may start the task while the
+  // job is still on its way into the pause).
+  {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return paused; });
+  }
   ASSERT_TRUE(WaitUntil([&] { return running.started.load(); }));
   ASYNC_WAIT_CTX_free(ctx);
   delete connection;
-  latch.Open();
+  gate.Open();
   EXPECT_TRUE(WaitUntil([&] { return engine.counters().completed == 1; }));
   EXPECT_EQ(connection_callbacks.load(), 0) << "a callback called after its context was freed";
   {
