@@ -65,6 +65,15 @@ CASES = [
 THREAD_COUNTS = (1, 2)
 THREADS_RUN = "BM_FullCycleThreads/real_time/threads:{}"
 FLOOR_DEPTHS = (0, 1, 3)
+# Rows of the experiment without FP control state: (label, run, from its
+# context-floor program rather than its job cases).
+NOFP_ROWS = [
+    ("experiment, no FP control state: raw switch round trip", "BM_SwitchRoundTrip/0", True),
+    ("experiment, no FP control state: parked cycle", "BM_ParkedCycle", True),
+    ("experiment, no FP control state: ASYNC_* start -> finish", "BM_StartFinish", False),
+    ("experiment, no FP control state: ASYNC_* full cycle", "BM_FullCycle", False),
+    ("experiment, no FP control state: ASYNC_* pause + resume", "BM_PauseResume", False),
+]
 # Cases whose asyncjob build must make no heap allocation per iteration.
 STEADY_STATE = ("start_finish", "full_cycle", "pause_resume", "args_8", "args_256",
                 "args_4096", "fp_exact", "fp_job")
@@ -154,6 +163,9 @@ class Report:
             glob.glob(os.path.join(results, "floor-*.json")))
         self.boost_contexts, self.boost = load_best(
             glob.glob(os.path.join(results, "boost-*.json")))
+        # The experiment without FP control state (x86-64 only; may be absent).
+        _, self.nofp = load_best(glob.glob(os.path.join(results, "nofp-async-*.json")))
+        _, self.nofp_floor = load_best(glob.glob(os.path.join(results, "nofp-floor-*.json")))
         self.scale = load_scale(results)  # (implementation, N) -> counters
         self.loads = load_averages(self.floor_contexts + sum(self.contexts.values(), []))
         self.switch_check = switch_path_check(floor_binary, objdump)
@@ -170,6 +182,10 @@ class Report:
 
     def boost_ns(self, run_name):
         run = self.boost.get(run_name)
+        return None if run is None else real_ns(run)
+
+    def nofp_ns(self, run_name, floor=False):
+        run = (self.nofp_floor if floor else self.nofp).get(run_name)
         return None if run is None else real_ns(run)
 
     def floor_ns(self, depth):
@@ -407,6 +423,33 @@ class Report:
                     " Within the structure, the four switches' stores of the FP control "
                     "state alone take {} here (twice `BM_ReadFpControl`).").format(
                         fmt_time(2 * real_ns(fp_read)))
+            nofp_full = self.nofp_ns("BM_FullCycle")
+            nofp_sf = self.nofp_ns("BM_StartFinish")
+            lc_sf = self.time_of("libcrypto", "BM_StartFinish")
+            sf = self.time_of("asyncjob", "BM_StartFinish")
+            if nofp_full and nofp_sf and lc_sf and sf:
+                full_met, sf_met = lc_full / nofp_full >= 6, lc_sf / nofp_sf >= 6
+                text += (
+                    " Built with a switch that keeps no FP control state (the experiment "
+                    "rows: it neither stores, compares nor reloads MXCSR and the x87 control "
+                    "word, and neither does libcrypto's switch), the same API costs {} per "
+                    "full cycle ({}) and {} per start -> finish ({}), against {} ({}) and {} "
+                    "({}) with it: keeping that state per context costs {} per full cycle "
+                    "and {} per start -> finish on this CPU (stmxcsr is microcoded here, and "
+                    "the compare must wait for its result). {}").format(
+                        fmt_time(nofp_full), fmt_ratio(lc_full / nofp_full), fmt_time(nofp_sf),
+                        fmt_ratio(lc_sf / nofp_sf), fmt_time(full), fmt_ratio(lc_full / full),
+                        fmt_time(sf), fmt_ratio(lc_sf / sf), fmt_time(full - nofp_full),
+                        fmt_time(sf - nofp_sf),
+                        "Without it both 6x targets would be met." if full_met and sf_met else
+                        "Without it the full cycle would meet 6x; start -> finish would "
+                        "still miss it." if full_met else
+                        "Without it start -> finish would meet 6x; the full cycle would "
+                        "still miss it." if sf_met else
+                        "Even without it neither 6x target would be met.")
+                text += (
+                    " Keeping the FP control state per context is a guarantee of asyncjob's "
+                    "(docs/design.md, \"FP control state\"), and it stays.")
             if boost_cycle:
                 text += (
                     " Half of Boost's bare fiber cycle is {}, {} the structure's own cost "
@@ -416,6 +459,16 @@ class Report:
                         "below" if boost_cycle / 2 < bare else "just above",
                         "less than none" if boost_cycle / 2 < bare
                         else fmt_time(boost_cycle / 2 - bare))
+            nofp_parked = self.nofp_ns("BM_ParkedCycle", floor=True)
+            if boost_cycle and nofp_parked and nofp_full:
+                text += (
+                    " Without the FP control state the structure costs {} ({} half of "
+                    "Boost's cycle) and the API's full cycle {}: {}.").format(
+                        fmt_time(nofp_parked),
+                        "above" if nofp_parked > boost_cycle / 2 else "below",
+                        fmt_time(nofp_full),
+                        "within that target" if nofp_full <= boost_cycle / 2 else
+                        "the bookkeeping on top of the structure still misses that target")
             out += ["", text]
         boost_raw = self.boost_ns("BM_BoostRawSwitch")
         ours_raw = self.boost_ns("BM_AsyncjobRawSwitch")
@@ -443,6 +496,15 @@ class Report:
                         "0.6x of Boost is less than those stores alone." if
                         0.6 * boost_raw < fp_read_ns else
                         "What is left beside them is the register saves both libraries make.")
+            nofp_raw = self.nofp_ns("BM_SwitchRoundTrip/0", floor=True)
+            ours_floor = self.floor_ns(0)
+            if nofp_raw and ours_floor:
+                text += (
+                    " The same switch without the FP control state (the experiment build) "
+                    "makes the round trip in {} against {} with it: {} of Boost's, where "
+                    "the target asks for 0.6x.").format(
+                        fmt_time(nofp_raw), fmt_time(ours_floor),
+                        fmt_ratio(nofp_raw / boost_raw))
             if ours_raw > boost_raw:
                 text += (
                     " On this CPU asyncjob's round trip is the slower one, by {}, although "
@@ -568,6 +630,10 @@ class Report:
         if fp_read is not None and "error_occurred" not in fp_read:
             rows.append(("storing the FP control state twice (stmxcsr + fnstcw, as a round trip "
                          "does)", fmt_time(real_ns(fp_read))))
+        for label, run_name, floor_run in NOFP_ROWS:
+            value = self.nofp_ns(run_name, floor=floor_run)
+            if value is not None:
+                rows.append((label, fmt_time(value)))
         tables.append(("asyncjob's context switch alone", ("case", "asyncjob"), rows))
 
         if self.boost:
@@ -688,6 +754,12 @@ class Report:
             "`bench/context_floor.cc`): stmxcsr and fnstcw into memory, twice, with nothing "
             "else: what the two switches of a round trip spend on the state they keep per "
             "context.",
+            "- **experiment: no FP control state** (`bench_async_no_fp` and "
+            "`bench_context_floor_no_fp`, x86-64 only): the library built once more with "
+            "`ASYNCJOB_EXPERIMENT_NO_FP_CONTROL`, whose switch neither stores, compares nor "
+            "reloads MXCSR and the x87 control word (libcrypto's setjmp/longjmp switch keeps "
+            "no FP control state either), running the same cases: what keeping that state "
+            "per context costs. Never installed, never the library's behaviour.",
             "- **a fresh page** (`BM_FreshPage` in `bench/context_floor.cc`): one byte written "
             "to the top page of each 128 KiB slot of a fresh anonymous mapping of 10,000 "
             "slots (mapping and unmapping untimed): the page fault and zeroed page that "

@@ -52,6 +52,10 @@ def main():
     parser.add_argument("--objdump", default="")
     parser.add_argument("--boost-peer", default="",
                         help="bench_boost_peer, when Boost.Context was found")
+    parser.add_argument("--async-no-fp", default="",
+                        help="bench_async_no_fp: the experiment without FP control state")
+    parser.add_argument("--context-floor-no-fp", default="",
+                        help="bench_context_floor_no_fp: the same experiment's context floor")
     parser.add_argument("--plot-python", default=sys.executable)
     args = parser.parse_args()
 
@@ -81,6 +85,13 @@ def main():
         for implementation in ("libcrypto", "asyncjob"):
             run(getattr(args, "async_" + implementation),
                 out("async-{}-{}".format(implementation, round_number)), micro)
+        # The experiment without FP control state: only the cases it bounds.
+        if args.async_no_fp:
+            run(args.async_no_fp, out("nofp-async-{}".format(round_number)),
+                micro + ["--benchmark_filter=^BM_(StartFinish|FullCycle|PauseResume)$"])
+        if args.context_floor_no_fp:
+            run(args.context_floor_no_fp, out("nofp-floor-{}".format(round_number)),
+                micro + ["--benchmark_filter=^BM_(SwitchRoundTrip/0|ParkedCycle)$"])
     # Each N in a process of its own: memory freed by a smaller N would
     # otherwise be reused by the next and hide its RSS growth.
     for round_number in range(scale_rounds):

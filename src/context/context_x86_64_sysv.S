@@ -20,6 +20,12 @@
  * make every later switch pay for a reload, so they are left out of the
  * comparison (mask 0xffc0).
  *
+ * ASYNCJOB_EXPERIMENT_NO_FP_CONTROL (set only by a benchmark-only build of
+ * the library, never by the library's own build) leaves the FP control state
+ * out: the switch then neither stores nor compares nor reloads it, as
+ * libcrypto's setjmp/longjmp switch does not. It exists to measure what
+ * keeping that state per context costs (docs/benchmarks.md).
+ *
  * The switch ends in `pop; jmp *reg` rather than `ret`: the return to a call
  * site on another stack would always miss in the return-stack predictor.
  * Consequences for CET: the jump lands on ordinary call sites, which carry no
@@ -91,16 +97,19 @@ asyncjob_context_switch:
         .cfi_rel_offset %r15, 0
         leaq    -FRAME_FP_CONTROL(%rsp), %rsp /* room for the FP control state */
         .cfi_adjust_cfa_offset FRAME_FP_CONTROL
+#ifndef ASYNCJOB_EXPERIMENT_NO_FP_CONTROL
         stmxcsr FRAME_MXCSR(%rsp)       /* SSE control/status word */
         fnstcw  FRAME_X87CW(%rsp)       /* x87 control word */
         movl    FRAME_MXCSR(%rsp), %r8d /* keep ours to compare after the switch */
         movzwl  FRAME_X87CW(%rsp), %r9d
+#endif
 
         movq    %rsp, (%rdi)            /* publish where this context is saved */
         movq    %rsi, %rsp              /* ---- now on the resumed context's stack;
                                            its frame has the same layout, so the
                                            CFI above describes it too ---- */
 
+#ifndef ASYNCJOB_EXPERIMENT_NO_FP_CONTROL
         movl    FRAME_MXCSR(%rsp), %r10d /* resumed context's MXCSR */
         xorl    %r10d, %r8d
         testl   $0xffc0, %r8d           /* control bits (not sticky flags) differ? */
@@ -108,6 +117,7 @@ asyncjob_context_switch:
 .Lmxcsr_done:
         cmpw    FRAME_X87CW(%rsp), %r9w /* x87 control word differs? */
         jne     .Lreload_x87cw
+#endif
 .Lx87cw_done:
         .cfi_remember_state
         leaq    FRAME_FP_CONTROL(%rsp), %rsp
@@ -137,12 +147,14 @@ asyncjob_context_switch:
         jmp     *%r8
         .cfi_restore_state
 
+#ifndef ASYNCJOB_EXPERIMENT_NO_FP_CONTROL
 .Lreload_mxcsr:
         ldmxcsr FRAME_MXCSR(%rsp)
         jmp     .Lmxcsr_done
 .Lreload_x87cw:
         fldcw   FRAME_X87CW(%rsp)
         jmp     .Lx87cw_done
+#endif
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
 
