@@ -117,6 +117,19 @@ struct Diversion {
   void* argument;
 };
 inline void Divert(Context* paused, Diversion* diversion);
+
+// SwitchAndReturn() as SwitchKeepingFp() below.
+inline int SwitchAndReturnKeepingFp(Context* from, Context* to, int transfer);
+#endif
+
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+// Switch(), except that *to goes on with the FP control state of the code
+// calling it rather than the one it was suspended with (docs/design.md, "FP
+// control state"): for a parked job context about to run a new job, which
+// must start with its starter's rounding mode, not the one the previous job
+// left there. The state of *from is saved as usual. Assembly back ends only
+// (contexts are parked only there).
+inline void* SwitchKeepingFp(Context* from, Context* to, void* transfer);
 #endif
 
 // "x86_64-sysv", "aarch64-aapcs" or "ucontext".

@@ -113,6 +113,7 @@ asyncjob_context_switch:
         cmp     x10, x9
         b.ne    .Lreload_fpcr           /* reload only when it differs */
 .Lfpcr_done:
+.Lrestore_resumed:                      /* also entered from ..._keep_fp below */
         .cfi_remember_state
         ldp     d8, d9, [sp, #16]
         .cfi_restore d8
@@ -155,6 +156,62 @@ asyncjob_context_switch:
         b       .Lfpcr_done
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
+
+/* void *asyncjob_context_switch_keep_fp(void **save_sp, void *load_sp,
+ *                                       void *transfer)
+ * asyncjob_context_switch, except that the resumed context goes on with the
+ * FPCR of the code calling this rather than the one saved in its frame: for
+ * starting a new job in a context parked by an earlier job, which may have
+ * left another rounding mode there. The FPCR of the context left is saved
+ * as usual. */
+        .globl  asyncjob_context_switch_keep_fp
+        .hidden asyncjob_context_switch_keep_fp
+        .type   asyncjob_context_switch_keep_fp, %function
+        .p2align 4
+asyncjob_context_switch_keep_fp:
+        .cfi_startproc
+        BTI_C
+        sub     sp, sp, #FRAME_SIZE
+        .cfi_def_cfa_offset FRAME_SIZE
+        stp     x29, x30, [sp, #160]    /* frame pointer, return address */
+        .cfi_offset x29, -16
+        .cfi_offset x30, -8
+        stp     x27, x28, [sp, #144]    /* callee-saved */
+        .cfi_offset x27, -32
+        .cfi_offset x28, -24
+        stp     x25, x26, [sp, #128]    /* callee-saved */
+        .cfi_offset x25, -48
+        .cfi_offset x26, -40
+        stp     x23, x24, [sp, #112]    /* callee-saved */
+        .cfi_offset x23, -64
+        .cfi_offset x24, -56
+        stp     x21, x22, [sp, #96]     /* callee-saved */
+        .cfi_offset x21, -80
+        .cfi_offset x22, -72
+        stp     x19, x20, [sp, #80]     /* callee-saved */
+        .cfi_offset x19, -96
+        .cfi_offset x20, -88
+        stp     d14, d15, [sp, #64]     /* callee-saved (low halves of v14, v15) */
+        .cfi_offset d14, -112
+        .cfi_offset d15, -104
+        stp     d12, d13, [sp, #48]     /* callee-saved (low halves of v12, v13) */
+        .cfi_offset d12, -128
+        .cfi_offset d13, -120
+        stp     d10, d11, [sp, #32]     /* callee-saved (low halves of v10, v11) */
+        .cfi_offset d10, -144
+        .cfi_offset d11, -136
+        stp     d8, d9, [sp, #16]       /* callee-saved (low halves of v8, v9) */
+        .cfi_offset d8, -160
+        .cfi_offset d9, -152
+        mrs     x9, fpcr                /* FP control */
+        str     x9, [sp]
+
+        mov     x10, sp
+        str     x10, [x0]               /* publish where this context is saved */
+        mov     sp, x1                  /* now on the resumed context's stack */
+        b       .Lrestore_resumed       /* its registers, not its FPCR */
+        .cfi_endproc
+        .size   asyncjob_context_switch_keep_fp, .-asyncjob_context_switch_keep_fp
 
 /* void *asyncjob_context_divert(void *saved_sp)
  *   x0 = stack pointer of a context saved by the switch

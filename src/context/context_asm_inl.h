@@ -18,11 +18,20 @@ extern "C" {
 // registers saved there. Returns `transfer` on the resumed side.
 void* asyncjob_context_switch(void** save_sp, void* load_sp, void* transfer);
 
+// The same, except that the resumed context keeps the caller's FP control
+// state instead of loading its own (see SwitchKeepingFp()).
+void* asyncjob_context_switch_keep_fp(void** save_sp, void* load_sp, void* transfer);
+
 #if ASYNCJOB_CONTEXT_RETURN_FREE
 // The same routine seen as returning an int, so that a function returning
 // int can leave through it by a tail call (see SwitchAndReturn()).
 int asyncjob_context_switch_int(void** save_sp, void* load_sp,
                                 std::intptr_t transfer) __asm__("asyncjob_context_switch");
+
+// The same as asyncjob_context_switch_keep_fp, seen as returning an int.
+int asyncjob_context_switch_keep_fp_int(
+    void** save_sp, void* load_sp,
+    std::intptr_t transfer) __asm__("asyncjob_context_switch_keep_fp");
 
 // Makes the context saved at saved_sp resume in a stub that calls
 // function(argument), read from the Diversion its transfer value points to,
@@ -56,9 +65,23 @@ inline void* Switch(Context* from, Context* to, void* transfer) {
   __builtin_unreachable();
 }
 
+inline void* SwitchKeepingFp(Context* from, Context* to, void* transfer) {
+  ASYNCJOB_DCHECK(from != to && to->stack_pointer != nullptr);
+  internal::BeforeSwitch(from, to, /*leaving_for_good=*/false);
+  ASYNCJOB_TSAN_SWITCH_TO_FIBER(to);
+  void* received =
+      asyncjob_context_switch_keep_fp(&from->stack_pointer, to->stack_pointer, transfer);
+  internal::AfterSwitch(from);
+  return received;
+}
+
 #if ASYNCJOB_CONTEXT_RETURN_FREE
 inline int SwitchAndReturn(Context* from, Context* to, int transfer) {
   return asyncjob_context_switch_int(&from->stack_pointer, to->stack_pointer, transfer);
+}
+
+inline int SwitchAndReturnKeepingFp(Context* from, Context* to, int transfer) {
+  return asyncjob_context_switch_keep_fp_int(&from->stack_pointer, to->stack_pointer, transfer);
 }
 
 inline void Divert(Context* paused, Diversion* diversion) {

@@ -119,6 +119,7 @@ asyncjob_context_switch:
         jne     .Lreload_x87cw
 #endif
 .Lx87cw_done:
+.Lrestore_resumed:                      /* also entered from ..._keep_fp below */
         .cfi_remember_state
         leaq    FRAME_FP_CONTROL(%rsp), %rsp
         .cfi_adjust_cfa_offset -FRAME_FP_CONTROL
@@ -157,6 +158,51 @@ asyncjob_context_switch:
 #endif
         .cfi_endproc
         .size   asyncjob_context_switch, .-asyncjob_context_switch
+
+/* void *asyncjob_context_switch_keep_fp(void **save_sp, void *load_sp,
+ *                                       void *transfer)
+ * asyncjob_context_switch, except that the resumed context goes on with the
+ * FP control state of the code calling this rather than the one saved in
+ * its frame: for starting a new job in a context parked by an earlier job,
+ * which may have left another rounding mode there. The state of the context
+ * left is saved as usual. With nothing to compare, nothing waits for the
+ * stored MXCSR. */
+        .globl  asyncjob_context_switch_keep_fp
+        .hidden asyncjob_context_switch_keep_fp
+        .type   asyncjob_context_switch_keep_fp, @function
+        .p2align 4
+asyncjob_context_switch_keep_fp:
+        .cfi_startproc
+        ENDBR
+        pushq   %rbp                    /* callee-saved: frame pointer */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbp, 0
+        pushq   %rbx                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %rbx, 0
+        pushq   %r12                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r12, 0
+        pushq   %r13                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r13, 0
+        pushq   %r14                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r14, 0
+        pushq   %r15                    /* callee-saved */
+        .cfi_adjust_cfa_offset 8
+        .cfi_rel_offset %r15, 0
+        leaq    -FRAME_FP_CONTROL(%rsp), %rsp /* room for the FP control state */
+        .cfi_adjust_cfa_offset FRAME_FP_CONTROL
+#ifndef ASYNCJOB_EXPERIMENT_NO_FP_CONTROL
+        stmxcsr FRAME_MXCSR(%rsp)       /* SSE control/status word */
+        fnstcw  FRAME_X87CW(%rsp)       /* x87 control word */
+#endif
+        movq    %rsp, (%rdi)            /* publish where this context is saved */
+        movq    %rsi, %rsp              /* now on the resumed context's stack */
+        jmp     .Lrestore_resumed       /* its registers, not its FP control */
+        .cfi_endproc
+        .size   asyncjob_context_switch_keep_fp, .-asyncjob_context_switch_keep_fp
 
 /* void *asyncjob_context_divert(void *saved_sp)
  *   rdi = stack pointer of a context saved by the switch

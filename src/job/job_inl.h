@@ -113,9 +113,19 @@ inline void EndEntry(Job* job, ThreadState& thread, bool finished) {
 // returns (its entry function ignores it).
 inline Outcome Enter(Job* job, void* transfer) {
   ThreadState& thread = this_thread;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  const bool starting = job->entry.fresh;  // see EnterReturnFree()
+#endif
   BeginEntry(job, thread);
   job->return_free = false;
+#if ASYNCJOB_CONTEXT_RETURN_FREE
+  void* token = starting ? context::SwitchKeepingFp(job->links.resume_to, &job->fibre, transfer)
+                         : context::Switch(job->links.resume_to, &job->fibre, transfer);
+#else
+  // Contexts are parked only where switches are return-free: every start
+  // here is in a context prepared just now, with its starter's FP state.
   void* token = context::Switch(job->links.resume_to, &job->fibre, transfer);
+#endif
   if (token == kPausedToken) [[likely]] {
     EndEntry(job, this_thread, /*finished=*/false);
     return Outcome::kPaused;
@@ -269,8 +279,14 @@ inline void PauseCurrent(Job* job) {
 inline bool CanReturnFree(const Job* job) { return !job->links.pool->closing(); }
 
 inline int EnterReturnFree(Job* job) {
+  const bool starting = job->entry.fresh;
   internal::BeginEntry(job, this_thread);
   job->return_free = true;
+  // A new job keeps its starter's FP control state: its context may be one
+  // parked by the previous job, with the rounding mode that job left.
+  if (starting)
+    return context::SwitchAndReturnKeepingFp(job->links.resume_to, &job->fibre,
+                                             internal::kResumedValue);
   return context::SwitchAndReturn(job->links.resume_to, &job->fibre, internal::kResumedValue);
 }
 

@@ -475,6 +475,40 @@ void TestRoundingModePerContext() {
   ctx::Destroy(&g_fibre);
 }
 
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+// SwitchKeepingFp: the resumed context goes on with its resumer's rounding
+// mode, not the one it was suspended with; the resumer's own is saved as by
+// any switch, and ordinary switches afterwards keep each side's again.
+
+void KeepFpEntry(void*, void*) {
+  fesetround(FE_UPWARD);
+  ctx::Switch(&g_fibre, &g_main, nullptr);  // suspended with FE_UPWARD
+  CHECK(RoundingIs(FE_DOWNWARD));           // resumed, keeping main's mode
+  fesetround(FE_TOWARDZERO);
+  ctx::Switch(&g_fibre, &g_main, nullptr);
+  CHECK(RoundingIs(FE_TOWARDZERO));  // resumed by an ordinary switch: its own
+  ctx::SwitchForGood(&g_fibre, &g_main, nullptr);
+}
+
+void TestSwitchKeepingFp() {
+  Stack stack(kStackSize);
+  ctx::InitializeThreadContext(&g_main);
+  fesetround(FE_TONEAREST);
+  ctx::Prepare(&g_fibre, stack.low(), stack.size(), &KeepFpEntry, nullptr);
+  ctx::Switch(&g_main, &g_fibre, nullptr);
+  CHECK(RoundingIs(FE_TONEAREST));
+  fesetround(FE_DOWNWARD);
+  ctx::SwitchKeepingFp(&g_main, &g_fibre, nullptr);
+  CHECK(RoundingIs(FE_DOWNWARD));  // main's own, saved by the keeping switch
+  fesetround(FE_UPWARD);
+  ctx::Switch(&g_main, &g_fibre, nullptr);
+  CHECK(RoundingIs(FE_UPWARD));
+  fesetround(FE_TONEAREST);
+  feclearexcept(FE_ALL_EXCEPT);
+  ctx::Destroy(&g_fibre);
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // Prepare again, on the same stack, after SwitchForGood.
 
@@ -706,6 +740,9 @@ const Test kTests[] = {
     {"callee_saved_registers", &TestCalleeSavedRegisters},
 #endif
     {"rounding_mode_per_context", &TestRoundingModePerContext},
+#if !ASYNCJOB_CONTEXT_UCONTEXT
+    {"switch_keeping_fp", &TestSwitchKeepingFp},
+#endif
     {"reuse_after_switch_for_good", &TestReuseAfterSwitchForGood},
     {"stack_alignment", &TestStackAlignment},
     {"unwinding_in_fibre", &TestUnwindingInFibre},
