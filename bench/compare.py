@@ -387,7 +387,11 @@ class Report:
                 "faults per job and {} per job in all, libcrypto {:.2f} faults and {}. Being "
                 "2x faster than libcrypto would mean {} per job, {} the cost of the one page "
                 "alone: no change to the job machinery can get there while each paused job "
-                "needs a page of its own. Besides the page, each fresh guarded stack costs "
+                "needs a page of its own. Committing the page ahead, with "
+                "madvise(MADV_POPULATE_WRITE) as the stack is made, was tried and does not "
+                "help here: on this virtual machine the first touch of a page the kernel "
+                "has already committed still costs most of a fault (the hypervisor maps it "
+                "then), and the 10,000-job case did not get faster. Besides the page, each fresh guarded stack costs "
                 "its share of one mmap per run of stacks and an mprotect for its guard, "
                 "which splits the mapping (two mappings per stack); guard markers "
                 "(MADV_GUARD_INSTALL) would save the mprotect and the split, but gdb's "
@@ -508,10 +512,13 @@ class Report:
             if ours_raw > boost_raw:
                 text += (
                     " On this CPU asyncjob's round trip is the slower one, by {}, although "
-                    "both make the same stores: the difference lies in the instructions "
-                    "around them (asyncjob reads the stored words back to compare them with "
-                    "the resumed context's; moving that read six instructions later changed "
-                    "nothing measurable), and was not resolved further.").format(
+                    "both make the same stores: asyncjob reads the stored words back to "
+                    "compare them with the resumed context's, and that read waits for the "
+                    "microcoded store to complete, where Boost reloads without reading "
+                    "(moving the read six instructions later changed nothing measurable). "
+                    "Reloading on every switch instead would put ldmxcsr, costly on other "
+                    "CPUs, on every switch; the static check above holds asyncjob to not "
+                    "doing so.").format(
                         fmt_time(ours_raw - boost_raw))
             out += ["", text]
         clears = self.time_of("asyncjob", "BM_FpCallerClears")
